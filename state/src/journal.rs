@@ -1,0 +1,474 @@
+//! The sled journal: one atomic multi-tree transaction per transition, so the entry,
+//! its name index and its state index never disagree.
+//!
+//! Durability is the caller's decision: `apply` writes, `flush` makes it survive a
+//! crash of the process and, as far as sled can (see sled#1452), of the machine. The
+//! pipeline flushes before every side effect that depends on the write (the archive
+//! move after `verified`). The file system stays the ground truth: a lost journal is
+//! rebuilt from the outbox, archive and quarantine.
+
+use crate::keys;
+use crate::machine::{Event, IllegalTransition, State};
+use crate::record::{NewEntry, Record};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error(
+        "{path}: journal is in use by another process (is `plutus-sync run` already running?)"
+    )]
+    Locked { path: PathBuf },
+    #[error("{path}: cannot open journal: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("{path}: journal schema version {found} is not the one this build reads ({expected})")]
+    Schema {
+        path: PathBuf,
+        found: String,
+        expected: u32,
+    },
+    #[error("journal entry #{0} does not exist")]
+    NotFound(u64),
+    #[error("journal entry #{id} ({name}): {source}")]
+    Illegal {
+        id: u64,
+        name: String,
+        source: IllegalTransition,
+    },
+    #[error("journal entry {key}: cannot decode: {source}")]
+    Corrupt {
+        key: String,
+        source: serde_json::Error,
+    },
+    #[error("journal storage error: {0}")]
+    Storage(#[from] sled::Error),
+}
+
+pub type Result<T, E = JournalError> = std::result::Result<T, E>;
+
+#[derive(Clone, Debug)]
+pub struct JournalOptions {
+    /// sled's page cache. The default (1 GiB) would make the service's RSS grow with
+    /// the journal; 16 MiB is plenty for the live set.
+    pub cache_capacity: u64,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        JournalOptions {
+            cache_capacity: 16 * 1024 * 1024,
+        }
+    }
+}
+
+pub struct Journal {
+    path: PathBuf,
+    db: sled::Db,
+    entries: sled::Tree,
+    by_name: sled::Tree,
+    by_state: sled::Tree,
+}
+
+impl Journal {
+    pub fn open(path: &Path, opts: &JournalOptions) -> Result<Journal> {
+        let open_err = |source: sled::Error| {
+            if source.to_string().contains("could not acquire lock") {
+                JournalError::Locked {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                JournalError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        };
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(opts.cache_capacity)
+            .open()
+            .map_err(open_err)?;
+        let meta = db.open_tree(keys::TREE_META).map_err(open_err)?;
+        let entries = db.open_tree(keys::TREE_ENTRIES).map_err(open_err)?;
+        let by_name = db.open_tree(keys::TREE_BY_NAME).map_err(open_err)?;
+        let by_state = db.open_tree(keys::TREE_BY_STATE).map_err(open_err)?;
+
+        let expected = keys::SCHEMA_VERSION.to_string();
+        match meta.get(keys::META_SCHEMA)? {
+            Some(v) if v.as_ref() == expected.as_bytes() => {}
+            Some(v) => {
+                return Err(JournalError::Schema {
+                    path: path.to_path_buf(),
+                    found: String::from_utf8_lossy(&v).into_owned(),
+                    expected: keys::SCHEMA_VERSION,
+                })
+            }
+            None if entries.is_empty() => {
+                meta.insert(keys::META_SCHEMA, expected.as_bytes())?;
+                db.flush()?;
+            }
+            None => {
+                return Err(JournalError::Schema {
+                    path: path.to_path_buf(),
+                    found: "none".into(),
+                    expected: keys::SCHEMA_VERSION,
+                })
+            }
+        }
+        Ok(Journal {
+            path: path.to_path_buf(),
+            db,
+            entries,
+            by_name,
+            by_state,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A new `pending` entry.
+    pub fn insert(&self, new: NewEntry) -> Result<Record> {
+        let id = self.db.generate_id()?;
+        let rec = Record::new(id, new, crate::now_ms());
+        let value = encode(&rec);
+        (&self.entries, &self.by_name, &self.by_state)
+            .transaction(|(entries, by_name, by_state)| {
+                entries.insert(&keys::id(id), value.as_slice())?;
+                by_name.insert(keys::by_name(&rec.name, id), &[])?;
+                by_state.insert(&keys::by_state(rec.state(), id), &[])?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(storage)?;
+        Ok(rec)
+    }
+
+    /// Apply one event to entry `id` atomically, through the transition table.
+    pub fn apply(&self, id: u64, event: Event) -> Result<Record> {
+        let at = crate::now_ms();
+        let out = (&self.entries, &self.by_state).transaction(|(entries, by_state)| {
+            let Some(raw) = entries.get(keys::id(id))? else {
+                return Err(ConflictableTransactionError::Abort(JournalError::NotFound(
+                    id,
+                )));
+            };
+            let mut rec =
+                decode(&keys::id(id), &raw).map_err(ConflictableTransactionError::Abort)?;
+            let from = rec.state();
+            rec.apply(event.clone(), at).map_err(|source| {
+                ConflictableTransactionError::Abort(JournalError::Illegal {
+                    id,
+                    name: rec.name.clone(),
+                    source,
+                })
+            })?;
+            entries.insert(&keys::id(id), encode(&rec))?;
+            if from != rec.state() {
+                by_state.remove(&keys::by_state(from, id))?;
+                by_state.insert(&keys::by_state(rec.state(), id), &[])?;
+            }
+            Ok(rec)
+        });
+        match out {
+            Ok(rec) => Ok(rec),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(JournalError::Storage(e)),
+        }
+    }
+
+    /// Make every write so far durable (as durable as sled makes it).
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn get(&self, id: u64) -> Result<Option<Record>> {
+        let key = keys::id(id);
+        self.entries
+            .get(key)?
+            .map(|raw| decode(&key, &raw))
+            .transpose()
+    }
+
+    /// Every entry ever made for `name`, oldest first.
+    pub fn history_of(&self, name: &str) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        for kv in self.by_name.scan_prefix(keys::name_prefix(name)) {
+            let (k, _) = kv?;
+            if let Some(id) = keys::parse_id(&k) {
+                if let Some(rec) = self.get(id)? {
+                    out.push(rec);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest entry for `name`.
+    pub fn latest(&self, name: &str) -> Result<Option<Record>> {
+        match self
+            .by_name
+            .scan_prefix(keys::name_prefix(name))
+            .next_back()
+        {
+            Some(kv) => {
+                let (k, _) = kv?;
+                match keys::parse_id(&k) {
+                    Some(id) => self.get(id),
+                    None => Ok(None),
+                }
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// An `archived` entry with this exact name, size and CRC32: the proof that this
+    /// content was delivered before.
+    pub fn find_archived(&self, name: &str, size: u64, crc32: u32) -> Result<Option<Record>> {
+        Ok(self
+            .history_of(name)?
+            .into_iter()
+            .rev()
+            .find(|r| r.state() == State::Archived && r.size == size && r.crc32 == crc32))
+    }
+
+    /// All entries in `state`, oldest first, through the state index.
+    pub fn in_state(&self, state: State) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        for kv in self.by_state.scan_prefix([state.code()]) {
+            let (k, _) = kv?;
+            if let Some(id) = keys::parse_id(&k) {
+                if let Some(rec) = self.get(id)? {
+                    out.push(rec);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Entries the service still has to act on: pending, sent, verified.
+    pub fn live(&self) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        for st in State::ALL.into_iter().filter(|s| s.is_live()) {
+            out.extend(self.in_state(st)?);
+        }
+        out.sort_by_key(|r| r.id);
+        Ok(out)
+    }
+
+    /// Number of entries per state, from the index alone.
+    pub fn counts(&self) -> Result<Vec<(State, u64)>> {
+        State::ALL
+            .into_iter()
+            .map(|st| Ok((st, self.by_state.scan_prefix([st.code()]).count() as u64)))
+            .collect()
+    }
+
+    /// Every entry, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = Result<Record>> + '_ {
+        self.entries.iter().map(|kv| {
+            let (k, v) = kv?;
+            decode(&k, &v)
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+fn encode(rec: &Record) -> Vec<u8> {
+    serde_json::to_vec(rec).expect("a Record always serializes")
+}
+
+fn decode(key: &[u8], raw: &[u8]) -> Result<Record> {
+    serde_json::from_slice(raw).map_err(|source| JournalError::Corrupt {
+        key: keys::parse_id(key)
+            .map(|id| format!("#{id}"))
+            .unwrap_or_else(|| format!("{key:?}")),
+        source,
+    })
+}
+
+fn storage(e: TransactionError<()>) -> JournalError {
+    match e {
+        TransactionError::Abort(()) => unreachable!("insert never aborts"),
+        TransactionError::Storage(e) => JournalError::Storage(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn new(name: &str, crc32: u32) -> NewEntry {
+        NewEntry {
+            name: name.into(),
+            size: 3,
+            crc32,
+            batch: "b".into(),
+            source_path: format!("/o/{name}"),
+            found_by: "sweep".into(),
+        }
+    }
+
+    fn open(dir: &Path) -> Journal {
+        Journal::open(dir, &JournalOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn a_journal_from_another_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree(keys::TREE_META)
+                .unwrap()
+                .insert(keys::META_SCHEMA, b"0")
+                .unwrap();
+            db.flush().unwrap();
+        }
+        match Journal::open(dir.path(), &JournalOptions::default()) {
+            Err(JournalError::Schema { found, .. }) => assert_eq!(found, "0"),
+            Err(other) => panic!("expected a schema error, got {other}"),
+            Ok(_) => panic!("expected a schema error, got a journal"),
+        }
+    }
+
+    #[test]
+    fn an_illegal_transition_is_refused_and_nothing_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = open(dir.path());
+        let r = j.insert(new("a.json", 1)).unwrap();
+        let err = j.apply(r.id, Event::Archived).unwrap_err();
+        assert!(matches!(err, JournalError::Illegal { .. }), "{err}");
+        assert_eq!(j.get(r.id).unwrap().unwrap(), r);
+        assert_eq!(j.in_state(State::Pending).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn find_archived_matches_name_size_and_crc_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = open(dir.path());
+        let r = j.insert(new("a.json", 9)).unwrap();
+        for ev in [
+            Event::Uploaded {
+                remote_path: "t".into(),
+            },
+            Event::Verified {
+                remote_path: "f".into(),
+                archive_path: "a".into(),
+                note: None,
+            },
+            Event::Archived,
+        ] {
+            j.apply(r.id, ev).unwrap();
+        }
+        assert!(j.find_archived("a.json", 3, 9).unwrap().is_some());
+        assert!(j.find_archived("a.json", 3, 8).unwrap().is_none());
+        assert!(j.find_archived("a.jso", 3, 9).unwrap().is_none());
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert(u8),
+        Apply(usize, Event),
+        Reopen,
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            Just(Event::Uploaded {
+                remote_path: "t".into()
+            }),
+            Just(Event::Verified {
+                remote_path: "f".into(),
+                archive_path: "a".into(),
+                note: None
+            }),
+            Just(Event::Archived),
+            (0u64..100).prop_map(|n| Event::Retry {
+                error: "e".into(),
+                next_attempt_at: n
+            }),
+            Just(Event::Failed { error: "x".into() }),
+            Just(Event::Quarantined {
+                reason: "bad".into(),
+                path: "q".into()
+            }),
+            Just(Event::Replay),
+            Just(Event::Resend {
+                from_path: "a".into()
+            }),
+            (0u64..5, any::<u32>()).prop_map(|(size, crc32)| Event::Rehash { size, crc32 }),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0u8..4).prop_map(Op::Insert),
+            8 => (any::<usize>(), event()).prop_map(|(i, e)| Op::Apply(i, e)),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The journal behaves like a BTreeMap of records run through the same
+        /// transition table, and its two indexes always agree with the entries,
+        /// across reopenings.
+        #[test]
+        fn journal_agrees_with_a_btreemap_model(ops in proptest::collection::vec(op(), 1..60)) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut j = open(dir.path());
+            let mut model: BTreeMap<u64, Record> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Insert(n) => {
+                        let r = j.insert(new(&format!("order-{n}.json"), n as u32)).unwrap();
+                        prop_assert!(!model.contains_key(&r.id));
+                        model.insert(r.id, r);
+                    }
+                    Op::Apply(i, ev) => {
+                        if model.is_empty() { continue; }
+                        let id = *model.keys().nth(i % model.len()).unwrap();
+                        let mut want = model[&id].clone();
+                        let model_ok = want.apply(ev.clone(), 0).is_ok();
+                        match j.apply(id, ev) {
+                            Ok(got) => {
+                                prop_assert!(model_ok);
+                                prop_assert_eq!(got.state(), want.state());
+                                model.insert(id, got);
+                            }
+                            Err(JournalError::Illegal { .. }) => prop_assert!(!model_ok),
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    Op::Reopen => {
+                        j.flush().unwrap();
+                        drop(j);
+                        j = open(dir.path());
+                    }
+                }
+                let stored: BTreeMap<u64, Record> =
+                    j.iter().map(|r| r.map(|r| (r.id, r))).collect::<Result<_>>().unwrap();
+                prop_assert_eq!(&stored, &model);
+                for st in State::ALL {
+                    let want: Vec<u64> = model.values().filter(|r| r.state() == st).map(|r| r.id).collect();
+                    let got: Vec<u64> = j.in_state(st).unwrap().iter().map(|r| r.id).collect();
+                    prop_assert_eq!(got, want);
+                }
+                for r in model.values() {
+                    prop_assert!(j.history_of(&r.name).unwrap().iter().any(|h| h.id == r.id));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The journal entry of one order file: what it is (name, size, CRC32), where it is
+//! (state), and everything that happened to it (history).
+
+use crate::machine::{self, Event, IllegalTransition, State};
+use serde::{Deserialize, Serialize};
+
+/// What intake knows about a new file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEntry {
+    pub name: String,
+    pub size: u64,
+    pub crc32: u32,
+    pub batch: String,
+    /// Where the file was taken from (the outbox path at intake).
+    pub source_path: String,
+    /// How it was found: "watch", "sweep", "recovery".
+    pub found_by: String,
+}
+
+/// One change of state, kept forever in the entry's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub at: u64,
+    pub from: Option<State>,
+    pub to: State,
+    #[serde(flatten)]
+    pub event: Option<Event>,
+}
+
+/// A journal entry. Its state is private: the only way to change it is `apply`, which
+/// goes through the transition table, so an illegal transition cannot be written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub id: u64,
+    pub name: String,
+    pub size: u64,
+    pub crc32: u32,
+    state: State,
+    pub batch: String,
+    pub source_path: String,
+    pub found_by: String,
+    /// Failed attempts so far (reset by a replay).
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// When the next attempt is due (ms since epoch); `None` means now.
+    pub next_attempt_at: Option<u64>,
+    pub remote_path: Option<String>,
+    pub archive_path: Option<String>,
+    pub quarantine_path: Option<String>,
+    pub detected_at: u64,
+    pub updated_at: u64,
+    pub history: Vec<Transition>,
+}
+
+impl Record {
+    pub(crate) fn new(id: u64, new: NewEntry, at: u64) -> Record {
+        Record {
+            id,
+            name: new.name,
+            size: new.size,
+            crc32: new.crc32,
+            state: State::Pending,
+            batch: new.batch,
+            source_path: new.source_path,
+            found_by: new.found_by,
+            attempts: 0,
+            last_error: None,
+            next_attempt_at: None,
+            remote_path: None,
+            archive_path: None,
+            quarantine_path: None,
+            detected_at: at,
+            updated_at: at,
+            history: vec![Transition {
+                at,
+                from: None,
+                to: State::Pending,
+                event: None,
+            }],
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The time of the last transition into `state`, if it ever got there.
+    pub fn entered(&self, state: State) -> Option<u64> {
+        self.history
+            .iter()
+            .rev()
+            .find(|t| t.to == state)
+            .map(|t| t.at)
+    }
+
+    /// The CRC32 as operators see it elsewhere (8 hex digits).
+    pub fn crc_hex(&self) -> String {
+        format!("{:08x}", self.crc32)
+    }
+
+    /// Apply `event` at time `at`: the state moves by the table, the data the event
+    /// carries lands in the entry, and the history grows by one line.
+    pub(crate) fn apply(&mut self, event: Event, at: u64) -> Result<(), IllegalTransition> {
+        let to = machine::next(self.state, &event)?;
+        match &event {
+            Event::Uploaded { remote_path } => self.remote_path = Some(remote_path.clone()),
+            Event::Verified {
+                remote_path,
+                archive_path,
+                ..
+            } => {
+                self.remote_path = Some(remote_path.clone());
+                self.archive_path = Some(archive_path.clone());
+                self.last_error = None;
+                self.next_attempt_at = None;
+            }
+            Event::Archived => {}
+            Event::Retry {
+                error,
+                next_attempt_at,
+            } => {
+                self.attempts += 1;
+                self.last_error = Some(error.clone());
+                self.next_attempt_at = Some(*next_attempt_at);
+            }
+            Event::Failed { error } => {
+                self.attempts += 1;
+                self.last_error = Some(error.clone());
+                self.next_attempt_at = None;
+            }
+            Event::Quarantined { reason, path } => {
+                self.last_error = Some(reason.clone());
+                self.quarantine_path = Some(path.clone());
+            }
+            Event::Replay => {
+                self.attempts = 0;
+                self.next_attempt_at = None;
+            }
+            Event::Resend { from_path } => {
+                self.attempts = 0;
+                self.next_attempt_at = None;
+                self.source_path = from_path.clone();
+                self.archive_path = None;
+            }
+            Event::Rehash { size, crc32 } => {
+                self.size = *size;
+                self.crc32 = *crc32;
+            }
+        }
+        self.history.push(Transition {
+            at,
+            from: Some(self.state),
+            to,
+            event: Some(event),
+        });
+        self.state = to;
+        self.updated_at = at;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Record {
+        Record::new(
+            7,
+            NewEntry {
+                name: "order-1.json".into(),
+                size: 10,
+                crc32: 0xdead_beef,
+                batch: "b1".into(),
+                source_path: "/o/order-1.json".into(),
+                found_by: "watch".into(),
+            },
+            1000,
+        )
+    }
+
+    #[test]
+    fn an_illegal_event_leaves_the_record_untouched() {
+        let mut r = entry();
+        let before = r.clone();
+        assert!(r.apply(Event::Archived, 2000).is_err());
+        assert_eq!(r, before);
+    }
+
+    #[test]
+    fn retries_count_attempts_and_replay_resets_them() {
+        let mut r = entry();
+        r.apply(
+            Event::Retry {
+                error: "x".into(),
+                next_attempt_at: 5,
+            },
+            1,
+        )
+        .unwrap();
+        r.apply(Event::Failed { error: "y".into() }, 2).unwrap();
+        assert_eq!((r.state(), r.attempts), (State::Failed, 2));
+        assert_eq!(r.last_error.as_deref(), Some("y"));
+        r.apply(Event::Replay, 3).unwrap();
+        assert_eq!((r.state(), r.attempts), (State::Pending, 0));
+        assert_eq!(r.history.len(), 4);
+        assert_eq!(r.entered(State::Failed), Some(2));
+    }
+
+    #[test]
+    fn a_record_round_trips_through_json() {
+        let mut r = entry();
+        r.apply(
+            Event::Uploaded {
+                remote_path: "/in/order-1.json.part".into(),
+            },
+            2,
+        )
+        .unwrap();
+        let text = serde_json::to_string(&r).unwrap();
+        let back: Record = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+    }
+}
