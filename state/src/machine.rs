@@ -121,7 +121,7 @@ pub enum Event {
     Replay,
     /// Operator's forced re-send of an archived entry, from `from_path` (the archive).
     Resend { from_path: String },
-    /// The local file changed after intake: new size and CRC32.
+    /// The local file changed after intake: new size and CRC32, upload again.
     Rehash { size: u64, crc32: u32 },
 }
 
@@ -162,7 +162,7 @@ pub fn next(from: State, event: &Event) -> Result<State, IllegalTransition> {
         (Pending, Event::Quarantined { .. }) => Quarantined,
         (Failed, Event::Replay) => Pending,
         (Archived, Event::Resend { .. }) => Pending,
-        (Pending, Event::Rehash { .. }) => Pending,
+        (Pending | Sent, Event::Rehash { .. }) => Pending,
         _ => {
             return Err(IllegalTransition {
                 from,
@@ -223,6 +223,7 @@ mod tests {
             (Failed, "replay", Pending),
             (Archived, "resend", Pending),
             (Pending, "rehash", Pending),
+            (Sent, "rehash", Pending),
         ];
         let mut checked = 0;
         for from in State::ALL {

@@ -1,0 +1,117 @@
+//! The local archive: `archive/YYYY/MM/DD/<name>` (UTC), on the outbox's file system,
+//! reached by rename and made durable by a directory fsync. A file is moved here only
+//! given proof that its remote copy is verified: a journal entry in state `verified`.
+
+use plutus_state::{Record, State};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("{name}: refusing to archive: journal state is {state}, not verified")]
+    NotVerified { name: String, state: State },
+    #[error("{name}: journal entry has no archive path")]
+    NoPlan { name: String },
+    #[error("{from} -> {to}: cannot archive: {source}")]
+    Move {
+        from: PathBuf,
+        to: PathBuf,
+        source: io::Error,
+    },
+    #[error("{name}: the local file is gone from the outbox and not at {to}")]
+    Lost { name: String, to: PathBuf },
+}
+
+/// Where `name` goes if archived at `now`: a path not yet taken.
+pub fn plan(root: &Path, name: &str, now: SystemTime) -> PathBuf {
+    let ts = humantime::format_rfc3339_seconds(now).to_string();
+    unique(
+        &root
+            .join(&ts[0..4])
+            .join(&ts[5..7])
+            .join(&ts[8..10])
+            .join(name),
+    )
+}
+
+/// `path`, or `path.1`, `path.2`, … : the first that does not exist. The archive and
+/// quarantine never overwrite either.
+pub fn unique(path: &Path) -> PathBuf {
+    if fs::symlink_metadata(path).is_err() {
+        return path.to_path_buf();
+    }
+    (1u32..)
+        .map(|i| {
+            let mut p = path.to_path_buf().into_os_string();
+            p.push(format!(".{i}"));
+            PathBuf::from(p)
+        })
+        .find(|p| fs::symlink_metadata(p).is_err())
+        .expect("some suffix is free")
+}
+
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Move the verified local file `outbox/<name>` to the archive path the journal
+/// recorded. Idempotent: a file already moved (crash before the journal said so) is
+/// found there and counts as archived.
+pub fn archive(rec: &Record, outbox: &Path) -> Result<PathBuf, ArchiveError> {
+    if rec.state() != State::Verified {
+        return Err(ArchiveError::NotVerified {
+            name: rec.name.clone(),
+            state: rec.state(),
+        });
+    }
+    let to = PathBuf::from(
+        rec.archive_path
+            .as_deref()
+            .ok_or_else(|| ArchiveError::NoPlan {
+                name: rec.name.clone(),
+            })?,
+    );
+    let from = outbox.join(&rec.name);
+    let mv = |source| ArchiveError::Move {
+        from: from.clone(),
+        to: to.clone(),
+        source,
+    };
+    let dir = to.parent().expect("archive paths have a parent");
+    fs::create_dir_all(dir).map_err(mv)?;
+    match fs::rename(&from, &to) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if to.exists() {
+                return Ok(to);
+            }
+            return Err(ArchiveError::Lost {
+                name: rec.name.clone(),
+                to,
+            });
+        }
+        Err(e) => return Err(mv(e)),
+    }
+    // The rename is only durable once both folders are synced.
+    sync_dir(dir).map_err(mv)?;
+    sync_dir(outbox).map_err(mv)?;
+    Ok(to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_paths_are_dated_and_never_reuse_a_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
+        let p = plan(dir.path(), "o.json", t);
+        assert!(p.ends_with("2026/11/18/o.json"), "{}", p.display());
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, b"x").unwrap();
+        assert!(plan(dir.path(), "o.json", t).ends_with("2026/11/18/o.json.1"));
+    }
+}

@@ -1,0 +1,500 @@
+//! TOML config → validated `Settings`. Every error names the file, the key and the
+//! reason. No network, no directory creation: only reading and checking.
+
+use globset::{Glob, GlobMatcher};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_PATH: &str = "/etc/plutus-sync/config.toml";
+pub const ENV_VAR: &str = "PLUTUS_SYNC_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: [{key}]: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+/// Where the files go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    Sftp {
+        user: String,
+        host: String,
+        port: u16,
+        /// Remote inbox directory, as the server spells it (`/C:/ERP/inbox` on Windows).
+        path: String,
+    },
+    File {
+        path: PathBuf,
+    },
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Sftp {
+                user,
+                host,
+                port,
+                path,
+            } => write!(f, "sftp://{user}@{host}:{port}{path}"),
+            Destination::File { path } => write!(f, "file://{}", path.display()),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The file the settings came from ("embedded demo" for `--demo`).
+    pub origin: String,
+    pub outbox: PathBuf,
+    pub archive: PathBuf,
+    pub quarantine: PathBuf,
+    pub pattern: String,
+    pub matcher: GlobMatcher,
+    pub sweep_interval: Duration,
+    pub settle: Duration,
+    pub journal: PathBuf,
+    pub destination: Destination,
+    pub identity: PathBuf,
+    pub known_hosts: PathBuf,
+    pub connections: usize,
+    pub timeout: Duration,
+    pub temp_suffix: String,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub max_attempts: u32,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    source: RawSource,
+    #[serde(default)]
+    journal: RawJournal,
+    destination: Option<RawDestination>,
+    #[serde(default)]
+    retry: RawRetry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    outbox: Option<PathBuf>,
+    archive: Option<PathBuf>,
+    quarantine: Option<PathBuf>,
+    pattern: Option<String>,
+    sweep_interval: Option<String>,
+    settle: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawJournal {
+    path: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDestination {
+    url: String,
+    identity: Option<PathBuf>,
+    known_hosts: Option<PathBuf>,
+    connections: Option<usize>,
+    timeout: Option<String>,
+    temp_suffix: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    initial: Option<String>,
+    max: Option<String>,
+    max_attempts: Option<u32>,
+}
+
+/// The config file to read: `-c`, else `$PLUTUS_SYNC_CONFIG`, else the system path.
+pub fn locate(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match std::env::var_os(ENV_VAR) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_PATH),
+    }
+}
+
+pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    parse(&text, path, &base)
+}
+
+/// The embedded demo: everything under `dir`, delivering to `dir/inbox` over `file://`.
+/// This is what the README's quick start runs.
+pub fn demo(dir: &Path) -> Settings {
+    let text = format!(
+        r#"
+[source]
+outbox = "outbox"
+archive = "archive"
+quarantine = "quarantine"
+settle = "500ms"
+[journal]
+path = "journal"
+[destination]
+url = "file://{}/inbox"
+"#,
+        dir.display()
+    );
+    let mut s = parse(&text, Path::new("embedded demo config"), dir)
+        .expect("the embedded demo config is valid");
+    s.origin = format!("embedded demo config in {}", dir.display());
+    s
+}
+
+/// Parse and validate. Relative paths are taken from `base` (the config file's folder),
+/// so a config and its folders can move together.
+pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigError> {
+    let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().replace('\n', "\n  "),
+    })?;
+    let invalid = |key: &str, reason: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        reason,
+    };
+    let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+    let duration = |key: &str, v: Option<String>, default: &str| -> Result<Duration, ConfigError> {
+        let s = v.unwrap_or_else(|| default.to_string());
+        let d = humantime::parse_duration(&s).map_err(|e| {
+            invalid(
+                key,
+                format!("{s:?} is not a duration ({e}); write it like \"30s\", \"5m\" or \"1h\""),
+            )
+        })?;
+        if d.is_zero() {
+            return Err(invalid(key, "must be greater than zero".into()));
+        }
+        Ok(d)
+    };
+
+    let spool = Path::new("/var/spool/plutus-sync");
+    let src = raw.source;
+    let outbox = abs(src.outbox.unwrap_or_else(|| spool.join("outbox")));
+    let archive = abs(src.archive.unwrap_or_else(|| spool.join("archive")));
+    let quarantine = abs(src.quarantine.unwrap_or_else(|| spool.join("quarantine")));
+    for (key, p) in [
+        ("source.archive", &archive),
+        ("source.quarantine", &quarantine),
+    ] {
+        if p == &outbox || p.starts_with(&outbox) {
+            return Err(invalid(
+                key,
+                format!(
+                    "{} is the outbox or inside it; it must be a folder of its own beside it",
+                    p.display()
+                ),
+            ));
+        }
+    }
+    if archive == quarantine {
+        return Err(invalid(
+            "source.quarantine",
+            "must differ from source.archive".into(),
+        ));
+    }
+    let pattern = src.pattern.unwrap_or_else(|| "*.json".into());
+    if pattern.contains('/') {
+        return Err(invalid(
+            "source.pattern",
+            format!("{pattern:?} is matched against file names only; it cannot contain '/'"),
+        ));
+    }
+    let matcher = Glob::new(&pattern)
+        .map_err(|e| invalid("source.pattern", format!("{pattern:?}: {e}")))?
+        .compile_matcher();
+    let sweep_interval = duration("source.sweep_interval", src.sweep_interval, "5m")?;
+    let settle = duration("source.settle", src.settle, "2s")?;
+
+    let journal = abs(raw
+        .journal
+        .path
+        .unwrap_or_else(|| PathBuf::from("/var/lib/plutus-sync/journal")));
+
+    let Some(dest) = raw.destination else {
+        return Err(invalid(
+            "destination",
+            "missing; add a [destination] table with url = \"sftp://user@host:port/inbox\" or \"file:///path\"".into(),
+        ));
+    };
+    let destination = parse_url(&dest.url).map_err(|r| invalid("destination.url", r))?;
+    if let Destination::File { path } = &destination {
+        if path == &outbox {
+            return Err(invalid(
+                "destination.url",
+                "the destination is the outbox itself".into(),
+            ));
+        }
+    }
+    let identity = abs(dest
+        .identity
+        .unwrap_or_else(|| PathBuf::from("/etc/plutus-sync/id_ed25519")));
+    let known_hosts = abs(dest
+        .known_hosts
+        .unwrap_or_else(|| PathBuf::from("/etc/plutus-sync/known_hosts")));
+    let connections = dest.connections.unwrap_or(2);
+    if !(1..=32).contains(&connections) {
+        return Err(invalid(
+            "destination.connections",
+            format!("{connections} is out of range 1..=32"),
+        ));
+    }
+    let timeout = duration("destination.timeout", dest.timeout, "30s")?;
+    let temp_suffix = dest.temp_suffix.unwrap_or_else(|| ".part".into());
+    // An empty suffix would make the temp name the final name: the rename onto itself
+    // that deletes the file on some Win32-OpenSSH versions, and a half file visible.
+    if temp_suffix.is_empty() || temp_suffix.contains('/') || temp_suffix.contains('\\') {
+        return Err(invalid(
+            "destination.temp_suffix",
+            format!("{temp_suffix:?} must be non-empty and hold no path separator"),
+        ));
+    }
+    if matcher.is_match(format!("order{temp_suffix}")) {
+        return Err(invalid(
+            "destination.temp_suffix",
+            format!("temp names ending in {temp_suffix:?} would match source.pattern {pattern:?}; the ERP could import them half-written"),
+        ));
+    }
+
+    let retry_initial = duration("retry.initial", raw.retry.initial, "1s")?;
+    let retry_max = duration("retry.max", raw.retry.max, "5m")?;
+    if retry_max < retry_initial {
+        return Err(invalid(
+            "retry.max",
+            format!(
+                "{} is shorter than retry.initial ({})",
+                humantime::format_duration(retry_max),
+                humantime::format_duration(retry_initial)
+            ),
+        ));
+    }
+    let max_attempts = raw.retry.max_attempts.unwrap_or(10);
+    if max_attempts == 0 {
+        return Err(invalid("retry.max_attempts", "must be at least 1".into()));
+    }
+
+    Ok(Settings {
+        origin: path.display().to_string(),
+        outbox,
+        archive,
+        quarantine,
+        pattern,
+        matcher,
+        sweep_interval,
+        settle,
+        journal,
+        destination,
+        identity,
+        known_hosts,
+        connections,
+        timeout,
+        temp_suffix,
+        retry_initial,
+        retry_max,
+        max_attempts,
+    })
+}
+
+/// `sftp://user@host[:port]/path` or `file:///path`. Percent-escapes in the path are
+/// decoded, so `%20` may stand for a space.
+pub fn parse_url(url: &str) -> Result<Destination, String> {
+    let decode = |p: &str| {
+        percent_encoding::percent_decode_str(p)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| format!("{url:?}: the path is not valid UTF-8 after decoding"))
+    };
+    if let Some(rest) = url.strip_prefix("file://") {
+        if !rest.starts_with('/') {
+            return Err(format!(
+                "{url:?}: a file URL needs an absolute path, like file:///srv/erp/inbox"
+            ));
+        }
+        return Ok(Destination::File {
+            path: PathBuf::from(decode(rest)?),
+        });
+    }
+    let Some(rest) = url.strip_prefix("sftp://") else {
+        return Err(format!(
+            "{url:?}: expected sftp://user@host:port/path or file:///path"
+        ));
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if path.is_empty() || path == "/" {
+        return Err(format!(
+            "{url:?}: name the inbox folder after the host, like sftp://erp@host/C:/ERP/inbox"
+        ));
+    }
+    let Some((user, hostport)) = authority.rsplit_once('@') else {
+        return Err(format!(
+            "{url:?}: the user is missing; write sftp://USER@host/path"
+        ));
+    };
+    if user.is_empty() || user.contains(':') {
+        return Err(format!(
+            "{url:?}: give only a user name before '@' (keys only: no password in the URL)"
+        ));
+    }
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, tail) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("{url:?}: unclosed '[' in the host"))?;
+        (h, tail.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?}: the host is missing"));
+    }
+    let port = match port {
+        None => 22,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("{url:?}: {p:?} is not a port number"))?,
+    };
+    Ok(Destination::Sftp {
+        user: user.to_string(),
+        host: host.to_string(),
+        port,
+        path: decode(path)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Settings, ConfigError> {
+        parse(text, Path::new("/etc/p.toml"), Path::new("/etc"))
+    }
+
+    #[test]
+    fn a_minimal_config_gets_the_documented_defaults() {
+        let s = parse_str("[destination]\nurl = \"sftp://erp@10.0.0.2/C:/ERP/inbox\"\n").unwrap();
+        assert_eq!(s.outbox, PathBuf::from("/var/spool/plutus-sync/outbox"));
+        assert_eq!(s.sweep_interval, Duration::from_secs(300));
+        assert_eq!(s.settle, Duration::from_secs(2));
+        assert_eq!(s.connections, 2);
+        assert_eq!(s.temp_suffix, ".part");
+        assert_eq!(
+            (s.retry_initial, s.retry_max),
+            (Duration::from_secs(1), Duration::from_secs(300))
+        );
+        assert_eq!(s.max_attempts, 10);
+        assert_eq!(
+            s.destination,
+            Destination::Sftp {
+                user: "erp".into(),
+                host: "10.0.0.2".into(),
+                port: 22,
+                path: "/C:/ERP/inbox".into()
+            }
+        );
+        assert!(s.matcher.is_match("order-2026-000001.json"));
+        assert!(!s.matcher.is_match("order-2026-000001.json.part"));
+    }
+
+    #[test]
+    fn errors_name_the_file_the_key_and_the_reason() {
+        let cases = [
+            ("[source]\nsettle = \"soon\"\n[destination]\nurl=\"file:///x\"", "[source.settle]: \"soon\" is not a duration"),
+            ("[destination]\nurl = \"ftp://x/y\"", "[destination.url]: \"ftp://x/y\": expected sftp://"),
+            ("[destination]\nurl = \"sftp://host/in\"", "the user is missing"),
+            ("[destination]\nurl = \"sftp://u@h:99999/in\"", "is not a port number"),
+            ("[destination]\nurl = \"file:///x\"\ntemp_suffix = \"\"", "[destination.temp_suffix]"),
+            ("[destination]\nurl = \"file:///x\"\nconnections = 0", "[destination.connections]: 0 is out of range"),
+            ("[retry]\nmax = \"1s\"\ninitial = \"1m\"\n[destination]\nurl = \"file:///x\"", "[retry.max]"),
+            ("[source]\noutbox = \"/s/o\"\narchive = \"/s/o/a\"\n[destination]\nurl = \"file:///x\"", "[source.archive]"),
+            ("[source]\nbogus = 1\n[destination]\nurl = \"file:///x\"", "unknown field `bogus`"),
+            ("[source]\n", "[destination]: missing"),
+        ];
+        for (text, want) in cases {
+            let err = parse_str(text).unwrap_err().to_string();
+            assert!(err.starts_with("/etc/p.toml: "), "{err}");
+            assert!(err.contains(want), "{text:?} gave {err:?}, wanted {want:?}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_config_folder() {
+        let s = parse_str(
+            "[source]\noutbox = \"o\"\n[destination]\nurl = \"file:///srv/in\"\nidentity = \"k\"",
+        )
+        .unwrap();
+        assert_eq!(s.outbox, PathBuf::from("/etc/o"));
+        assert_eq!(s.identity, PathBuf::from("/etc/k"));
+    }
+
+    #[test]
+    fn urls_parse_ipv6_ports_and_escapes() {
+        assert_eq!(
+            parse_url("sftp://a@[::1]:2222/in%20box").unwrap(),
+            Destination::Sftp {
+                user: "a".into(),
+                host: "::1".into(),
+                port: 2222,
+                path: "/in box".into()
+            }
+        );
+        assert_eq!(
+            parse_url("file:///srv/erp/inbox").unwrap(),
+            Destination::File {
+                path: "/srv/erp/inbox".into()
+            }
+        );
+        assert!(parse_url("sftp://a:pw@h/in").is_err());
+        assert!(parse_url("sftp://a@h").is_err());
+        assert!(parse_url("file://relative").is_err());
+    }
+
+    #[test]
+    fn the_demo_config_is_valid() {
+        let s = demo(Path::new("/tmp/demo"));
+        assert_eq!(s.outbox, PathBuf::from("/tmp/demo/outbox"));
+        assert_eq!(
+            s.destination,
+            Destination::File {
+                path: "/tmp/demo/inbox".into()
+            }
+        );
+    }
+}

@@ -1,0 +1,348 @@
+//! From a candidate path to a journal entry: name rules, regular file, settled, one
+//! streamed read for size + CRC32 + JSON check, then `pending` (or `quarantined`, or
+//! a duplicate of an earlier delivery). Owns the quarantine folder.
+
+use crate::config::Settings;
+use plutus_state::{Event, Journal, JournalError, NewEntry, Record, State};
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// How a candidate was found. A close or move event means the writer is done; a file
+/// found by the sweep must first be unchanged for `settle`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found {
+    Watch,
+    Sweep,
+}
+
+impl Found {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Found::Watch => "watch",
+            Found::Sweep => "sweep",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// A new pending entry, ready to deliver.
+    Pending(Record),
+    /// Same name, size and CRC32 as an archived delivery: journaled as verified
+    /// without sending, ready to archive.
+    Duplicate {
+        record: Record,
+        of: u64,
+    },
+    Quarantined(Record),
+    /// Not settled yet: look again after this long.
+    Wait(Duration),
+    /// Nothing to do, and why (for debug logs).
+    Skip(&'static str),
+}
+
+/// Names we never take: not matching the pattern, hidden, or temp names of editors and
+/// uploaders. Returns the name as UTF-8 if it may be taken.
+pub fn name_rule<'a>(name: &'a OsStr, s: &Settings) -> Result<&'a str, &'static str> {
+    let Some(name) = name.to_str() else {
+        return Err("name is not UTF-8");
+    };
+    if name.starts_with('.') {
+        return Err("hidden name");
+    }
+    if name.ends_with(".part")
+        || name.ends_with(".tmp")
+        || name.ends_with('~')
+        || name.ends_with(&s.temp_suffix)
+    {
+        return Err("temporary name");
+    }
+    if !s.matcher.is_match(name) {
+        return Err("name does not match the pattern");
+    }
+    Ok(name)
+}
+
+/// Size, CRC32 and JSON verdict from one streamed read of the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scan {
+    pub size: u64,
+    pub crc32: u32,
+    /// `Err(reason)` when the content is not well-formed JSON.
+    pub json: Result<(), String>,
+}
+
+struct Tee<R> {
+    inner: R,
+    hasher: crc32fast::Hasher,
+    size: u64,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+}
+
+/// Read `r` once: the JSON parser pulls the bytes, the CRC32 sees them on the way.
+/// The parser discards what it reads (`IgnoredAny`), so memory stays flat whatever the size.
+pub fn scan(r: impl Read) -> io::Result<Scan> {
+    let mut rd = BufReader::with_capacity(
+        64 * 1024,
+        Tee {
+            inner: r,
+            hasher: crc32fast::Hasher::new(),
+            size: 0,
+        },
+    );
+    let json = match serde_json::from_reader::<_, serde::de::IgnoredAny>(&mut rd) {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_io() => return Err(io::Error::other(e)),
+        Err(e) if e.is_eof() && e.line() == 1 && e.column() == 0 => Err("empty file".to_string()),
+        Err(e) => Err(format!("not well-formed JSON: {e}")),
+    };
+    // Whatever the parser left unread still belongs to the file's CRC32.
+    io::copy(&mut rd, &mut io::sink())?;
+    let tee = rd.into_inner();
+    Ok(Scan {
+        size: tee.size,
+        crc32: tee.hasher.finalize(),
+        json,
+    })
+}
+
+/// Look at one candidate and journal it.
+pub fn take(
+    journal: &Journal,
+    s: &Settings,
+    path: &Path,
+    found: Found,
+) -> Result<Outcome, IntakeError> {
+    let Some(fname) = path.file_name() else {
+        return Ok(Outcome::Skip("no file name"));
+    };
+    let name = match name_rule(fname, s) {
+        Ok(n) => n,
+        Err(why) => return Ok(Outcome::Skip(why)),
+    };
+    let io_err = |source| IntakeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Outcome::Skip("gone")),
+        Err(e) => return Err(io_err(e)),
+    };
+    if !meta.file_type().is_file() {
+        // A symlink or folder is left where it is: following a link could send a file
+        // from anywhere on the machine.
+        return Ok(Outcome::Skip("not a regular file"));
+    }
+    if let Some(rec) = journal.latest(name)? {
+        if rec.state().is_live() {
+            return Ok(Outcome::Skip("already in the journal"));
+        }
+        if rec.state() == State::Failed {
+            return Ok(Outcome::Skip("failed; waits for an operator's replay"));
+        }
+    }
+    if found == Found::Sweep {
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .unwrap_or_default();
+        if age < s.settle {
+            return Ok(Outcome::Wait(s.settle - age));
+        }
+    }
+
+    let file = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Outcome::Skip("gone")),
+        Err(e) => return Err(io_err(e)),
+    };
+    let scan = scan(file).map_err(io_err)?;
+    let new = NewEntry {
+        name: name.to_string(),
+        size: scan.size,
+        crc32: scan.crc32,
+        batch: batch_id(SystemTime::now()),
+        source_path: path.display().to_string(),
+        found_by: found.as_str().to_string(),
+    };
+
+    if let Err(reason) = scan.json {
+        let rec = journal.insert(new)?;
+        let rec = quarantine_entry(journal, s, rec.id, path, name, reason)?;
+        return Ok(Outcome::Quarantined(rec));
+    }
+
+    if let Some(prev) = journal.find_archived(name, scan.size, scan.crc32)? {
+        let rec = journal.insert(new)?;
+        let archive_path = crate::archive::plan(&s.archive, name, SystemTime::now());
+        let rec = journal.apply(
+            rec.id,
+            Event::Verified {
+                remote_path: prev.remote_path.clone().unwrap_or_default(),
+                archive_path: archive_path.display().to_string(),
+                note: Some(format!(
+                    "duplicate of #{} (delivered before); not sent again",
+                    prev.id
+                )),
+            },
+        )?;
+        journal.flush()?;
+        return Ok(Outcome::Duplicate {
+            record: rec,
+            of: prev.id,
+        });
+    }
+
+    Ok(Outcome::Pending(journal.insert(new)?))
+}
+
+/// Quarantine the file of pending entry `id`: move it, then journal why and where.
+pub fn quarantine_entry(
+    journal: &Journal,
+    s: &Settings,
+    id: u64,
+    path: &Path,
+    name: &str,
+    reason: String,
+) -> Result<Record, IntakeError> {
+    let dest = quarantine(s, path, name, &reason).map_err(|source| IntakeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(journal.apply(
+        id,
+        Event::Quarantined {
+            reason,
+            path: dest.display().to_string(),
+        },
+    )?)
+}
+
+/// Move an invalid file to quarantine (never over another file), with a `.reason`
+/// note beside it so an operator sees why without the journal.
+fn quarantine(s: &Settings, path: &Path, name: &str, reason: &str) -> io::Result<PathBuf> {
+    fs::create_dir_all(&s.quarantine)?;
+    let dest = crate::archive::unique(&s.quarantine.join(name));
+    fs::rename(path, &dest)?;
+    let mut note = dest.clone().into_os_string();
+    note.push(".reason");
+    fs::write(&note, format!("{reason}\n"))?;
+    crate::archive::sync_dir(&s.quarantine)?;
+    Ok(dest)
+}
+
+/// Batches are the minute a file was detected, in UTC: short, sortable, and the same
+/// string in the logs and in `replay --batch`.
+pub fn batch_id(t: SystemTime) -> String {
+    let ts = humantime::format_rfc3339_seconds(t).to_string(); // 2026-11-23T11:47:50Z
+    format!(
+        "{}{}{}-{}{}",
+        &ts[0..4],
+        &ts[5..7],
+        &ts[8..10],
+        &ts[11..13],
+        &ts[14..16]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_read_gives_size_crc_and_json_verdict() {
+        let data = br#"{"order": "2026-000001", "lines": [1, 2, 3]}  "#;
+        let s = scan(&data[..]).unwrap();
+        assert_eq!(s.size, data.len() as u64);
+        assert_eq!(s.crc32, crc32fast::hash(data));
+        assert_eq!(s.json, Ok(()));
+    }
+
+    #[test]
+    fn invalid_and_empty_files_are_named_as_such() {
+        let s = scan(&b"{\"order\": "[..]).unwrap();
+        assert!(s.json.unwrap_err().starts_with("not well-formed JSON"));
+        assert_eq!(scan(&b""[..]).unwrap().json, Err("empty file".into()));
+        let trailing = b"{} x";
+        let s = scan(&trailing[..]).unwrap();
+        assert!(s.json.is_err());
+        assert_eq!(
+            s.crc32,
+            crc32fast::hash(trailing),
+            "the CRC covers bytes after the error too"
+        );
+    }
+
+    #[test]
+    fn a_large_file_is_streamed_not_loaded() {
+        // 64 MiB of JSON from a generator: if scan buffered it whole, this would still
+        // pass, so the bound is the reader's: it never hands out more than asked.
+        struct Gen(u64);
+        impl Read for Gen {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Ok(0);
+                }
+                assert!(buf.len() <= 64 * 1024, "read of {} bytes", buf.len());
+                let n = buf.len().min(self.0 as usize);
+                buf[..n].fill(b' ');
+                if self.0 as usize == n {
+                    buf[n - 2] = b'{';
+                    buf[n - 1] = b'}';
+                }
+                self.0 -= n as u64;
+                Ok(n)
+            }
+        }
+        let s = scan(Gen(64 << 20)).unwrap();
+        assert_eq!(s.size, 64 << 20);
+        assert_eq!(s.json, Ok(()));
+    }
+
+    #[test]
+    fn name_rules_take_only_matching_visible_final_names() {
+        let s = crate::config::demo(Path::new("/tmp/x"));
+        for ok in ["order-2026-000001.json", "-x.json", "a b \"q\" ü.json"] {
+            assert_eq!(name_rule(OsStr::new(ok), &s), Ok(ok));
+        }
+        for bad in [
+            ".order.json",
+            "order.json.part",
+            "order.json.tmp",
+            "order.json~",
+            "order.xml",
+            "order.tmp",
+        ] {
+            assert!(name_rule(OsStr::new(bad), &s).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn batch_ids_sort_by_time() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        let b = batch_id(t);
+        assert_eq!(b.len(), 13);
+        assert!(b < batch_id(t + Duration::from_secs(60)));
+    }
+}

@@ -1,0 +1,362 @@
+//! The per-file steps `pending → sent → verified → archived`: the one place that uses
+//! both the journal and a transport. Every function here blocks (ssh2, sled flushes,
+//! file reads); workers call them from `spawn_blocking`.
+//!
+//! Order of effects, which is the whole of the no-loss guarantee:
+//! 1. upload to the temp name; journal `sent` (not flushed: losing it only means the
+//!    upload is checked or redone after a crash);
+//! 2. read back, rename into place; journal `verified` with the archive path, and
+//!    **flush** before anything touches the local file;
+//! 3. move the local file to the archive (rename + directory fsync); journal `archived`.
+
+use crate::archive;
+use crate::config::Settings;
+use crate::intake;
+use crate::retry;
+use crate::transfer::{Connection, Delivered, Found, Job, Scope, TransferError, Transport};
+use plutus_state::{now_ms, Event, Journal, JournalError, Record, State};
+use std::fs;
+use std::io;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tracing::{error, info, warn};
+
+/// What the pipeline needs, shared by all workers.
+pub struct Ctx {
+    pub settings: Arc<Settings>,
+    pub journal: Arc<Journal>,
+    pub transport: Arc<dyn Transport>,
+}
+
+/// How one step on one entry ended.
+#[derive(Debug)]
+pub enum Step {
+    /// Nothing more to do now: archived, failed, quarantined, or not live.
+    Done,
+    /// A file-specific failure: try again at this time (ms since epoch).
+    RetryAt(u64),
+    /// The destination is down; the entry keeps its state and its attempts.
+    DestinationDown(TransferError),
+}
+
+/// A worker's connection, made on first use and thrown away after any error (libssh2
+/// sessions are not reliable after one).
+#[derive(Default)]
+pub struct Slot {
+    conn: Option<Box<dyn Connection>>,
+}
+
+impl Slot {
+    fn get(&mut self, t: &dyn Transport) -> Result<&mut Box<dyn Connection>, TransferError> {
+        if self.conn.is_none() {
+            self.conn = Some(t.connect()?);
+        }
+        Ok(self.conn.as_mut().expect("just set"))
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    pub fn drop_conn(&mut self) {
+        self.conn = None;
+    }
+
+    /// Make sure a connection that sat idle is still alive; a dead one is dropped so
+    /// the next use reconnects instead of failing a file.
+    pub fn refresh(&mut self) {
+        if let Some(c) = self.conn.as_mut() {
+            if c.ping().is_err() {
+                self.conn = None;
+            }
+        }
+    }
+
+    /// Remove temp files a crash left in the inbox. Run once per start, before any upload.
+    pub fn clean_temps(&mut self, t: &dyn Transport) -> Result<Vec<String>, TransferError> {
+        let r = self.get(t)?.clean_temps();
+        if r.is_err() {
+            self.conn = None;
+        }
+        r
+    }
+}
+
+/// Advance entry `id` as far as it goes now.
+pub fn process(ctx: &Ctx, slot: &mut Slot, id: u64) -> Result<Step, JournalError> {
+    let Some(rec) = ctx.journal.get(id)? else {
+        return Ok(Step::Done);
+    };
+    let span = tracing::info_span!("file", file = %rec.name, batch = %rec.batch, id = rec.id);
+    let _g = span.enter();
+    match rec.state() {
+        State::Verified => archive_step(ctx, rec),
+        State::Pending | State::Sent => deliver_step(ctx, slot, rec),
+        _ => Ok(Step::Done),
+    }
+}
+
+fn deliver_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, JournalError> {
+    let s = &ctx.settings;
+    let src_path = s.outbox.join(&rec.name);
+    let src_str = src_path.display().to_string();
+    let mut file = match fs::File::open(&src_path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let error = format!(
+                "{src_str}: the local file disappeared from the outbox before it was verified"
+            );
+            let rec = ctx.journal.apply(
+                rec.id,
+                Event::Failed {
+                    error: error.clone(),
+                },
+            )?;
+            warn!(state = %rec.state(), attempt = rec.attempts, "{error}");
+            return Ok(Step::Done);
+        }
+        Err(source) => {
+            return file_error(
+                ctx,
+                slot,
+                &rec,
+                TransferError::LocalRead {
+                    path: src_str,
+                    source,
+                },
+            )
+        }
+    };
+    let job = Job {
+        name: &rec.name,
+        size: rec.size,
+        crc32: rec.crc32,
+    };
+    let started = Instant::now();
+    let conn = match slot.get(ctx.transport.as_ref()) {
+        Ok(c) => c,
+        Err(e) => return Ok(Step::DestinationDown(e)),
+    };
+
+    // After a crash in `sent`, the rename may already have happened.
+    if rec.state() == State::Sent {
+        match conn.check(&job) {
+            Ok(Found::Same) => {
+                let remote = rec.remote_path.clone().unwrap_or_default();
+                let remote = remote
+                    .strip_suffix(&s.temp_suffix)
+                    .unwrap_or(&remote)
+                    .to_string();
+                return verified(
+                    ctx,
+                    rec,
+                    remote,
+                    Some("found complete in the inbox after a restart".into()),
+                    started,
+                );
+            }
+            Ok(Found::Different { .. }) | Ok(Found::Absent) => {}
+            Err(e) => return handle_error(ctx, slot, &rec, e),
+        }
+    }
+
+    let mut journal_err = None;
+    let id = rec.id;
+    let was_pending = rec.state() == State::Pending;
+    let result = conn.deliver(&job, &mut file, &src_str, &mut |temp| {
+        if was_pending {
+            match ctx.journal.apply(id, Event::Uploaded { remote_path: temp.to_string() }) {
+                Ok(r) => info!(state = %r.state(), attempt = r.attempts + 1, elapsed_ms = started.elapsed().as_millis() as u64, "uploaded to {temp}"),
+                Err(e) => journal_err = Some(e),
+            }
+        }
+    });
+    if let Some(e) = journal_err {
+        return Err(e);
+    }
+    let rec = ctx.journal.get(id)?.ok_or(JournalError::NotFound(id))?;
+    match result {
+        Ok(Delivered::Sent {
+            remote_path,
+            fsynced,
+        }) => {
+            let note = (!fsynced).then(|| "server has no fsync; verified by read-back".to_string());
+            verified(ctx, rec, remote_path, note, started)
+        }
+        Ok(Delivered::AlreadyThere { remote_path }) => verified(
+            ctx,
+            rec,
+            remote_path,
+            Some("already in the inbox with the same size and CRC32; not overwritten".into()),
+            started,
+        ),
+        Err(e) => handle_error(ctx, slot, &rec, e),
+    }
+}
+
+fn verified(
+    ctx: &Ctx,
+    rec: Record,
+    remote_path: String,
+    note: Option<String>,
+    started: Instant,
+) -> Result<Step, JournalError> {
+    let archive_path = archive::plan(&ctx.settings.archive, &rec.name, SystemTime::now());
+    let rec = ctx.journal.apply(
+        rec.id,
+        Event::Verified {
+            remote_path: remote_path.clone(),
+            archive_path: archive_path.display().to_string(),
+            note: note.clone(),
+        },
+    )?;
+    // The rule: the journal says "verified" durably before the local file moves.
+    ctx.journal.flush()?;
+    let since_detect = now_ms().saturating_sub(rec.detected_at);
+    info!(
+        state = %rec.state(),
+        attempt = rec.attempts + 1,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        since_detected_ms = since_detect,
+        size = rec.size,
+        crc32 = %rec.crc_hex(),
+        "verified as {remote_path}{}",
+        note.map(|n| format!(" ({n})")).unwrap_or_default()
+    );
+    archive_step(ctx, rec)
+}
+
+fn archive_step(ctx: &Ctx, rec: Record) -> Result<Step, JournalError> {
+    match archive::archive(&rec, &ctx.settings.outbox) {
+        Ok(path) => {
+            let rec = ctx.journal.apply(rec.id, Event::Archived)?;
+            info!(state = %rec.state(), "archived to {}", path.display());
+            Ok(Step::Done)
+        }
+        Err(archive::ArchiveError::Lost { name, to }) => {
+            // Delivered, but the local copy is gone: nothing to archive, nothing to
+            // resend. Leave it `verified` for an operator to look at.
+            error!(state = %rec.state(), "{name}: delivered and verified, but the local file vanished before it could be archived to {}; left as verified", to.display());
+            Ok(Step::Done)
+        }
+        Err(e) => {
+            error!(state = %rec.state(), "{e}; will try again");
+            Ok(Step::RetryAt(
+                now_ms() + ctx.settings.retry_max.as_millis() as u64,
+            ))
+        }
+    }
+}
+
+fn handle_error(
+    ctx: &Ctx,
+    slot: &mut Slot,
+    rec: &Record,
+    e: TransferError,
+) -> Result<Step, JournalError> {
+    match e.scope() {
+        Scope::Destination => {
+            slot.drop_conn();
+            Ok(Step::DestinationDown(e))
+        }
+        Scope::File => file_error(ctx, slot, rec, e),
+    }
+}
+
+fn file_error(
+    ctx: &Ctx,
+    slot: &mut Slot,
+    rec: &Record,
+    e: TransferError,
+) -> Result<Step, JournalError> {
+    let s = &ctx.settings;
+    // ssh2's Read/Write hide the SFTP status: a session that died mid-file looks like a
+    // file error. One round trip tells which it is.
+    if let Some(c) = slot.conn.as_mut() {
+        if c.ping().is_err() {
+            slot.drop_conn();
+            return Ok(Step::DestinationDown(e));
+        }
+    }
+    slot.drop_conn();
+
+    if let TransferError::SourceChanged { .. } = e {
+        return rehash(ctx, rec);
+    }
+    let error = e.to_string();
+    let give_up = matches!(e, TransferError::Conflict { .. }) || rec.attempts + 1 >= s.max_attempts;
+    if give_up {
+        let rec = ctx.journal.apply(
+            rec.id,
+            Event::Failed {
+                error: error.clone(),
+            },
+        )?;
+        error!(state = %rec.state(), attempt = rec.attempts, "{error}; gave up, replay with `plutus-sync replay {}`", rec.name);
+        return Ok(Step::Done);
+    }
+    let delay = retry::delay(rec.attempts, s.retry_initial, s.retry_max);
+    let at = now_ms() + delay.as_millis() as u64;
+    let rec = ctx.journal.apply(
+        rec.id,
+        Event::Retry {
+            error: error.clone(),
+            next_attempt_at: at,
+        },
+    )?;
+    warn!(state = %rec.state(), attempt = rec.attempts, "{error}; retry in {}", humantime::format_duration(std::time::Duration::from_millis(delay.as_millis() as u64)));
+    Ok(Step::RetryAt(at))
+}
+
+/// The local file changed after intake (rewritten under the same name): take its new
+/// size and CRC32 and check it again before sending anything.
+fn rehash(ctx: &Ctx, rec: &Record) -> Result<Step, JournalError> {
+    let path = ctx.settings.outbox.join(&rec.name);
+    let scan = match fs::File::open(&path).and_then(intake::scan) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Step::RetryAt(now_ms())),
+        Err(e) => {
+            let at = now_ms() + ctx.settings.retry_initial.as_millis() as u64;
+            let r = ctx.journal.apply(
+                rec.id,
+                Event::Retry {
+                    error: format!("{}: {e}", path.display()),
+                    next_attempt_at: at,
+                },
+            )?;
+            warn!(state = %r.state(), "cannot re-read changed file: {e}");
+            return Ok(Step::RetryAt(at));
+        }
+    };
+    if let Err(reason) = scan.json {
+        return match intake::quarantine_entry(
+            &ctx.journal,
+            &ctx.settings,
+            rec.id,
+            &path,
+            &rec.name,
+            reason,
+        ) {
+            Ok(r) => {
+                warn!(state = %r.state(), "changed after intake and is no longer valid JSON: quarantined to {}", r.quarantine_path.as_deref().unwrap_or("?"));
+                Ok(Step::Done)
+            }
+            Err(intake::IntakeError::Journal(e)) => Err(e),
+            Err(e) => {
+                error!("{e}; will try again");
+                Ok(Step::RetryAt(
+                    now_ms() + ctx.settings.retry_max.as_millis() as u64,
+                ))
+            }
+        };
+    }
+    let r = ctx.journal.apply(
+        rec.id,
+        Event::Rehash {
+            size: scan.size,
+            crc32: scan.crc32,
+        },
+    )?;
+    info!(state = %r.state(), size = r.size, crc32 = %r.crc_hex(), "local file changed after intake; sending the new content");
+    Ok(Step::RetryAt(now_ms()))
+}

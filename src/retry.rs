@@ -1,0 +1,202 @@
+//! When to try again: the backoff schedule (full jitter, as a pure function of the
+//! attempt number so it can be stored in the journal) and the destination gate that
+//! pauses every worker while the destination is down.
+//!
+//! We do not use the `backoff` crate: it is unmaintained (RUSTSEC-2025-0012), keeps its
+//! state in `Instant`s that cannot be persisted, and gives up after 15 minutes by
+//! default. A per-file retry must survive a restart, so its schedule is
+//! `attempts` + `next_attempt_at` in the journal and this function.
+
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Delay before try number `attempt + 1`: uniform in [initial, min(max, initial·2^attempt)].
+/// The floor of `initial` keeps a retry from ever being immediate.
+pub fn delay(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    let cap = initial
+        .checked_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
+        .unwrap_or(max)
+        .min(max);
+    let span = cap.saturating_sub(initial);
+    initial + span.mul_f64(fastrand::f64())
+}
+
+/// Whether the destination is usable, shared by all workers.
+///
+/// A destination-wide error closes the gate for one backoff step; every worker waits
+/// on it instead of burning its files' attempts. Errors reported by workers that
+/// started before the gate last closed belong to the same outage step and are
+/// ignored, so an outage is logged once per step, not once per file or worker.
+pub struct Gate {
+    state: Mutex<GateState>,
+    changed: Notify,
+    initial: Duration,
+    max: Duration,
+}
+
+#[derive(Clone, Debug, Default)]
+struct GateState {
+    /// Consecutive failed probes.
+    failures: u32,
+    paused_until: Option<Instant>,
+    /// Bumped each time the gate closes.
+    epoch: u64,
+    last_error: Option<String>,
+}
+
+/// What `report_down` decided, for the caller's log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Down {
+    /// A new outage step: the gate is closed for `retry_in`.
+    Paused { failures: u32, retry_in: Duration },
+    /// Someone already reported this step.
+    AlreadyPaused,
+}
+
+impl Gate {
+    pub fn new(initial: Duration, max: Duration) -> Gate {
+        Gate {
+            state: Mutex::new(GateState::default()),
+            changed: Notify::new(),
+            initial,
+            max,
+        }
+    }
+
+    /// Wait until the gate is open; returns the epoch to report back with, or `None`
+    /// when cancelled.
+    pub async fn wait_open(&self, cancel: &CancellationToken) -> Option<u64> {
+        loop {
+            let (until, epoch) = {
+                let st = self.state.lock().unwrap();
+                (st.paused_until, st.epoch)
+            };
+            match until {
+                Some(t) if t > Instant::now() => {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return None,
+                        _ = tokio::time::sleep_until(t) => {}
+                        _ = self.changed.notified() => {}
+                    }
+                }
+                _ => return Some(epoch),
+            }
+        }
+    }
+
+    pub fn report_down(&self, epoch: u64, error: &str) -> Down {
+        let mut st = self.state.lock().unwrap();
+        if epoch != st.epoch {
+            return Down::AlreadyPaused;
+        }
+        let retry_in = delay(st.failures, self.initial, self.max);
+        st.failures += 1;
+        st.epoch += 1;
+        st.paused_until = Some(Instant::now() + retry_in);
+        st.last_error = Some(error.to_string());
+        Down::Paused {
+            failures: st.failures,
+            retry_in,
+        }
+    }
+
+    /// A delivery worked: returns how many failed probes the outage lasted, if any.
+    pub fn report_up(&self) -> Option<u32> {
+        let mut st = self.state.lock().unwrap();
+        if st.failures == 0 {
+            return None;
+        }
+        let n = st.failures;
+        st.failures = 0;
+        st.paused_until = None;
+        st.last_error = None;
+        drop(st);
+        self.changed.notify_waiters();
+        Some(n)
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.state.lock().unwrap().failures > 0
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.state.lock().unwrap().last_error.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delay_stays_between_the_floor_and_the_capped_exponential() {
+        let (i, m) = (Duration::from_secs(1), Duration::from_secs(300));
+        for attempt in 0..64 {
+            let cap = Duration::from_secs(1u64 << attempt.min(20)).min(m);
+            for _ in 0..50 {
+                let d = delay(attempt, i, m);
+                assert!(
+                    d >= i && d <= cap,
+                    "attempt {attempt}: {d:?} not in [{i:?}, {cap:?}]"
+                );
+            }
+        }
+        assert_eq!(delay(0, i, m), i, "the first retry waits exactly the floor");
+    }
+
+    #[test]
+    fn delay_is_jittered_not_fixed() {
+        let (i, m) = (Duration::from_secs(1), Duration::from_secs(300));
+        let seen: std::collections::HashSet<u128> =
+            (0..20).map(|_| delay(6, i, m).as_millis()).collect();
+        assert!(seen.len() > 5, "{seen:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gate_pauses_once_per_step_and_reopens_after_the_delay() {
+        let gate = Gate::new(Duration::from_secs(1), Duration::from_secs(60));
+        let cancel = CancellationToken::new();
+        let e0 = gate.wait_open(&cancel).await.unwrap();
+        // Two workers fail in the same step: one pause, one log line.
+        assert_eq!(
+            gate.report_down(e0, "refused"),
+            Down::Paused {
+                failures: 1,
+                retry_in: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(gate.report_down(e0, "refused"), Down::AlreadyPaused);
+        let start = Instant::now();
+        let e1 = gate.wait_open(&cancel).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        match gate.report_down(e1, "refused") {
+            Down::Paused {
+                failures: 2,
+                retry_in,
+            } => {
+                assert!(retry_in >= Duration::from_secs(1) && retry_in <= Duration::from_secs(2))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(gate.is_down());
+        assert_eq!(gate.report_up(), Some(2));
+        assert!(!gate.is_down());
+        // Reopened at once for every waiter.
+        let start = Instant::now();
+        gate.wait_open(&cancel).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_gate_yields_to_cancellation() {
+        let gate = Gate::new(Duration::from_secs(10), Duration::from_secs(60));
+        let cancel = CancellationToken::new();
+        let e = gate.wait_open(&cancel).await.unwrap();
+        gate.report_down(e, "x");
+        cancel.cancel();
+        assert_eq!(gate.wait_open(&cancel).await, None);
+    }
+}

@@ -1,0 +1,654 @@
+//! The running service: wires watch, sweep, intake, the worker pool and the
+//! destination gate around one journal. `run` (forever) and `sync` (one pass) both
+//! come through here; only `Mode` differs.
+
+use crate::config::Settings;
+use crate::intake::{self, Found, Outcome};
+use crate::pipeline::{self, Ctx, Slot, Step};
+use crate::retry::{Down, Gate};
+use crate::sweep;
+use crate::transfer::{self, TransferError};
+use crate::watch::{self, Candidate};
+use plutus_state::{now_ms, Journal, JournalError, JournalOptions, State};
+use std::collections::{HashSet, VecDeque};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Watch and deliver until cancelled.
+    Service,
+    /// One sweep, one attempt per file, then stop (`sync`, for cron).
+    Once,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("{path}: {what}: {source}")]
+    Setup {
+        path: PathBuf,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{a} and {b} are on different file systems; the archive and quarantine must be on the outbox's file system so that moving a file is one rename")]
+    FileSystems { a: PathBuf, b: PathBuf },
+    #[error(transparent)]
+    Watch(#[from] watch::WatchError),
+    #[error("a worker task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// What a `sync` pass did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub found: usize,
+    pub archived: usize,
+    pub quarantined: usize,
+    pub failed: usize,
+    pub unfinished: usize,
+    pub destination_error: Option<String>,
+}
+
+impl Summary {
+    pub fn all_archived(&self) -> bool {
+        self.archived == self.found && self.destination_error.is_none()
+    }
+}
+
+/// Entry ids waiting for a worker. An id is in `queued` from the moment it is pushed
+/// until a worker says it is done with it, so no entry is ever worked on twice at once.
+struct Queue {
+    inner: Mutex<QueueState>,
+    ready: Notify,
+}
+
+#[derive(Default)]
+struct QueueState {
+    ready: VecDeque<u64>,
+    queued: HashSet<u64>,
+    closed: bool,
+}
+
+impl Queue {
+    fn new() -> Queue {
+        Queue {
+            inner: Mutex::new(QueueState::default()),
+            ready: Notify::new(),
+        }
+    }
+
+    fn push(&self, id: u64) {
+        let mut st = self.inner.lock().unwrap();
+        if st.queued.insert(id) {
+            st.ready.push_back(id);
+            drop(st);
+            self.ready.notify_one();
+        }
+    }
+
+    /// Back to the front: an entry that met a destination outage keeps its turn.
+    fn requeue(&self, id: u64) {
+        self.inner.lock().unwrap().ready.push_front(id);
+        self.ready.notify_one();
+    }
+
+    /// Push `id` when `at` (ms since epoch) comes.
+    fn push_at(self: &Arc<Self>, id: u64, at: u64, cancel: &CancellationToken) {
+        {
+            let mut st = self.inner.lock().unwrap();
+            if !st.queued.insert(id) {
+                return;
+            }
+        }
+        self.requeue_at(id, at, cancel);
+    }
+
+    /// Like `push_at` for an id a worker holds.
+    fn requeue_at(self: &Arc<Self>, id: u64, at: u64, cancel: &CancellationToken) {
+        let q = self.clone();
+        let cancel = cancel.clone();
+        let wait = Duration::from_millis(at.saturating_sub(now_ms()));
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tokio::time::sleep(wait) => {
+                    q.inner.lock().unwrap().ready.push_back(id);
+                    q.ready.notify_one();
+                }
+            }
+        });
+    }
+
+    fn done(&self, id: u64) {
+        let mut st = self.inner.lock().unwrap();
+        st.queued.remove(&id);
+        if st.closed && st.queued.is_empty() {
+            drop(st);
+            self.ready.notify_waiters();
+        }
+    }
+
+    /// No more pushes will come: workers stop once everything queued is done.
+    fn close(&self) {
+        self.inner.lock().unwrap().closed = true;
+        self.ready.notify_waiters();
+    }
+
+    async fn pop(&self, cancel: &CancellationToken) -> Option<u64> {
+        loop {
+            let notified = self.ready.notified();
+            {
+                let mut st = self.inner.lock().unwrap();
+                if let Some(id) = st.ready.pop_front() {
+                    return Some(id);
+                }
+                if st.closed && st.queued.is_empty() {
+                    return None;
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return None,
+                _ = notified => {}
+            }
+        }
+    }
+
+    fn depth(&self) -> usize {
+        self.inner.lock().unwrap().queued.len()
+    }
+}
+
+/// Shared by the tasks of one run.
+struct Shared {
+    ctx: Arc<Ctx>,
+    queue: Arc<Queue>,
+    gate: Gate,
+    mode: Mode,
+    cancel: CancellationToken,
+    /// Temp files left by a crash are removed once, before the first upload.
+    cleaned: tokio::sync::Mutex<bool>,
+    /// Entries this run touched (for `sync`'s summary).
+    seen: Mutex<Vec<u64>>,
+    destination_error: Mutex<Option<String>>,
+    fatal: Mutex<Option<JournalError>>,
+}
+
+impl Shared {
+    fn fatal(&self, e: JournalError) {
+        error!("journal error, stopping: {e}");
+        self.fatal.lock().unwrap().get_or_insert(e);
+        self.cancel.cancel();
+    }
+}
+
+/// Create the local folders if missing and check they share one file system.
+fn prepare_dirs(s: &Settings) -> Result<(), ServiceError> {
+    for (p, what) in [
+        (&s.outbox, "cannot create the outbox"),
+        (&s.archive, "cannot create the archive"),
+        (&s.quarantine, "cannot create the quarantine"),
+    ] {
+        std::fs::create_dir_all(p).map_err(|source| ServiceError::Setup {
+            path: p.clone(),
+            what,
+            source,
+        })?;
+    }
+    let dev = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.dev())
+            .map_err(|source| ServiceError::Setup {
+                path: p.to_path_buf(),
+                what: "cannot read",
+                source,
+            })
+    };
+    let d = dev(&s.outbox)?;
+    for other in [&s.archive, &s.quarantine] {
+        if dev(other)? != d {
+            return Err(ServiceError::FileSystems {
+                a: s.outbox.clone(),
+                b: other.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub fn open_journal(s: &Settings) -> Result<Journal, ServiceError> {
+    if let Some(parent) = s.journal.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| ServiceError::Setup {
+            path: parent.to_path_buf(),
+            what: "cannot create the journal's folder",
+            source,
+        })?;
+    }
+    Ok(Journal::open(&s.journal, &JournalOptions::default())?)
+}
+
+/// Run until `cancel` fires (Service) or until one pass is done (Once).
+pub async fn run(
+    settings: Settings,
+    mode: Mode,
+    cancel: CancellationToken,
+) -> Result<Summary, ServiceError> {
+    prepare_dirs(&settings)?;
+    let journal = Arc::new(open_journal(&settings)?);
+    let transport = transfer::from_settings(&settings);
+    let settings = Arc::new(settings);
+    info!(
+        config = %settings.origin,
+        outbox = %settings.outbox.display(),
+        destination = %transport.describe(),
+        journal = %settings.journal.display(),
+        entries = journal.len(),
+        "starting"
+    );
+
+    let shared = Arc::new(Shared {
+        ctx: Arc::new(Ctx {
+            settings: settings.clone(),
+            journal: journal.clone(),
+            transport,
+        }),
+        queue: Arc::new(Queue::new()),
+        gate: Gate::new(settings.retry_initial, settings.retry_max),
+        mode,
+        cancel: cancel.clone(),
+        cleaned: tokio::sync::Mutex::new(false),
+        seen: Mutex::new(Vec::new()),
+        destination_error: Mutex::new(None),
+        fatal: Mutex::new(None),
+    });
+
+    // Recovery: whatever was in flight when the last run stopped goes first.
+    let live = journal.live()?;
+    let now = now_ms();
+    for rec in &live {
+        shared.seen.lock().unwrap().push(rec.id);
+        match rec.next_attempt_at {
+            Some(at) if at > now && mode == Mode::Service => {
+                shared.queue.push_at(rec.id, at, &cancel)
+            }
+            _ => shared.queue.push(rec.id),
+        }
+    }
+    if !live.is_empty() {
+        info!(
+            entries = live.len(),
+            "resuming entries left pending, sent or verified by the last run"
+        );
+    }
+
+    let tracker = TaskTracker::new();
+    for n in 0..settings.connections {
+        tracker.spawn(worker(n, shared.clone()));
+    }
+
+    // Bounded so a burst cannot grow memory without limit; when it is full the
+    // watcher asks for a sweep instead of dropping anything.
+    let (tx, rx) = mpsc::channel::<Candidate>(4096);
+    let sweep_now = Arc::new(Notify::new());
+    {
+        let shared = shared.clone();
+        let retry_tx = (mode == Mode::Service).then(|| tx.clone());
+        tracker.spawn(async move {
+            intake_task(shared.clone(), rx, retry_tx).await;
+            if shared.mode == Mode::Once {
+                shared.queue.close();
+            }
+        });
+    }
+
+    // The watch is registered before the first sweep, so no file falls between them.
+    let _watch = match mode {
+        Mode::Service => Some(watch::start(
+            &settings.outbox,
+            tx.clone(),
+            sweep_now.clone(),
+        )?),
+        Mode::Once => None,
+    };
+    {
+        let shared = shared.clone();
+        let sweep_now = sweep_now.clone();
+        tracker.spawn(sweep_task(shared, tx, sweep_now));
+    }
+    info!(
+        workers = settings.connections,
+        resumed = live.len(),
+        "ready: watching {}",
+        settings.outbox.display()
+    );
+
+    // Service: until a signal. Once: every task ends by itself when the pass is done
+    // (the sweep stops, the intake channel closes, the closed queue empties).
+    if mode == Mode::Service {
+        cancel.cancelled().await;
+    }
+    tracker.close();
+    tracker.wait().await;
+    journal.flush()?;
+    if let Some(e) = shared.fatal.lock().unwrap().take() {
+        return Err(e.into());
+    }
+
+    let mut summary = Summary {
+        destination_error: shared.destination_error.lock().unwrap().clone(),
+        ..Summary::default()
+    };
+    let mut ids = shared.seen.lock().unwrap().clone();
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        let Some(rec) = journal.get(id)? else {
+            continue;
+        };
+        summary.found += 1;
+        match rec.state() {
+            State::Archived => summary.archived += 1,
+            State::Quarantined => summary.quarantined += 1,
+            State::Failed => summary.failed += 1,
+            _ => summary.unfinished += 1,
+        }
+    }
+    info!("stopped; journal flushed");
+    Ok(summary)
+}
+
+async fn sweep_task(shared: Arc<Shared>, tx: mpsc::Sender<Candidate>, sweep_now: Arc<Notify>) {
+    let s = shared.ctx.settings.clone();
+    loop {
+        let (j, st) = (shared.ctx.journal.clone(), s.clone());
+        let started = Instant::now();
+        match tokio::task::spawn_blocking(move || sweep::scan(&j, &st)).await {
+            Ok(Ok(paths)) => {
+                debug!(
+                    found = paths.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "sweep"
+                );
+                for path in paths {
+                    tokio::select! {
+                        _ = shared.cancel.cancelled() => return,
+                        r = tx.send(Candidate { path, found: Found::Sweep }) => if r.is_err() { return },
+                    }
+                }
+            }
+            Ok(Err(e)) => warn!("{}: cannot sweep the outbox: {e}", s.outbox.display()),
+            Err(e) => warn!("sweep task failed: {e}"),
+        }
+        if shared.mode == Mode::Once {
+            return;
+        }
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = tokio::time::sleep(s.sweep_interval) => {}
+            _ = sweep_now.notified() => {}
+        }
+    }
+}
+
+async fn intake_task(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Candidate>,
+    retry_tx: Option<mpsc::Sender<Candidate>>,
+) {
+    let waiting: Arc<Mutex<HashSet<PathBuf>>> = Arc::default();
+    // Once mode: files not yet settled are looked at again after the channel drains.
+    let mut deferred: Vec<(Instant, PathBuf, u32)> = Vec::new();
+    loop {
+        let c = tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            c = rx.recv() => c,
+        };
+        let c = match c {
+            Some(c) => c,
+            None => {
+                let Some(pos) = (0..deferred.len()).min_by_key(|&i| deferred[i].0) else {
+                    return;
+                };
+                let (at, path, tries) = deferred.swap_remove(pos);
+                tokio::time::sleep_until(at).await;
+                if tries >= 3 {
+                    warn!(file = %path.display(), "still being written after {tries} waits; left for the next run");
+                    continue;
+                }
+                take(
+                    &shared,
+                    Candidate {
+                        path,
+                        found: Found::Sweep,
+                    },
+                    tries,
+                    &mut deferred,
+                    &waiting,
+                    retry_tx.as_ref(),
+                )
+                .await;
+                continue;
+            }
+        };
+        if c.found == Found::Sweep && waiting.lock().unwrap().contains(&c.path) {
+            continue;
+        }
+        take(&shared, c, 0, &mut deferred, &waiting, retry_tx.as_ref()).await;
+    }
+}
+
+async fn take(
+    shared: &Arc<Shared>,
+    c: Candidate,
+    tries: u32,
+    deferred: &mut Vec<(Instant, PathBuf, u32)>,
+    waiting: &Arc<Mutex<HashSet<PathBuf>>>,
+    retry_tx: Option<&mpsc::Sender<Candidate>>,
+) {
+    let ctx = shared.ctx.clone();
+    let path = c.path.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        intake::take(&ctx.journal, &ctx.settings, &c.path, c.found)
+    })
+    .await;
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            warn!("intake task failed: {e}");
+            return;
+        }
+    };
+    match out {
+        Ok(Outcome::Pending(rec)) => {
+            info!(file = %rec.name, batch = %rec.batch, state = %rec.state(), size = rec.size, crc32 = %rec.crc_hex(), found_by = %rec.found_by, "detected");
+            shared.seen.lock().unwrap().push(rec.id);
+            shared.queue.push(rec.id);
+        }
+        Ok(Outcome::Duplicate { record, of }) => {
+            warn!(file = %record.name, batch = %record.batch, state = %record.state(), "duplicate of #{of}, which was delivered with the same size and CRC32: archiving without sending");
+            shared.seen.lock().unwrap().push(record.id);
+            shared.queue.push(record.id);
+        }
+        Ok(Outcome::Quarantined(rec)) => {
+            warn!(
+                file = %rec.name, batch = %rec.batch, state = %rec.state(),
+                "{}: quarantined to {}",
+                rec.last_error.as_deref().unwrap_or("invalid"),
+                rec.quarantine_path.as_deref().unwrap_or("?")
+            );
+            shared.seen.lock().unwrap().push(rec.id);
+        }
+        Ok(Outcome::Wait(d)) => match retry_tx {
+            Some(tx) => {
+                if waiting.lock().unwrap().insert(path.clone()) {
+                    let (tx, waiting, cancel) =
+                        (tx.clone(), waiting.clone(), shared.cancel.clone());
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = cancel.cancelled() => {}
+                            _ = tokio::time::sleep(d) => {
+                                waiting.lock().unwrap().remove(&path);
+                                let _ = tx.send(Candidate { path, found: Found::Sweep }).await;
+                            }
+                        }
+                    });
+                }
+            }
+            None => deferred.push((Instant::now() + d, path, tries + 1)),
+        },
+        Ok(Outcome::Skip(why)) => debug!(file = %path.display(), "skipped: {why}"),
+        Err(intake::IntakeError::Journal(e)) => shared.fatal(e),
+        Err(e) => warn!("{e}; the next sweep will try again"),
+    }
+}
+
+async fn worker(n: usize, shared: Arc<Shared>) {
+    let ctx = shared.ctx.clone();
+    let mut slot = Some(Slot::default());
+    let mut last_used = Instant::now();
+    while let Some(id) = shared.queue.pop(&shared.cancel).await {
+        let Some(epoch) = shared.gate.wait_open(&shared.cancel).await else {
+            break;
+        };
+        let idle = last_used.elapsed() > Duration::from_secs(15);
+
+        if !*shared.cleaned.lock().await {
+            let mut guard = shared.cleaned.lock().await;
+            if !*guard {
+                let (c, mut s) = (ctx.clone(), slot.take().expect("slot is home"));
+                let (s, r) = tokio::task::spawn_blocking(move || {
+                    let r = s.clean_temps(c.transport.as_ref());
+                    (s, r)
+                })
+                .await
+                .expect("clean_temps does not panic");
+                slot = Some(s);
+                match r {
+                    Ok(removed) => {
+                        *guard = true;
+                        if !removed.is_empty() {
+                            info!(
+                                count = removed.len(),
+                                "removed temp files a crash left in the inbox: {}",
+                                removed.join(", ")
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        drop(guard);
+                        if destination_down(&shared, epoch, e) {
+                            shared.queue.requeue(id);
+                        } else {
+                            shared.queue.done(id);
+                        }
+                        continue;
+                    }
+                }
+            }
+        }
+
+        let (c, mut s) = (ctx.clone(), slot.take().expect("slot is home"));
+        let joined = tokio::task::spawn_blocking(move || {
+            if idle {
+                s.refresh();
+            }
+            let step = pipeline::process(&c, &mut s, id);
+            (s, step)
+        })
+        .await;
+        last_used = Instant::now();
+        let (s, step) = match joined {
+            Ok(v) => v,
+            Err(e) => {
+                error!(worker = n, id, "worker step panicked: {e}");
+                slot = Some(Slot::default());
+                shared.queue.done(id);
+                continue;
+            }
+        };
+        let connected = s.is_connected();
+        slot = Some(s);
+        match step {
+            Ok(Step::Done) => {
+                if connected {
+                    destination_up(&shared);
+                }
+                shared.queue.done(id);
+            }
+            Ok(Step::RetryAt(at)) => {
+                if shared.mode == Mode::Service {
+                    shared.queue.requeue_at(id, at, &shared.cancel);
+                } else {
+                    shared.queue.done(id);
+                }
+            }
+            Ok(Step::DestinationDown(e)) => {
+                if destination_down(&shared, epoch, e) {
+                    shared.queue.requeue(id);
+                } else {
+                    shared.queue.done(id);
+                }
+            }
+            Err(e) => {
+                shared.queue.done(id);
+                shared.fatal(e);
+            }
+        }
+    }
+}
+
+fn destination_up(shared: &Shared) {
+    if let Some(failures) = shared.gate.report_up() {
+        info!(
+            failed_probes = failures,
+            "destination {} is reachable again",
+            shared.ctx.transport.describe()
+        );
+    }
+}
+
+/// Returns whether the entry should wait in the queue (Service) or not (Once: the
+/// pass ends here).
+fn destination_down(shared: &Shared, epoch: u64, e: TransferError) -> bool {
+    let msg = e.to_string();
+    if shared.mode == Mode::Once {
+        let mut d = shared.destination_error.lock().unwrap();
+        if d.is_none() {
+            error!("{msg}");
+            *d = Some(msg);
+        }
+        shared.cancel.cancel();
+        return false;
+    }
+    match shared.gate.report_down(epoch, &msg) {
+        Down::Paused { failures, retry_in } => {
+            let retry_in =
+                humantime::format_duration(Duration::from_secs(retry_in.as_secs().max(1)));
+            let queued = shared.queue.depth();
+            if matches!(
+                e,
+                TransferError::HostKey { .. } | TransferError::Auth { .. }
+            ) {
+                error!(
+                    failures,
+                    queued, "{msg}\n  destination paused; next try in {retry_in}"
+                );
+            } else {
+                warn!(
+                    failures,
+                    queued, "destination down: {msg}; next try in {retry_in}"
+                );
+            }
+        }
+        Down::AlreadyPaused => debug!("destination down (already paused): {msg}"),
+    }
+    true
+}

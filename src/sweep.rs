@@ -1,0 +1,32 @@
+//! The outbox scan: at start-up, every `sweep_interval`, and on demand (overflow,
+//! watcher error). Whatever the watcher missed, the sweep finds.
+
+use crate::config::Settings;
+use crate::intake;
+use plutus_state::Journal;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+/// Files in the outbox that may be taken and that the journal does not hold in a live
+/// (or failed) state. Blocking: call from `spawn_blocking`.
+pub fn scan(journal: &Journal, s: &Settings) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for ent in fs::read_dir(&s.outbox)? {
+        let ent = ent?;
+        let name = ent.file_name();
+        let Ok(name) = intake::name_rule(&name, s) else {
+            continue;
+        };
+        match journal.latest(name) {
+            Ok(Some(rec))
+                if rec.state().is_live() || rec.state() == plutus_state::State::Failed =>
+            {
+                continue
+            }
+            _ => out.push(ent.path()),
+        }
+    }
+    out.sort();
+    Ok(out)
+}

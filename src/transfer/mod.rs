@@ -1,0 +1,399 @@
+//! Transports: put one file into the destination inbox so that it never appears
+//! under its final name unless complete and verified. Knows nothing of the journal.
+//!
+//! The protocol is written once, here, over the few primitive operations a `Remote`
+//! offers; `sftp` (ssh2) and `local` (`file://`) only implement those primitives.
+//!
+//! 1. write `<name><temp_suffix>` (create or truncate), computing the CRC32 of the
+//!    bytes read from the local file on the way; fsync where the server can;
+//! 2. read the temp file back and compare size and CRC32 with intake's values;
+//! 3. rename it to `<name>`, a rename that never overwrites (SFTP v3 rename on
+//!    OpenSSH and Win32-OpenSSH both refuse an existing target);
+//! 4. if the rename is refused, read the existing final file: the same size and CRC32
+//!    means "already delivered"; anything else is a conflict, and nothing is overwritten.
+//!
+//! The read-back happens before the rename because the ERP may import and delete the
+//! file the moment it has its final name.
+
+pub mod local;
+pub mod sftp;
+
+use std::io::{self, Read, Write};
+
+/// Why a remote operation failed, as far as the protocol needs to know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    NotFound,
+    PermissionDenied,
+    /// The server said "failure" with no detail (OpenSSH says this for a full disk).
+    Failure,
+    /// The connection timed out or dropped: the destination, not the file.
+    Connection,
+    Unsupported,
+    Other,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}: {message}")]
+pub struct RemoteError {
+    pub op: &'static str,
+    pub path: String,
+    pub fault: Fault,
+    pub message: String,
+}
+
+/// Does this error stop the whole destination, or only this file?
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Destination,
+    File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("cannot connect to {dest}: {message}")]
+    Connect { dest: String, message: String },
+    #[error("{dest}: host key {problem}; nothing was sent\n  hint: {hint}")]
+    HostKey {
+        dest: String,
+        problem: String,
+        hint: String,
+    },
+    #[error("{dest}: key authentication as {user:?} failed: {message}")]
+    Auth {
+        dest: String,
+        user: String,
+        message: String,
+    },
+    #[error("inbox {0}")]
+    Remote(RemoteError),
+    #[error("{path}: cannot read the local file: {source}")]
+    LocalRead { path: String, source: io::Error },
+    #[error("{name}: the local file changed while it was being sent (size {size}, crc32 {crc32:08x}; intake saw size {want_size}, crc32 {want_crc32:08x})")]
+    SourceChanged {
+        name: String,
+        size: u64,
+        crc32: u32,
+        want_size: u64,
+        want_crc32: u32,
+    },
+    #[error("{path}: read-back does not match: remote size {size}, crc32 {crc32:08x}; expected size {want_size}, crc32 {want_crc32:08x}")]
+    VerifyMismatch {
+        path: String,
+        size: u64,
+        crc32: u32,
+        want_size: u64,
+        want_crc32: u32,
+    },
+    #[error("{path}: a different file with this name is already in the inbox (size {size}, crc32 {crc32:08x}; ours: size {want_size}, crc32 {want_crc32:08x}); not overwritten")]
+    Conflict {
+        path: String,
+        size: u64,
+        crc32: u32,
+        want_size: u64,
+        want_crc32: u32,
+    },
+}
+
+impl TransferError {
+    pub fn scope(&self) -> Scope {
+        match self {
+            TransferError::Connect { .. }
+            | TransferError::HostKey { .. }
+            | TransferError::Auth { .. } => Scope::Destination,
+            TransferError::Remote(e) => match (e.op, e.fault) {
+                (_, Fault::Connection) => Scope::Destination,
+                // Inbox missing, not writable, or disk full: no file can get through.
+                ("create", Fault::NotFound | Fault::PermissionDenied | Fault::Failure) => {
+                    Scope::Destination
+                }
+                ("write" | "close" | "fsync", _) => Scope::Destination,
+                ("list", _) => Scope::Destination,
+                _ => Scope::File,
+            },
+            TransferError::LocalRead { .. }
+            | TransferError::SourceChanged { .. }
+            | TransferError::VerifyMismatch { .. }
+            | TransferError::Conflict { .. } => Scope::File,
+        }
+    }
+}
+
+/// The primitive operations of an inbox. Paths are full remote paths.
+pub trait Remote {
+    type Writer: Write;
+    type Reader: Read;
+    /// Create or truncate `path` for writing.
+    fn create(&mut self, path: &str) -> Result<Self::Writer, RemoteError>;
+    /// Flush `w` to stable storage. `Ok(false)`: the server cannot, and that is fine.
+    fn sync(&mut self, w: &mut Self::Writer, path: &str) -> Result<bool, RemoteError>;
+    /// Close the written file; errors here are write errors (a full disk, say).
+    fn close(&mut self, w: Self::Writer, path: &str) -> Result<(), RemoteError>;
+    fn open(&mut self, path: &str) -> Result<Self::Reader, RemoteError>;
+    /// Rename that never replaces an existing `to`.
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), RemoteError>;
+    /// Size of `path`, `None` if it does not exist.
+    fn size(&mut self, path: &str) -> Result<Option<u64>, RemoteError>;
+    fn remove(&mut self, path: &str) -> Result<(), RemoteError>;
+    /// Names (not paths) in the inbox.
+    fn list(&mut self) -> Result<Vec<String>, RemoteError>;
+    /// The inbox folder, without a trailing separator.
+    fn inbox(&self) -> &str;
+}
+
+/// One file to deliver, with the size and CRC32 intake recorded.
+#[derive(Clone, Debug)]
+pub struct Job<'a> {
+    pub name: &'a str,
+    pub size: u64,
+    pub crc32: u32,
+}
+
+/// How a delivery ended well.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivered {
+    /// Uploaded, read back, renamed.
+    Sent { remote_path: String, fsynced: bool },
+    /// The same content was already there under the final name.
+    AlreadyThere { remote_path: String },
+}
+
+/// What is under a final name in the inbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    Absent,
+    Same,
+    Different { size: u64, crc32: u32 },
+}
+
+/// A live connection to the destination. One per worker; thrown away after any
+/// destination-wide error.
+pub trait Connection: Send {
+    /// The temp-verify-rename protocol. `uploaded` runs after the temp file is
+    /// written and synced, before the read-back (the pipeline journals `sent` there).
+    fn deliver(
+        &mut self,
+        job: &Job,
+        src: &mut dyn Read,
+        src_path: &str,
+        uploaded: &mut dyn FnMut(&str),
+    ) -> Result<Delivered, TransferError>;
+    /// Is `job` already delivered under its final name?
+    fn check(&mut self, job: &Job) -> Result<Found, TransferError>;
+    /// Remove temp files a crash left in the inbox; returns their names.
+    fn clean_temps(&mut self) -> Result<Vec<String>, TransferError>;
+    /// Prove the connection is alive (keepalive); an error means reconnect.
+    fn ping(&mut self) -> Result<(), TransferError>;
+}
+
+/// A destination that hands out connections.
+pub trait Transport: Send + Sync {
+    fn connect(&self) -> Result<Box<dyn Connection>, TransferError>;
+    /// For log lines: the destination URL.
+    fn describe(&self) -> String;
+}
+
+/// Build the transport a config names.
+pub fn from_settings(s: &crate::config::Settings) -> std::sync::Arc<dyn Transport> {
+    match &s.destination {
+        crate::config::Destination::File { path } => std::sync::Arc::new(local::LocalTransport {
+            inbox: path.clone(),
+            temp_suffix: s.temp_suffix.clone(),
+        }),
+        crate::config::Destination::Sftp {
+            user,
+            host,
+            port,
+            path,
+        } => std::sync::Arc::new(sftp::SftpTransport {
+            user: user.clone(),
+            host: host.clone(),
+            port: *port,
+            inbox: path.trim_end_matches('/').to_string(),
+            identity: s.identity.clone(),
+            known_hosts: s.known_hosts.clone(),
+            timeout: s.timeout,
+            temp_suffix: s.temp_suffix.clone(),
+        }),
+    }
+}
+
+// The buffer for streaming file contents: large enough to keep SFTP's pipelined
+// writes full, small enough that memory stays flat for any file size.
+const CHUNK: usize = 128 * 1024;
+
+pub(crate) fn join(inbox: &str, name: &str) -> String {
+    format!("{inbox}/{name}")
+}
+
+/// The protocol, over any `Remote`.
+pub(crate) fn deliver<R: Remote>(
+    r: &mut R,
+    temp_suffix: &str,
+    job: &Job,
+    src: &mut dyn Read,
+    src_path: &str,
+    uploaded: &mut dyn FnMut(&str),
+) -> Result<Delivered, TransferError> {
+    let final_path = join(r.inbox(), job.name);
+    let temp_path = format!("{final_path}{temp_suffix}");
+    debug_assert_ne!(final_path, temp_path);
+
+    // 1. upload
+    let mut w = r.create(&temp_path).map_err(TransferError::Remote)?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                drop(w);
+                let _ = r.remove(&temp_path);
+                return Err(TransferError::LocalRead {
+                    path: src_path.to_string(),
+                    source,
+                });
+            }
+        };
+        hasher.update(&buf[..n]);
+        size += n as u64;
+        w.write_all(&buf[..n])
+            .map_err(|e| TransferError::Remote(io_fault("write", &temp_path, e)))?;
+    }
+    let crc32 = hasher.finalize();
+    if (size, crc32) != (job.size, job.crc32) {
+        drop(w);
+        let _ = r.remove(&temp_path);
+        return Err(TransferError::SourceChanged {
+            name: job.name.to_string(),
+            size,
+            crc32,
+            want_size: job.size,
+            want_crc32: job.crc32,
+        });
+    }
+    w.flush()
+        .map_err(|e| TransferError::Remote(io_fault("write", &temp_path, e)))?;
+    let fsynced = r.sync(&mut w, &temp_path).map_err(TransferError::Remote)?;
+    r.close(w, &temp_path).map_err(TransferError::Remote)?;
+    uploaded(&temp_path);
+
+    // 2. read back
+    let (rsize, rcrc) = read_crc(r, &temp_path)?;
+    if (rsize, rcrc) != (job.size, job.crc32) {
+        let _ = r.remove(&temp_path);
+        return Err(TransferError::VerifyMismatch {
+            path: temp_path,
+            size: rsize,
+            crc32: rcrc,
+            want_size: job.size,
+            want_crc32: job.crc32,
+        });
+    }
+
+    // 3. rename, never over an existing file
+    match r.rename(&temp_path, &final_path) {
+        Ok(()) => Ok(Delivered::Sent {
+            remote_path: final_path,
+            fsynced,
+        }),
+        Err(rename_err) => {
+            // 4. refused: is it ours already, or someone else's?
+            match found(r, &final_path, job)? {
+                Found::Same => {
+                    let _ = r.remove(&temp_path);
+                    Ok(Delivered::AlreadyThere {
+                        remote_path: final_path,
+                    })
+                }
+                Found::Different { size, crc32 } => {
+                    let _ = r.remove(&temp_path);
+                    Err(TransferError::Conflict {
+                        path: final_path,
+                        size,
+                        crc32,
+                        want_size: job.size,
+                        want_crc32: job.crc32,
+                    })
+                }
+                Found::Absent => Err(TransferError::Remote(rename_err)),
+            }
+        }
+    }
+}
+
+pub(crate) fn found<R: Remote>(r: &mut R, path: &str, job: &Job) -> Result<Found, TransferError> {
+    match r.size(path).map_err(TransferError::Remote)? {
+        None => Ok(Found::Absent),
+        Some(_) => {
+            let (size, crc32) = read_crc(r, path)?;
+            if (size, crc32) == (job.size, job.crc32) {
+                Ok(Found::Same)
+            } else {
+                Ok(Found::Different { size, crc32 })
+            }
+        }
+    }
+}
+
+pub(crate) fn clean_temps<R: Remote>(
+    r: &mut R,
+    temp_suffix: &str,
+) -> Result<Vec<String>, TransferError> {
+    let mut removed = Vec::new();
+    for name in r.list().map_err(TransferError::Remote)? {
+        if name.ends_with(temp_suffix) && name.len() > temp_suffix.len() {
+            let path = join(r.inbox(), &name);
+            r.remove(&path).map_err(TransferError::Remote)?;
+            removed.push(name);
+        }
+    }
+    Ok(removed)
+}
+
+fn read_crc<R: Remote>(r: &mut R, path: &str) -> Result<(u64, u32), TransferError> {
+    let mut rd = r.open(path).map_err(TransferError::Remote)?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match rd.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                size += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(TransferError::Remote(io_fault("read", path, e))),
+        }
+    }
+    Ok((size, hasher.finalize()))
+}
+
+/// Map an `io::Error` from a remote read or write to a fault. (ssh2's `Read`/`Write`
+/// keep only the message of its error, not the SFTP status: a lost connection there
+/// shows as `Other`, which is why the pipeline pings after a file-scope error.)
+pub(crate) fn io_fault(op: &'static str, path: &str, e: io::Error) -> RemoteError {
+    let fault = match e.kind() {
+        io::ErrorKind::NotFound => Fault::NotFound,
+        io::ErrorKind::PermissionDenied => Fault::PermissionDenied,
+        io::ErrorKind::TimedOut
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::NotConnected
+        | io::ErrorKind::UnexpectedEof => Fault::Connection,
+        io::ErrorKind::StorageFull => Fault::Failure,
+        io::ErrorKind::Unsupported => Fault::Unsupported,
+        _ => Fault::Other,
+    };
+    RemoteError {
+        op,
+        path: path.to_string(),
+        fault,
+        message: e.to_string(),
+    }
+}

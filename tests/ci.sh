@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# CI / README test command for a fresh Debian or Ubuntu machine:
+#   bash tests/ci.sh
+# Installs what the tests need, then runs fmt, clippy and the test suite.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# The integration tests run a real sshd and the OpenSSH client against it;
+# building ssh2 (libssh2-sys/openssl-sys) needs OpenSSL headers via pkg-config.
+packages=(openssh-server openssh-client libssl-dev pkg-config)
+
+missing=()
+for pkg in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed'; then
+    missing+=("$pkg")
+  fi
+done
+
+# Skip apt entirely when nothing is missing: no root, no network needed.
+if ((${#missing[@]})); then
+  step "Installing ${missing[*]}"
+  sudo=()
+  if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi
+  "${sudo[@]}" apt-get update
+  # Via env: sudo would drop DEBIAN_FRONTEND from the environment.
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends "${missing[@]}"
+else
+  step "System packages present: ${packages[*]}"
+fi
+
+# rustup toolchains installed with the minimal profile lack these.
+if command -v rustup >/dev/null && ! { cargo fmt --version && cargo clippy --version; } >/dev/null 2>&1; then
+  step "Installing rustfmt and clippy"
+  rustup component add rustfmt clippy
+fi
+
+# Only pin to Cargo.lock once it is committed; an untracked lock file may be
+# stale relative to Cargo.toml.
+locked=()
+if git ls-files --error-unmatch Cargo.lock >/dev/null 2>&1; then
+  locked=(--locked)
+fi
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --workspace --all-targets ${locked[*]} -- -D warnings"
+cargo clippy --workspace --all-targets "${locked[@]}" -- -D warnings
+
+step "cargo test --workspace --all-targets ${locked[*]}"
+cargo test --workspace --all-targets "${locked[@]}"
+
+step "All checks passed"

@@ -1,0 +1,8 @@
+//! The single integration-test binary. Test modules live under `tests/it/`
+//! and shared helpers under `tests/support/`; neither directory has a
+//! `main.rs`, so cargo does not build them as binaries of their own.
+
+mod support;
+
+#[path = "it/fixture_tests.rs"]
+mod fixture_tests;
