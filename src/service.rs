@@ -514,45 +514,32 @@ async fn worker(n: usize, shared: Arc<Shared>) {
     let ctx = shared.ctx.clone();
     let mut slot = Some(Slot::default());
     let mut last_used = Instant::now();
+    // Worker 0 cleans the inbox at once, so a crash's temp files do not wait for the
+    // next order to be removed. If the destination is down, the first delivery does it.
+    if n == 0 && shared.mode == Mode::Service {
+        if let Some(epoch) = shared.gate.wait_open(&shared.cancel).await {
+            let (s, r) = clean_once(&shared, ctx.clone(), slot.take().expect("slot is home")).await;
+            slot = Some(s);
+            if let Err(e) = r {
+                destination_down(&shared, epoch, e);
+            }
+        }
+    }
     while let Some(id) = shared.queue.pop(&shared.cancel).await {
         let Some(epoch) = shared.gate.wait_open(&shared.cancel).await else {
             break;
         };
         let idle = last_used.elapsed() > Duration::from_secs(15);
 
-        if !*shared.cleaned.lock().await {
-            let mut guard = shared.cleaned.lock().await;
-            if !*guard {
-                let (c, mut s) = (ctx.clone(), slot.take().expect("slot is home"));
-                let (s, r) = tokio::task::spawn_blocking(move || {
-                    let r = s.clean_temps(c.transport.as_ref());
-                    (s, r)
-                })
-                .await
-                .expect("clean_temps does not panic");
-                slot = Some(s);
-                match r {
-                    Ok(removed) => {
-                        *guard = true;
-                        if !removed.is_empty() {
-                            info!(
-                                count = removed.len(),
-                                "removed temp files a crash left in the inbox: {}",
-                                removed.join(", ")
-                            );
-                        }
-                    }
-                    Err(e) => {
-                        drop(guard);
-                        if destination_down(&shared, epoch, e) {
-                            shared.queue.requeue(id);
-                        } else {
-                            shared.queue.done(id);
-                        }
-                        continue;
-                    }
-                }
+        let (s, r) = clean_once(&shared, ctx.clone(), slot.take().expect("slot is home")).await;
+        slot = Some(s);
+        if let Err(e) = r {
+            if destination_down(&shared, epoch, e) {
+                shared.queue.requeue(id);
+            } else {
+                shared.queue.done(id);
             }
+            continue;
         }
 
         let (c, mut s) = (ctx.clone(), slot.take().expect("slot is home"));
@@ -602,6 +589,38 @@ async fn worker(n: usize, shared: Arc<Shared>) {
                 shared.fatal(e);
             }
         }
+    }
+}
+
+/// Remove a crash's temp files from the inbox, once per run, before any upload.
+async fn clean_once(
+    shared: &Shared,
+    ctx: Arc<Ctx>,
+    mut slot: Slot,
+) -> (Slot, Result<(), TransferError>) {
+    let mut done = shared.cleaned.lock().await;
+    if *done {
+        return (slot, Ok(()));
+    }
+    let (slot, r) = tokio::task::spawn_blocking(move || {
+        let r = slot.clean_temps(ctx.transport.as_ref());
+        (slot, r)
+    })
+    .await
+    .expect("clean_temps does not panic");
+    match r {
+        Ok(removed) => {
+            *done = true;
+            if !removed.is_empty() {
+                info!(
+                    count = removed.len(),
+                    "removed temp files a crash left in the inbox: {}",
+                    removed.join(", ")
+                );
+            }
+            (slot, Ok(()))
+        }
+        Err(e) => (slot, Err(e)),
     }
 }
 

@@ -6,3 +6,8 @@ mod support;
 
 #[path = "it/fixture_tests.rs"]
 mod fixture_tests;
+
+#[path = "it/crash.rs"]
+mod crash;
+#[path = "it/delivery.rs"]
+mod delivery;

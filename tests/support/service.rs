@@ -1,0 +1,338 @@
+//! The real `plutus-sync` binary as a child process, with a config written into a temp
+//! dir, its stderr kept in a log file for failure messages, and a Drop that kills it.
+
+use super::sshd::Sshd;
+use super::wait_until;
+use plutus_state::{Journal, JournalOptions, Record, State};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_plutus-sync");
+
+/// The folders of one test's web-shop side.
+pub struct Spool {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Spool {
+    /// A config delivering to `sshd`, with fast timers for tests. `extra` is appended
+    /// to the [destination] table (e.g. a known_hosts override).
+    pub fn for_sshd(sshd: &Sshd, extra: &str) -> Spool {
+        let timeout = if extra.contains("timeout") {
+            ""
+        } else {
+            "timeout = \"5s\"\n"
+        };
+        Spool::with_destination(&format!(
+            "url = \"{}\"\nidentity = \"{}\"\n{timeout}{}\n",
+            sshd.url(),
+            sshd.client_key().display(),
+            if extra.contains("known_hosts") {
+                extra.to_string()
+            } else {
+                format!(
+                    "known_hosts = \"{}\"\n{extra}",
+                    sshd.known_hosts().display()
+                )
+            }
+        ))
+    }
+
+    pub fn with_destination(destination: &str) -> Spool {
+        let dir = tempfile::Builder::new()
+            .prefix("plutus-spool-")
+            .tempdir()
+            .unwrap();
+        let config = dir.path().join("config.toml");
+        fs::write(
+            &config,
+            format!(
+                r#"[source]
+outbox = "outbox"
+archive = "archive"
+quarantine = "quarantine"
+settle = "300ms"
+sweep_interval = "1s"
+
+[journal]
+path = "journal"
+
+[retry]
+initial = "100ms"
+max = "1s"
+max_attempts = 3
+
+[destination]
+{destination}"#
+            ),
+        )
+        .unwrap();
+        for d in ["outbox", "archive", "quarantine"] {
+            fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        Spool { dir, config }
+    }
+
+    pub fn outbox(&self) -> PathBuf {
+        self.dir.path().join("outbox")
+    }
+    pub fn archive(&self) -> PathBuf {
+        self.dir.path().join("archive")
+    }
+    pub fn quarantine(&self) -> PathBuf {
+        self.dir.path().join("quarantine")
+    }
+    pub fn journal_path(&self) -> PathBuf {
+        self.dir.path().join("journal")
+    }
+
+    /// Write an order file the way the web shop does: write, then close.
+    pub fn drop_order(&self, name: &str, body: &[u8]) {
+        fs::write(self.outbox().join(name), body).unwrap();
+    }
+
+    /// All files under the archive, by name (the dated folders flattened).
+    pub fn archived(&self) -> Vec<(String, Vec<u8>)> {
+        files_under(&self.archive())
+    }
+
+    /// Open the journal (the service must not be running: sled locks it).
+    pub fn journal(&self) -> Journal {
+        Journal::open(&self.journal_path(), &JournalOptions::default()).unwrap()
+    }
+
+    pub fn entries(&self) -> Vec<Record> {
+        self.journal().iter().map(|r| r.unwrap()).collect()
+    }
+
+    pub fn start(&self) -> Service {
+        Service::start(&self.config, self.dir.path())
+    }
+
+    /// `plutus-sync sync`: (exit status, stdout, stderr).
+    pub fn sync(&self) -> (ExitStatus, String, String) {
+        let out = Command::new(BIN)
+            .args(["sync", "-c"])
+            .arg(&self.config)
+            .env("PLUTUS_SYNC_LOG", "info,plutus_sync=debug")
+            .output()
+            .unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+pub fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if let Ok(body) = fs::read(e.path()) {
+                out.push((e.file_name().to_string_lossy().into_owned(), body));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Names of the regular files directly in `dir`.
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A realistic order body of roughly `size` bytes, unique to `n`.
+pub fn order(n: usize, size: usize) -> Vec<u8> {
+    let mut lines = String::new();
+    let mut i = 0;
+    while lines.len() + 200 < size {
+        lines.push_str(&format!(
+            r#"{{"sku": "LF-{n:06}-{i:03}", "description": "Pendant light, brushed brass, E27", "qty": {q}, "unit_price": "{p}.90"}},"#,
+            q = 1 + (n + i) % 7,
+            p = 20 + (n * 7 + i) % 300
+        ));
+        i += 1;
+    }
+    lines.pop();
+    format!(
+        r#"{{"schema": "plutus.webshop.order/v2", "order_id": "2026-{n:06}", "customer": {{"name": "Kunde {n}", "email": "k{n}@example.com"}}, "lines": [{lines}]}}"#
+    )
+    .into_bytes()
+}
+
+pub struct Service {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Service {
+    pub fn start(config: &Path, dir: &Path) -> Service {
+        // Each start appends to the same log, so a failure shows every run.
+        let log = dir.join("service.log");
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(config)
+            .env("PLUTUS_SYNC_LOG", "info,plutus_sync=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        Service {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait for the "ready" line of the newest run (the watch is registered by then).
+    pub fn wait_ready(&mut self) {
+        let before = self.log_text().matches("ready: watching").count();
+        let _ = before;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = self.log_text();
+            let starts = text.matches(" starting config=").count();
+            let readies = text.matches("ready: watching").count();
+            if starts > 0 && readies >= starts {
+                return;
+            }
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("plutus-sync exited with {st} before it was ready; log:\n{text}");
+            }
+            if Instant::now() > deadline {
+                panic!("plutus-sync not ready after 20s; log:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "plutus-sync did not stop within 30s of SIGTERM; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL: no chance to clean up, like a power cut for the process.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Wait until `n` files are archived, printing the service log on timeout.
+pub fn wait_archived(spool: &Spool, svc: &Service, n: usize, timeout: Duration) {
+    let ok = super::poll_until(timeout, || spool.archived().len() >= n);
+    if !ok {
+        panic!(
+            "timed out after {timeout:?}: {} of {n} files archived; outbox holds {}; log tail:\n{}",
+            spool.archived().len(),
+            names_in(&spool.outbox()).len(),
+            tail(&svc.log_text(), 60)
+        );
+    }
+}
+
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The invariants every delivery test ends with: each order is in the inbox exactly
+/// once and byte-identical, archived exactly once, journaled as archived exactly once,
+/// and no temp file is left in the inbox.
+pub fn assert_delivered_exactly_once(spool: &Spool, inbox: &Path, orders: &[(String, Vec<u8>)]) {
+    let inbox_files = files_under(inbox);
+    let temps: Vec<_> = inbox_files
+        .iter()
+        .filter(|(n, _)| n.ends_with(".part"))
+        .map(|(n, _)| n)
+        .collect();
+    assert!(temps.is_empty(), "temp files left in the inbox: {temps:?}");
+    let mut want: Vec<(String, Vec<u8>)> = orders.to_vec();
+    want.sort();
+    assert_eq!(inbox_files.len(), want.len(), "inbox file count");
+    for ((gn, gb), (wn, wb)) in inbox_files.iter().zip(&want) {
+        assert_eq!(gn, wn);
+        assert!(gb == wb, "{gn}: inbox bytes differ from the order written");
+    }
+    let archived = spool.archived();
+    assert_eq!(
+        archived, want,
+        "archive must hold each order once, byte-identical"
+    );
+    assert!(
+        names_in(&spool.outbox()).is_empty(),
+        "outbox not empty: {:?}",
+        names_in(&spool.outbox())
+    );
+    let entries = spool.entries();
+    for (name, body) in &want {
+        let mine: Vec<&Record> = entries.iter().filter(|r| &r.name == name).collect();
+        assert_eq!(mine.len(), 1, "{name}: journal entries {mine:#?}");
+        assert_eq!(mine[0].state(), State::Archived, "{name}");
+        assert_eq!(mine[0].crc32, crc32fast::hash(body), "{name}: crc32");
+        assert_eq!(mine[0].size, body.len() as u64, "{name}: size");
+    }
+}
+
+pub fn wait_for_log(svc: &Service, what: &str, timeout: Duration) {
+    wait_until(timeout, &format!("log line {what:?}"), || {
+        svc.log_text().contains(what)
+    });
+}
