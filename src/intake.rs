@@ -161,15 +161,13 @@ pub fn take(
             return Ok(Outcome::Skip("failed; waits for an operator's replay"));
         }
     }
-    if found == Found::Sweep {
-        let age = meta
-            .modified()
-            .ok()
-            .and_then(|m| SystemTime::now().duration_since(m).ok())
-            .unwrap_or_default();
-        if age < s.settle {
-            return Ok(Outcome::Wait(s.settle - age));
-        }
+    let age = meta
+        .modified()
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .unwrap_or_default();
+    if found == Found::Sweep && age < s.settle {
+        return Ok(Outcome::Wait(s.settle - age));
     }
 
     let file = match fs::File::open(path) {
@@ -188,6 +186,12 @@ pub fn take(
     };
 
     if let Err(reason) = scan.json {
+        // A close event can come before the writer is done (a `touch` first, or a
+        // write in several opens): invalid content that is still fresh gets the benefit
+        // of the doubt until it has been unchanged for `settle`.
+        if age < s.settle {
+            return Ok(Outcome::Wait(s.settle - age));
+        }
         let rec = journal.insert(new)?;
         let rec = quarantine_entry(journal, s, rec.id, path, name, reason)?;
         return Ok(Outcome::Quarantined(rec));

@@ -54,6 +54,12 @@ impl Slot {
         Ok(self.conn.as_mut().expect("just set"))
     }
 
+    /// Connect now rather than on the first file, so the first file does not pay for
+    /// the SSH handshake.
+    pub fn connect(&mut self, t: &dyn Transport) -> Result<(), TransferError> {
+        self.get(t).map(|_| ())
+    }
+
     pub fn is_connected(&self) -> bool {
         self.conn.is_some()
     }

@@ -514,11 +514,24 @@ async fn worker(n: usize, shared: Arc<Shared>) {
     let ctx = shared.ctx.clone();
     let mut slot = Some(Slot::default());
     let mut last_used = Instant::now();
-    // Worker 0 cleans the inbox at once, so a crash's temp files do not wait for the
-    // next order to be removed. If the destination is down, the first delivery does it.
-    if n == 0 && shared.mode == Mode::Service {
+    // In the service, worker 0 cleans the inbox at once, so a crash's temp files do not
+    // wait for the next order, and every worker connects before the first file arrives.
+    // If the destination is down, the first delivery does both.
+    if shared.mode == Mode::Service {
         if let Some(epoch) = shared.gate.wait_open(&shared.cancel).await {
-            let (s, r) = clean_once(&shared, ctx.clone(), slot.take().expect("slot is home")).await;
+            let s = slot.take().expect("slot is home");
+            let (s, r) = if n == 0 {
+                clean_once(&shared, ctx.clone(), s).await
+            } else {
+                let c = ctx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut s = s;
+                    let r = s.connect(c.transport.as_ref());
+                    (s, r)
+                })
+                .await
+                .expect("connect does not panic")
+            };
             slot = Some(s);
             if let Err(e) = r {
                 destination_down(&shared, epoch, e);

@@ -11,3 +11,5 @@ mod fixture_tests;
 mod crash;
 #[path = "it/delivery.rs"]
 mod delivery;
+#[path = "it/recovery.rs"]
+mod recovery;

@@ -103,10 +103,11 @@ impl TransferError {
             | TransferError::Auth { .. } => Scope::Destination,
             TransferError::Remote(e) => match (e.op, e.fault) {
                 (_, Fault::Connection) => Scope::Destination,
-                // Inbox missing, not writable, or disk full: no file can get through.
-                ("create", Fault::NotFound | Fault::PermissionDenied | Fault::Failure) => {
-                    Scope::Destination
-                }
+                // Inbox missing or not writable: no file can get through. A bare
+                // "failure" on create is about this name (a folder in the way, a name
+                // the server rejects), so it stays with the file.
+                ("create", Fault::NotFound | Fault::PermissionDenied) => Scope::Destination,
+                // A write that fails is a full disk or a dying connection.
                 ("write" | "close" | "fsync", _) => Scope::Destination,
                 ("list", _) => Scope::Destination,
                 _ => Scope::File,

@@ -472,3 +472,28 @@ fn a_second_copy_of_an_archived_order_is_archived_without_being_sent() {
         note.event
     );
 }
+
+#[test]
+fn a_file_created_empty_then_written_in_a_second_open_is_delivered_not_quarantined() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let mut svc = spool.start();
+    svc.wait_ready();
+    let name = "order-2026-000050.json";
+    let body = order(50, 3000);
+    // `touch` then write: the first close-after-write event sees an empty file, the
+    // second a half one, before the writer is done.
+    spool.drop_order(name, b"");
+    std::thread::sleep(Duration::from_millis(50));
+    spool.drop_order(name, &body[..body.len() / 2]);
+    std::thread::sleep(Duration::from_millis(50));
+    spool.drop_order(name, &body);
+    wait_archived(&spool, &svc, 1, Duration::from_secs(20));
+    svc.stop();
+    assert!(
+        names_in(&spool.quarantine()).is_empty(),
+        "quarantined: {:?}",
+        names_in(&spool.quarantine())
+    );
+    assert_delivered_exactly_once(&spool, sshd.inbox(), &[(name.into(), body)]);
+}

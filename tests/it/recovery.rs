@@ -1,0 +1,238 @@
+//! Start-up recovery, step by step: entries left in `sent` or `verified` by a crash are
+//! finished without sending anything twice. Drives the pipeline as a library against
+//! a real sshd, with the journal set up as the crash left it.
+
+use crate::support::service::{names_in, order, Spool};
+use crate::support::sshd::Sshd;
+use plutus_state::{Event, Journal, JournalOptions, NewEntry, State};
+use plutus_sync::config;
+use plutus_sync::pipeline::{process, Ctx, Slot, Step};
+use plutus_sync::transfer;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+
+fn ctx(spool: &Spool) -> Ctx {
+    let settings = config::load(&spool.config).unwrap();
+    let journal = Journal::open(&settings.journal, &JournalOptions::default()).unwrap();
+    Ctx {
+        transport: transfer::from_settings(&settings),
+        settings: Arc::new(settings),
+        journal: Arc::new(journal),
+    }
+}
+
+fn pending(ctx: &Ctx, spool: &Spool, name: &str, body: &[u8]) -> u64 {
+    spool.drop_order(name, body);
+    ctx.journal
+        .insert(NewEntry {
+            name: name.into(),
+            size: body.len() as u64,
+            crc32: crc32fast::hash(body),
+            batch: "20261123-1200".into(),
+            source_path: spool.outbox().join(name).display().to_string(),
+            found_by: "sweep".into(),
+        })
+        .unwrap()
+        .id
+}
+
+#[test]
+fn a_sent_entry_already_renamed_into_the_inbox_is_verified_without_uploading_again() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let ctx = ctx(&spool);
+    let body = order(1, 3000);
+    let id = pending(&ctx, &spool, "order-1.json", &body);
+    let temp = format!("{}/order-1.json.part", sshd.inbox().display());
+    ctx.journal
+        .apply(id, Event::Uploaded { remote_path: temp })
+        .unwrap();
+    // The crash came after the rename, before `verified` was journaled.
+    fs::write(sshd.inbox().join("order-1.json"), &body).unwrap();
+    let ino = fs::metadata(sshd.inbox().join("order-1.json"))
+        .unwrap()
+        .ino();
+
+    let step = process(&ctx, &mut Slot::default(), id).unwrap();
+    assert!(matches!(step, Step::Done), "{step:?}");
+    let rec = ctx.journal.get(id).unwrap().unwrap();
+    assert_eq!(rec.state(), State::Archived);
+    assert_eq!(
+        fs::metadata(sshd.inbox().join("order-1.json"))
+            .unwrap()
+            .ino(),
+        ino,
+        "the inbox file was replaced: it was uploaded again"
+    );
+    assert!(rec
+        .remote_path
+        .as_deref()
+        .unwrap()
+        .ends_with("/order-1.json"));
+    assert_eq!(spool.archived(), vec![("order-1.json".to_string(), body)]);
+}
+
+#[test]
+fn a_sent_entry_with_a_half_temp_file_is_uploaded_again_and_delivered() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let ctx = ctx(&spool);
+    let body = order(2, 5000);
+    let id = pending(&ctx, &spool, "order-2.json", &body);
+    let temp = sshd.inbox().join("order-2.json.part");
+    ctx.journal
+        .apply(
+            id,
+            Event::Uploaded {
+                remote_path: temp.display().to_string(),
+            },
+        )
+        .unwrap();
+    fs::write(&temp, &body[..100]).unwrap();
+
+    let step = process(&ctx, &mut Slot::default(), id).unwrap();
+    assert!(matches!(step, Step::Done), "{step:?}");
+    assert_eq!(
+        ctx.journal.get(id).unwrap().unwrap().state(),
+        State::Archived
+    );
+    assert_eq!(fs::read(sshd.inbox().join("order-2.json")).unwrap(), body);
+    assert_eq!(names_in(sshd.inbox()), vec!["order-2.json".to_string()]);
+}
+
+#[test]
+fn a_verified_entry_is_archived_without_contacting_the_destination() {
+    let mut sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "timeout = \"1s\"");
+    let ctx = ctx(&spool);
+    let body = order(3, 2000);
+    let id = pending(&ctx, &spool, "order-3.json", &body);
+    let archive_path = spool.archive().join("2026/11/23/order-3.json");
+    ctx.journal
+        .apply(
+            id,
+            Event::Verified {
+                remote_path: "/inbox/order-3.json".into(),
+                archive_path: archive_path.display().to_string(),
+                note: None,
+            },
+        )
+        .unwrap();
+    sshd.stop(); // proof that nothing is sent: there is nobody to send to
+
+    let mut slot = Slot::default();
+    let step = process(&ctx, &mut slot, id).unwrap();
+    assert!(matches!(step, Step::Done), "{step:?}");
+    assert!(!slot.is_connected());
+    assert_eq!(
+        ctx.journal.get(id).unwrap().unwrap().state(),
+        State::Archived
+    );
+    assert_eq!(fs::read(&archive_path).unwrap(), body);
+    assert!(names_in(&spool.outbox()).is_empty());
+}
+
+#[test]
+fn a_verified_entry_whose_file_was_already_moved_counts_as_archived() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let ctx = ctx(&spool);
+    let body = order(4, 2000);
+    let id = pending(&ctx, &spool, "order-4.json", &body);
+    let archive_path = spool.archive().join("2026/11/23/order-4.json");
+    ctx.journal
+        .apply(
+            id,
+            Event::Verified {
+                remote_path: "/inbox/order-4.json".into(),
+                archive_path: archive_path.display().to_string(),
+                note: None,
+            },
+        )
+        .unwrap();
+    // The crash came after the archive move, before `archived` was journaled.
+    fs::create_dir_all(archive_path.parent().unwrap()).unwrap();
+    fs::rename(spool.outbox().join("order-4.json"), &archive_path).unwrap();
+
+    process(&ctx, &mut Slot::default(), id).unwrap();
+    assert_eq!(
+        ctx.journal.get(id).unwrap().unwrap().state(),
+        State::Archived
+    );
+    assert_eq!(spool.archived(), vec![("order-4.json".to_string(), body)]);
+}
+
+#[test]
+fn a_pending_entry_whose_local_file_vanished_is_failed_with_the_reason() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let ctx = ctx(&spool);
+    let id = pending(&ctx, &spool, "order-5.json", &order(5, 1000));
+    fs::remove_file(spool.outbox().join("order-5.json")).unwrap();
+    process(&ctx, &mut Slot::default(), id).unwrap();
+    let rec = ctx.journal.get(id).unwrap().unwrap();
+    assert_eq!(rec.state(), State::Failed);
+    assert!(
+        rec.last_error
+            .as_deref()
+            .unwrap()
+            .contains("disappeared from the outbox"),
+        "{:?}",
+        rec.last_error
+    );
+    assert!(names_in(sshd.inbox()).is_empty());
+}
+
+#[test]
+fn a_file_error_retries_with_a_stored_schedule_and_gives_up_after_max_attempts() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let ctx = ctx(&spool);
+    // A different file already under the final name: a conflict fails at once…
+    fs::write(sshd.inbox().join("order-6.json"), b"{\"other\": true}").unwrap();
+    let id = pending(&ctx, &spool, "order-6.json", &order(6, 1000));
+    process(&ctx, &mut Slot::default(), id).unwrap();
+    assert_eq!(ctx.journal.get(id).unwrap().unwrap().state(), State::Failed);
+
+    // …while a file the server refuses to create (a name it rejects) is retried with
+    // its next attempt time in the journal, then failed after max_attempts (3 here).
+    fs::create_dir(sshd.inbox().join("order-7.json.part")).unwrap();
+    let id = pending(&ctx, &spool, "order-7.json", &order(7, 1000));
+    let mut times = Vec::new();
+    for attempt in 1..=3 {
+        let step = process(&ctx, &mut Slot::default(), id).unwrap();
+        let rec = ctx.journal.get(id).unwrap().unwrap();
+        assert_eq!(rec.attempts, attempt);
+        if attempt < 3 {
+            let Step::RetryAt(at) = step else {
+                panic!("attempt {attempt}: {step:?}")
+            };
+            assert_eq!(rec.next_attempt_at, Some(at));
+            assert_eq!(rec.state(), State::Pending);
+            times.push(at);
+        } else {
+            assert!(matches!(step, Step::Done), "{step:?}");
+            assert_eq!(rec.state(), State::Failed);
+        }
+    }
+    assert!(
+        names_in(&spool.outbox()).contains(&"order-7.json".to_string()),
+        "a failed file stays in the outbox"
+    );
+}
+
+#[test]
+fn a_missing_inbox_pauses_the_destination_without_burning_attempts() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let ctx = ctx(&spool);
+    let body = order(8, 1000);
+    let id = pending(&ctx, &spool, "order-8.json", &body);
+    fs::remove_dir(sshd.inbox()).unwrap();
+    let step = process(&ctx, &mut Slot::default(), id).unwrap();
+    assert!(matches!(step, Step::DestinationDown(_)), "{step:?}");
+    let rec = ctx.journal.get(id).unwrap().unwrap();
+    assert_eq!((rec.state(), rec.attempts), (State::Pending, 0));
+    assert_eq!(fs::read(spool.outbox().join("order-8.json")).unwrap(), body);
+}
