@@ -7,6 +7,8 @@ mod support;
 #[path = "it/fixture_tests.rs"]
 mod fixture_tests;
 
+#[path = "it/cli.rs"]
+mod cli;
 #[path = "it/crash.rs"]
 mod crash;
 #[path = "it/delivery.rs"]
