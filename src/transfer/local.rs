@@ -1,11 +1,9 @@
 //! `file://` transport: a local or mounted folder (an SMB share, say), with the same
 //! temp-verify-rename protocol as SFTP.
 
-use super::{
-    Connection, Delivered, Fault, Found, Job, Remote, RemoteError, TransferError, Transport,
-};
+use super::{Connection, Fault, Remote, RemoteError, TransferError, Transport};
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 pub struct LocalTransport {
@@ -138,38 +136,16 @@ impl Remote for LocalConn {
     fn inbox(&self) -> &str {
         &self.inbox
     }
-}
 
-impl Connection for LocalConn {
-    fn deliver(
-        &mut self,
-        job: &Job,
-        src: &mut dyn Read,
-        src_path: &str,
-        uploaded: &mut dyn FnMut(&str),
-    ) -> Result<Delivered, TransferError> {
-        let suffix = self.temp_suffix.clone();
-        super::deliver(self, &suffix, job, src, src_path, uploaded)
-    }
-
-    fn check(&mut self, job: &Job) -> Result<Found, TransferError> {
-        let path = super::join(&self.inbox, job.name);
-        super::found(self, &path, job)
-    }
-
-    fn clean_temps(&mut self) -> Result<Vec<String>, TransferError> {
-        let suffix = self.temp_suffix.clone();
-        super::clean_temps(self, &suffix)
-    }
-
-    fn ping(&mut self) -> Result<(), TransferError> {
-        Ok(())
+    fn temp_suffix(&self) -> &str {
+        &self.temp_suffix
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transfer::{Delivered, Job};
 
     fn job(data: &[u8]) -> (u64, u32) {
         (data.len() as u64, crc32fast::hash(data))

@@ -140,6 +140,12 @@ pub trait Remote {
     fn list(&mut self) -> Result<Vec<String>, RemoteError>;
     /// The inbox folder, without a trailing separator.
     fn inbox(&self) -> &str;
+    /// Appended to a name to make the temp name the ERP will not pick up.
+    fn temp_suffix(&self) -> &str;
+    /// One cheap round trip that proves the connection alive.
+    fn ping(&mut self) -> Result<(), RemoteError> {
+        Ok(())
+    }
 }
 
 /// One file to deliver, with the size and CRC32 intake recorded.
@@ -187,6 +193,32 @@ pub trait Connection: Send {
     fn ping(&mut self) -> Result<(), TransferError>;
 }
 
+/// Every `Remote` speaks the protocol; transports only provide the primitives.
+impl<R: Remote + Send> Connection for R {
+    fn deliver(
+        &mut self,
+        job: &Job,
+        src: &mut dyn Read,
+        src_path: &str,
+        uploaded: &mut dyn FnMut(&str),
+    ) -> Result<Delivered, TransferError> {
+        deliver(self, job, src, src_path, uploaded)
+    }
+
+    fn check(&mut self, job: &Job) -> Result<Found, TransferError> {
+        let path = join(self.inbox(), job.name);
+        found(self, &path, job)
+    }
+
+    fn clean_temps(&mut self) -> Result<Vec<String>, TransferError> {
+        clean_temps(self)
+    }
+
+    fn ping(&mut self) -> Result<(), TransferError> {
+        Remote::ping(self).map_err(TransferError::Remote)
+    }
+}
+
 /// A destination that hands out connections.
 pub trait Transport: Send + Sync {
     fn connect(&self) -> Result<Box<dyn Connection>, TransferError>;
@@ -228,16 +260,15 @@ pub(crate) fn join(inbox: &str, name: &str) -> String {
 }
 
 /// The protocol, over any `Remote`.
-pub(crate) fn deliver<R: Remote>(
+fn deliver<R: Remote>(
     r: &mut R,
-    temp_suffix: &str,
     job: &Job,
     src: &mut dyn Read,
     src_path: &str,
     uploaded: &mut dyn FnMut(&str),
 ) -> Result<Delivered, TransferError> {
     let final_path = join(r.inbox(), job.name);
-    let temp_path = format!("{final_path}{temp_suffix}");
+    let temp_path = format!("{final_path}{}", r.temp_suffix());
     debug_assert_ne!(final_path, temp_path);
 
     // 1. upload
@@ -326,7 +357,7 @@ pub(crate) fn deliver<R: Remote>(
     }
 }
 
-pub(crate) fn found<R: Remote>(r: &mut R, path: &str, job: &Job) -> Result<Found, TransferError> {
+fn found<R: Remote>(r: &mut R, path: &str, job: &Job) -> Result<Found, TransferError> {
     match r.size(path).map_err(TransferError::Remote)? {
         None => Ok(Found::Absent),
         Some(_) => {
@@ -340,13 +371,11 @@ pub(crate) fn found<R: Remote>(r: &mut R, path: &str, job: &Job) -> Result<Found
     }
 }
 
-pub(crate) fn clean_temps<R: Remote>(
-    r: &mut R,
-    temp_suffix: &str,
-) -> Result<Vec<String>, TransferError> {
+fn clean_temps<R: Remote>(r: &mut R) -> Result<Vec<String>, TransferError> {
+    let temp_suffix = r.temp_suffix().to_string();
     let mut removed = Vec::new();
     for name in r.list().map_err(TransferError::Remote)? {
-        if name.ends_with(temp_suffix) && name.len() > temp_suffix.len() {
+        if name.ends_with(&temp_suffix) && name.len() > temp_suffix.len() {
             let path = join(r.inbox(), &name);
             r.remove(&path).map_err(TransferError::Remote)?;
             removed.push(name);

@@ -1,14 +1,11 @@
 //! SFTP transport over ssh2 (bundled libssh2): key-only auth, the host key always
 //! checked against known_hosts with the port, every blocking wait bounded by a timeout.
 
-use super::{
-    Connection, Delivered, Fault, Found, Job, Remote, RemoteError, TransferError, Transport,
-};
+use super::{Connection, Fault, Remote, RemoteError, TransferError, Transport};
 use ssh2::{
     CheckResult, ErrorCode, KnownHostFileKind, MethodType, OpenFlags, OpenType, RenameFlags,
     Session, Sftp,
 };
-use std::io::Read;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -285,40 +282,21 @@ impl Remote for SftpConn {
     fn inbox(&self) -> &str {
         &self.inbox
     }
-}
 
-impl Connection for SftpConn {
-    fn deliver(
-        &mut self,
-        job: &Job,
-        src: &mut dyn Read,
-        src_path: &str,
-        uploaded: &mut dyn FnMut(&str),
-    ) -> Result<Delivered, TransferError> {
-        let suffix = self.temp_suffix.clone();
-        super::deliver(self, &suffix, job, src, src_path, uploaded)
+    fn temp_suffix(&self) -> &str {
+        &self.temp_suffix
     }
 
-    fn check(&mut self, job: &Job) -> Result<Found, TransferError> {
-        let path = super::join(&self.inbox, job.name);
-        super::found(self, &path, job)
-    }
-
-    fn clean_temps(&mut self) -> Result<Vec<String>, TransferError> {
-        let suffix = self.temp_suffix.clone();
-        super::clean_temps(self, &suffix)
-    }
-
-    fn ping(&mut self) -> Result<(), TransferError> {
+    fn ping(&mut self) -> Result<(), RemoteError> {
         // A keepalive that wants no reply proves little; a stat of the inbox is one
         // round trip and proves the session and the folder.
         self.sess
             .keepalive_send()
-            .map_err(|e| TransferError::Remote(ssh_fault("ping", &self.inbox, &e)))?;
-        match self.sftp.stat(Path::new(&self.inbox)) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(TransferError::Remote(ssh_fault("list", &self.inbox, &e))),
-        }
+            .map_err(|e| ssh_fault("ping", &self.inbox, &e))?;
+        self.sftp
+            .stat(Path::new(&self.inbox))
+            .map(|_| ())
+            .map_err(|e| ssh_fault("list", &self.inbox, &e))
     }
 }
 
