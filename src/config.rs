@@ -67,6 +67,9 @@ pub struct Settings {
     pub sweep_interval: Duration,
     pub settle: Duration,
     pub journal: PathBuf,
+    /// Archived entries older than this are pruned from the journal.
+    pub retention: Duration,
+    pub socket: PathBuf,
     pub destination: Destination,
     pub identity: PathBuf,
     pub known_hosts: PathBuf,
@@ -88,6 +91,14 @@ struct Raw {
     destination: Option<RawDestination>,
     #[serde(default)]
     retry: RawRetry,
+    #[serde(default)]
+    control: RawControl,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    socket: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -105,6 +116,7 @@ struct RawSource {
 #[serde(deny_unknown_fields)]
 struct RawJournal {
     path: Option<PathBuf>,
+    retention: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -241,6 +253,12 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
         .journal
         .path
         .unwrap_or_else(|| PathBuf::from("/var/lib/plutus-sync/journal")));
+    let retention = duration("journal.retention", raw.journal.retention, "30d")?;
+    // Beside the journal by default: the one folder the service surely owns.
+    let socket = abs(raw
+        .control
+        .socket
+        .unwrap_or_else(|| journal.with_file_name("control.sock")));
 
     let Some(dest) = raw.destination else {
         return Err(invalid(
@@ -314,6 +332,8 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
         sweep_interval,
         settle,
         journal,
+        retention,
+        socket,
         destination,
         identity,
         known_hosts,
@@ -420,6 +440,8 @@ mod tests {
             (Duration::from_secs(1), Duration::from_secs(300))
         );
         assert_eq!(s.max_attempts, 10);
+        assert_eq!(s.retention, Duration::from_secs(30 * 86400));
+        assert_eq!(s.socket, PathBuf::from("/var/lib/plutus-sync/control.sock"));
         assert_eq!(
             s.destination,
             Destination::Sftp {

@@ -153,13 +153,9 @@ pub fn take(
         // from anywhere on the machine.
         return Ok(Outcome::Skip("not a regular file"));
     }
-    if let Some(rec) = journal.latest(name)? {
-        if rec.state().is_live() {
-            return Ok(Outcome::Skip("already in the journal"));
-        }
-        if rec.state() == State::Failed {
-            return Ok(Outcome::Skip("failed; waits for an operator's replay"));
-        }
+    let latest = journal.latest(name)?;
+    if latest.as_ref().is_some_and(|r| r.state().is_live()) {
+        return Ok(Outcome::Skip("already in the journal"));
     }
     let age = meta
         .modified()
@@ -176,6 +172,13 @@ pub fn take(
         Err(e) => return Err(io_err(e)),
     };
     let scan = scan(file).map_err(io_err)?;
+    // A failed file waits for an operator's replay; new content under its name (the
+    // web shop wrote the order again) is a new file.
+    if let Some(f) = latest.filter(|r| r.state() == State::Failed) {
+        if (f.size, f.crc32) == (scan.size, scan.crc32) {
+            return Ok(Outcome::Skip("failed; waits for an operator's replay"));
+        }
+    }
     let new = NewEntry {
         name: name.to_string(),
         size: scan.size,

@@ -4,9 +4,11 @@
 //! - `cli`: clap definitions; parses only.
 //! - `config`: TOML → validated `Settings`.
 //! - `shutdown`: SIGTERM/SIGINT → one cancellation token.
+//! - `control`: the control socket (JSON lines) the CLI uses while the service runs.
 //! - `watch`: inotify events → candidate paths.
 //! - `sweep`: periodic outbox scan → candidate paths.
 //! - `intake`: name rules, settle, one read for CRC32 + JSON → journal entry.
+//! - `journal`: operator queries and replay, shared by the CLI and the control socket.
 //! - `pipeline`: per-file steps pending → sent → verified → archived.
 //! - `transfer`: the Transport trait and protocol; `sftp` (ssh2) and `local` (file://).
 //! - `archive`: the dated local archive.
@@ -18,7 +20,9 @@ pub mod archive;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod intake;
+pub mod journal;
 pub mod pipeline;
 pub mod retry;
 pub mod service;

@@ -50,9 +50,14 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::from(1),
         Err(e) => {
             // ripgrep's style: the whole chain on one line, hints on their own lines.
+            // Our errors already name their cause in their message; add only what the
+            // message does not say yet.
             let mut msg = format!("error: {e}");
             for cause in e.chain().skip(1) {
-                msg.push_str(&format!(": {cause}"));
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    msg.push_str(&format!(": {c}"));
+                }
             }
             eprintln!("{msg}");
             ExitCode::from(2)

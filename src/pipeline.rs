@@ -130,6 +130,7 @@ fn deliver_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, Journal
                     path: src_str,
                     source,
                 },
+                None,
             )
         }
     };
@@ -162,7 +163,7 @@ fn deliver_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, Journal
                 );
             }
             Ok(Found::Different { .. }) | Ok(Found::Absent) => {}
-            Err(e) => return handle_error(ctx, slot, &rec, e),
+            Err(e) => return handle_error(ctx, slot, &rec, e, Some(ms(started))),
         }
     }
 
@@ -172,7 +173,7 @@ fn deliver_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, Journal
     let result = conn.deliver(&job, &mut file, &src_str, &mut |temp| {
         if was_pending {
             match ctx.journal.apply(id, Event::Uploaded { remote_path: temp.to_string() }) {
-                Ok(r) => info!(state = %r.state(), attempt = r.attempts + 1, elapsed_ms = started.elapsed().as_millis() as u64, "uploaded to {temp}"),
+                Ok(r) => info!(state = %r.state(), attempt = r.attempts + 1, elapsed_ms = ms(started), "uploaded to {temp}"),
                 Err(e) => journal_err = Some(e),
             }
         }
@@ -196,7 +197,7 @@ fn deliver_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, Journal
             Some("already in the inbox with the same size and CRC32; not overwritten".into()),
             started,
         ),
-        Err(e) => handle_error(ctx, slot, &rec, e),
+        Err(e) => handle_error(ctx, slot, &rec, e, Some(ms(started))),
     }
 }
 
@@ -208,13 +209,14 @@ fn verified(
     started: Instant,
 ) -> Result<Step, JournalError> {
     let archive_path = archive::plan(&ctx.settings.archive, &rec.name, SystemTime::now());
-    let rec = ctx.journal.apply(
+    let rec = ctx.journal.apply_timed(
         rec.id,
         Event::Verified {
             remote_path: remote_path.clone(),
             archive_path: archive_path.display().to_string(),
             note: note.clone(),
         },
+        Some(ms(started)),
     )?;
     // The rule: the journal says "verified" durably before the local file moves.
     ctx.journal.flush()?;
@@ -222,7 +224,7 @@ fn verified(
     info!(
         state = %rec.state(),
         attempt = rec.attempts + 1,
-        elapsed_ms = started.elapsed().as_millis() as u64,
+        elapsed_ms = ms(started),
         since_detected_ms = since_detect,
         size = rec.size,
         crc32 = %rec.crc_hex(),
@@ -259,13 +261,14 @@ fn handle_error(
     slot: &mut Slot,
     rec: &Record,
     e: TransferError,
+    elapsed_ms: Option<u64>,
 ) -> Result<Step, JournalError> {
     match e.scope() {
         Scope::Destination => {
             slot.drop_conn();
             Ok(Step::DestinationDown(e))
         }
-        Scope::File => file_error(ctx, slot, rec, e),
+        Scope::File => file_error(ctx, slot, rec, e, elapsed_ms),
     }
 }
 
@@ -274,6 +277,7 @@ fn file_error(
     slot: &mut Slot,
     rec: &Record,
     e: TransferError,
+    elapsed_ms: Option<u64>,
 ) -> Result<Step, JournalError> {
     let s = &ctx.settings;
     // ssh2's Read/Write hide the SFTP status: a session that died mid-file looks like a
@@ -292,23 +296,25 @@ fn file_error(
     let error = e.to_string();
     let give_up = matches!(e, TransferError::Conflict { .. }) || rec.attempts + 1 >= s.max_attempts;
     if give_up {
-        let rec = ctx.journal.apply(
+        let rec = ctx.journal.apply_timed(
             rec.id,
             Event::Failed {
                 error: error.clone(),
             },
+            elapsed_ms,
         )?;
         error!(state = %rec.state(), attempt = rec.attempts, "{error}; gave up, replay with `plutus-sync replay {}`", rec.name);
         return Ok(Step::Done);
     }
     let delay = retry::delay(rec.attempts, s.retry_initial, s.retry_max);
     let at = now_ms() + delay.as_millis() as u64;
-    let rec = ctx.journal.apply(
+    let rec = ctx.journal.apply_timed(
         rec.id,
         Event::Retry {
             error: error.clone(),
             next_attempt_at: at,
         },
+        elapsed_ms,
     )?;
     warn!(state = %rec.state(), attempt = rec.attempts, "{error}; retry in {}", humantime::format_duration(std::time::Duration::from_millis(delay.as_millis() as u64)));
     Ok(Step::RetryAt(at))
@@ -365,4 +371,8 @@ fn rehash(ctx: &Ctx, rec: &Record) -> Result<Step, JournalError> {
     )?;
     info!(state = %r.state(), size = r.size, crc32 = %r.crc_hex(), "local file changed after intake; sending the new content");
     Ok(Step::RetryAt(now_ms()))
+}
+
+fn ms(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
 }

@@ -118,6 +118,15 @@ impl Gate {
         Some(n)
     }
 
+    /// (consecutive failed probes, time left until the next probe, last error).
+    pub fn status(&self) -> (u32, Option<Duration>, Option<String>) {
+        let st = self.state.lock().unwrap();
+        let left = st
+            .paused_until
+            .and_then(|t| t.checked_duration_since(Instant::now()));
+        (st.failures, left, st.last_error.clone())
+    }
+
     pub fn is_down(&self) -> bool {
         self.state.lock().unwrap().failures > 0
     }

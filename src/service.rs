@@ -3,7 +3,9 @@
 //! come through here; only `Mode` differs.
 
 use crate::config::Settings;
+use crate::control::{self, Request};
 use crate::intake::{self, Found, Outcome};
+use crate::journal as ops;
 use crate::pipeline::{self, Ctx, Slot, Step};
 use crate::retry::{Down, Gate};
 use crate::sweep;
@@ -43,6 +45,8 @@ pub enum ServiceError {
     FileSystems { a: PathBuf, b: PathBuf },
     #[error(transparent)]
     Watch(#[from] watch::WatchError),
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
     #[error("a worker task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -276,8 +280,12 @@ pub async fn run(
     for rec in &live {
         shared.seen.lock().unwrap().push(rec.id);
         match rec.next_attempt_at {
-            Some(at) if at > now && mode == Mode::Service => {
-                shared.queue.push_at(rec.id, at, &cancel)
+            // A stored retry time holds across restarts: a cron `sync` every few
+            // minutes must not burn an attempt per run on a file that is backing off.
+            Some(at) if at > now => {
+                if mode == Mode::Service {
+                    shared.queue.push_at(rec.id, at, &cancel);
+                }
             }
             _ => shared.queue.push(rec.id),
         }
@@ -290,6 +298,12 @@ pub async fn run(
     }
 
     let tracker = TaskTracker::new();
+    if mode == Mode::Service {
+        let listener = control::bind(&settings.socket)?;
+        let handler: Arc<dyn control::Handler> = Arc::new(ServiceHandler(shared.clone()));
+        tracker.spawn(control::serve(listener, handler, cancel.clone()));
+        tracker.spawn(prune_task(shared.clone()));
+    }
     for n in 0..settings.connections {
         tracker.spawn(worker(n, shared.clone()));
     }
@@ -323,12 +337,20 @@ pub async fn run(
         let sweep_now = sweep_now.clone();
         tracker.spawn(sweep_task(shared, tx, sweep_now));
     }
-    info!(
-        workers = settings.connections,
-        resumed = live.len(),
-        "ready: watching {}",
-        settings.outbox.display()
-    );
+    match mode {
+        Mode::Service => info!(
+            workers = settings.connections,
+            resumed = live.len(),
+            "ready: watching {}",
+            settings.outbox.display()
+        ),
+        Mode::Once => info!(
+            workers = settings.connections,
+            resumed = live.len(),
+            "ready: one pass over {}",
+            settings.outbox.display()
+        ),
+    }
 
     // Service: until a signal. Once: every task ends by itself when the pass is done
     // (the sweep stops, the intake channel closes, the closed queue empties).
@@ -338,6 +360,9 @@ pub async fn run(
     tracker.close();
     tracker.wait().await;
     journal.flush()?;
+    if mode == Mode::Service {
+        let _ = std::fs::remove_file(&settings.socket);
+    }
     if let Some(e) = shared.fatal.lock().unwrap().take() {
         return Err(e.into());
     }
@@ -683,4 +708,81 @@ fn destination_down(shared: &Shared, epoch: u64, e: TransferError) -> bool {
         Down::AlreadyPaused => debug!("destination down (already paused): {msg}"),
     }
     true
+}
+
+/// Answers the control socket from inside the running service.
+struct ServiceHandler(Arc<Shared>);
+
+impl control::Handler for ServiceHandler {
+    fn handle(&self, req: Request) -> Result<serde_json::Value, String> {
+        let sh = &self.0;
+        let j = &sh.ctx.journal;
+        let v = match req {
+            Request::Ping => Ok(Ok(serde_json::json!({ "pid": std::process::id() }))),
+            Request::List { filter } => ops::list(j, &filter).map(serde_json::to_value),
+            Request::Show { key } => ops::show(j, &key).map(serde_json::to_value),
+            Request::Stats => ops::stats(j).map(|mut st| {
+                let (failures, left, last_error) = sh.gate.status();
+                st.destination = Some(ops::Destination {
+                    url: sh.ctx.transport.describe(),
+                    up: failures == 0,
+                    failures,
+                    next_probe_at: left.map(|d| now_ms() + d.as_millis() as u64),
+                    last_error,
+                });
+                serde_json::to_value(st)
+            }),
+            Request::Export { since_ms } => ops::export(j, since_ms).map(serde_json::to_value),
+            Request::Replay {
+                selector,
+                dry_run,
+                force,
+            } => ops::replay(j, &sh.ctx.settings, &selector, dry_run, force).map(|r| {
+                for (id, name) in &r.replayed {
+                    if !dry_run {
+                        info!(file = %name, id, "replayed by an operator");
+                        sh.queue.push(*id);
+                    }
+                }
+                serde_json::to_value(r)
+            }),
+        };
+        match v {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(format!("cannot encode the answer: {e}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Keep the journal bounded: archived entries older than `retention` go, hourly.
+async fn prune_task(shared: Arc<Shared>) {
+    loop {
+        let (j, retention) = (shared.ctx.journal.clone(), shared.ctx.settings.retention);
+        let r = tokio::task::spawn_blocking(move || {
+            let cutoff = now_ms().saturating_sub(retention.as_millis() as u64);
+            let mut total = 0;
+            loop {
+                let n = j.prune_archived(cutoff, 10_000)?;
+                total += n;
+                if n < 10_000 {
+                    return Ok::<_, JournalError>(total);
+                }
+            }
+        })
+        .await;
+        match r {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => info!(
+                entries = n,
+                "pruned archived journal entries older than the retention"
+            ),
+            Ok(Err(e)) => warn!("cannot prune the journal: {e}"),
+            Err(e) => warn!("prune task failed: {e}"),
+        }
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
 }

@@ -9,7 +9,8 @@ use std::io;
 use std::path::PathBuf;
 
 /// Files in the outbox that may be taken and that the journal does not hold in a live
-/// (or failed) state. Blocking: call from `spawn_blocking`.
+/// state. (A failed one is passed on too: intake tells new content from the same.)
+/// Blocking: call from `spawn_blocking`.
 pub fn scan(journal: &Journal, s: &Settings) -> io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for ent in fs::read_dir(&s.outbox)? {
@@ -19,11 +20,7 @@ pub fn scan(journal: &Journal, s: &Settings) -> io::Result<Vec<PathBuf>> {
             continue;
         };
         match journal.latest(name) {
-            Ok(Some(rec))
-                if rec.state().is_live() || rec.state() == plutus_state::State::Failed =>
-            {
-                continue
-            }
+            Ok(Some(rec)) if rec.state().is_live() => continue,
             _ => out.push(ent.path()),
         }
     }

@@ -147,6 +147,11 @@ impl Journal {
 
     /// Apply one event to entry `id` atomically, through the transition table.
     pub fn apply(&self, id: u64, event: Event) -> Result<Record> {
+        self.apply_timed(id, event, None)
+    }
+
+    /// `apply`, recording how long the attempt that ended here took.
+    pub fn apply_timed(&self, id: u64, event: Event, elapsed_ms: Option<u64>) -> Result<Record> {
         let at = crate::now_ms();
         let out = (&self.entries, &self.by_state).transaction(|(entries, by_state)| {
             let Some(raw) = entries.get(keys::id(id))? else {
@@ -157,7 +162,7 @@ impl Journal {
             let mut rec =
                 decode(&keys::id(id), &raw).map_err(ConflictableTransactionError::Abort)?;
             let from = rec.state();
-            rec.apply(event.clone(), at).map_err(|source| {
+            rec.apply(event.clone(), at, elapsed_ms).map_err(|source| {
                 ConflictableTransactionError::Abort(JournalError::Illegal {
                     id,
                     name: rec.name.clone(),
@@ -248,6 +253,25 @@ impl Journal {
         Ok(out)
     }
 
+    /// Entries in `state`, newest first, read lazily: for queries that stop early.
+    pub fn newest_in_state(&self, state: State) -> impl Iterator<Item = Result<Record>> + '_ {
+        self.by_state
+            .scan_prefix([state.code()])
+            .rev()
+            .filter_map(move |kv| match kv {
+                Err(e) => Some(Err(e.into())),
+                Ok((k, _)) => keys::parse_id(&k).and_then(|id| self.get(id).transpose()),
+            })
+    }
+
+    /// Every entry, newest first, read lazily.
+    pub fn newest(&self) -> impl Iterator<Item = Result<Record>> + '_ {
+        self.entries.iter().rev().map(|kv| {
+            let (k, v) = kv?;
+            decode(&k, &v)
+        })
+    }
+
     /// Entries the service still has to act on: pending, sent, verified.
     pub fn live(&self) -> Result<Vec<Record>> {
         let mut out = Vec::new();
@@ -272,6 +296,46 @@ impl Journal {
             let (k, v) = kv?;
             decode(&k, &v)
         })
+    }
+
+    /// Forget entry `id` and its index keys.
+    pub fn remove(&self, id: u64) -> Result<()> {
+        let Some(rec) = self.get(id)? else {
+            return Ok(());
+        };
+        (&self.entries, &self.by_name, &self.by_state)
+            .transaction(|(entries, by_name, by_state)| {
+                entries.remove(&keys::id(id))?;
+                by_name.remove(keys::by_name(&rec.name, id))?;
+                by_state.remove(&keys::by_state(rec.state(), id))?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// Remove `archived` entries that were archived before `cutoff` (ms since epoch),
+    /// oldest first, at most `max` of them; returns how many went. Failed and
+    /// quarantined entries are never pruned: they wait for an operator.
+    pub fn prune_archived(&self, cutoff: u64, max: usize) -> Result<usize> {
+        let mut removed = 0;
+        for kv in self.by_state.scan_prefix([State::Archived.code()]) {
+            if removed >= max {
+                break;
+            }
+            let (k, _) = kv?;
+            let Some(id) = keys::parse_id(&k) else {
+                continue;
+            };
+            let Some(rec) = self.get(id)? else { continue };
+            // Ids grow with time, so the first young entry ends the scan.
+            if rec.entered(State::Archived).unwrap_or(rec.updated_at) >= cutoff {
+                break;
+            }
+            self.remove(id)?;
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     pub fn len(&self) -> usize {
@@ -376,6 +440,42 @@ mod tests {
         assert!(j.find_archived("a.jso", 3, 9).unwrap().is_none());
     }
 
+    #[test]
+    fn pruning_removes_old_archived_entries_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = open(dir.path());
+        let mut ids = Vec::new();
+        for n in 0..4 {
+            let r = j.insert(new(&format!("o{n}.json"), n)).unwrap();
+            ids.push(r.id);
+        }
+        for &id in &ids[..3] {
+            for ev in [
+                Event::Verified {
+                    remote_path: "f".into(),
+                    archive_path: "a".into(),
+                    note: None,
+                },
+                Event::Archived,
+            ] {
+                j.apply(id, ev).unwrap();
+            }
+        }
+        j.apply(ids[3], Event::Failed { error: "x".into() })
+            .unwrap();
+        assert_eq!(
+            j.prune_archived(0, 10).unwrap(),
+            0,
+            "nothing is older than the epoch"
+        );
+        assert_eq!(j.prune_archived(u64::MAX, 2).unwrap(), 2, "at most max");
+        assert_eq!(j.prune_archived(u64::MAX, 10).unwrap(), 1);
+        let left: Vec<u64> = j.iter().map(|r| r.unwrap().id).collect();
+        assert_eq!(left, vec![ids[3]], "the failed entry stays");
+        assert!(j.history_of("o0.json").unwrap().is_empty());
+        assert!(j.in_state(State::Archived).unwrap().is_empty());
+    }
+
     #[derive(Clone, Debug)]
     enum Op {
         Insert(u8),
@@ -440,7 +540,7 @@ mod tests {
                         if model.is_empty() { continue; }
                         let id = *model.keys().nth(i % model.len()).unwrap();
                         let mut want = model[&id].clone();
-                        let model_ok = want.apply(ev.clone(), 0).is_ok();
+                        let model_ok = want.apply(ev.clone(), 0, None).is_ok();
                         match j.apply(id, ev) {
                             Ok(got) => {
                                 prop_assert!(model_ok);

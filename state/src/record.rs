@@ -25,6 +25,9 @@ pub struct Transition {
     pub to: State,
     #[serde(flatten)]
     pub event: Option<Event>,
+    /// How long the attempt that ended in this transition took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<u64>,
 }
 
 /// A journal entry. Its state is private: the only way to change it is `apply`, which
@@ -76,6 +79,7 @@ impl Record {
                 from: None,
                 to: State::Pending,
                 event: None,
+                elapsed_ms: None,
             }],
         }
     }
@@ -100,7 +104,12 @@ impl Record {
 
     /// Apply `event` at time `at`: the state moves by the table, the data the event
     /// carries lands in the entry, and the history grows by one line.
-    pub(crate) fn apply(&mut self, event: Event, at: u64) -> Result<(), IllegalTransition> {
+    pub(crate) fn apply(
+        &mut self,
+        event: Event,
+        at: u64,
+        elapsed_ms: Option<u64>,
+    ) -> Result<(), IllegalTransition> {
         let to = machine::next(self.state, &event)?;
         match &event {
             Event::Uploaded { remote_path } => self.remote_path = Some(remote_path.clone()),
@@ -152,6 +161,7 @@ impl Record {
             from: Some(self.state),
             to,
             event: Some(event),
+            elapsed_ms,
         });
         self.state = to;
         self.updated_at = at;
@@ -182,7 +192,7 @@ mod tests {
     fn an_illegal_event_leaves_the_record_untouched() {
         let mut r = entry();
         let before = r.clone();
-        assert!(r.apply(Event::Archived, 2000).is_err());
+        assert!(r.apply(Event::Archived, 2000, None).is_err());
         assert_eq!(r, before);
     }
 
@@ -195,12 +205,14 @@ mod tests {
                 next_attempt_at: 5,
             },
             1,
+            None,
         )
         .unwrap();
-        r.apply(Event::Failed { error: "y".into() }, 2).unwrap();
+        r.apply(Event::Failed { error: "y".into() }, 2, None)
+            .unwrap();
         assert_eq!((r.state(), r.attempts), (State::Failed, 2));
         assert_eq!(r.last_error.as_deref(), Some("y"));
-        r.apply(Event::Replay, 3).unwrap();
+        r.apply(Event::Replay, 3, None).unwrap();
         assert_eq!((r.state(), r.attempts), (State::Pending, 0));
         assert_eq!(r.history.len(), 4);
         assert_eq!(r.entered(State::Failed), Some(2));
@@ -214,6 +226,7 @@ mod tests {
                 remote_path: "/in/order-1.json.part".into(),
             },
             2,
+            None,
         )
         .unwrap();
         let text = serde_json::to_string(&r).unwrap();

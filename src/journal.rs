@@ -1,0 +1,349 @@
+//! What operators ask of the journal: list, show, stats, export, replay. The same
+//! functions run inside the service (behind the control socket) and in the CLI when
+//! the service is down, so the answer is the same either way. Blocking: sled reads.
+
+use crate::config::Settings;
+use globset::Glob;
+use plutus_state::{now_ms, Event, Journal, JournalError, Record, State};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("--name {0:?}: {1}")]
+    Glob(String, String),
+    #[error("no journal entry for {0:?}")]
+    NotFound(String),
+}
+
+/// `journal list` filters; all optional.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ListFilter {
+    pub state: Option<State>,
+    pub batch: Option<String>,
+    /// Only entries detected within this many milliseconds.
+    pub since_ms: Option<u64>,
+    /// A glob on the file name.
+    pub name: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// Entries matching `f`, newest first.
+pub fn list(j: &Journal, f: &ListFilter) -> Result<Vec<Record>, QueryError> {
+    let glob = match &f.name {
+        Some(g) => Some(
+            Glob::new(g)
+                .map_err(|e| QueryError::Glob(g.clone(), e.to_string()))?
+                .compile_matcher(),
+        ),
+        None => None,
+    };
+    let cutoff = f.since_ms.map(|d| now_ms().saturating_sub(d));
+    let limit = f.limit.unwrap_or(usize::MAX);
+    let iter: Box<dyn Iterator<Item = Result<Record, JournalError>>> = match f.state {
+        Some(st) => Box::new(j.newest_in_state(st)),
+        None => Box::new(j.newest()),
+    };
+    let mut out = Vec::new();
+    for rec in iter {
+        let rec = rec?;
+        if let Some(c) = cutoff {
+            // Ids grow with detection time: past the window, everything older is too.
+            if rec.detected_at < c {
+                break;
+            }
+        }
+        if f.batch.as_ref().is_some_and(|b| &rec.batch != b) {
+            continue;
+        }
+        if glob.as_ref().is_some_and(|g| !g.is_match(&rec.name)) {
+            continue;
+        }
+        out.push(rec);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// One entry by id (`12` or `#12`), or every entry ever made for a file name.
+pub fn show(j: &Journal, key: &str) -> Result<Vec<Record>, QueryError> {
+    if let Ok(id) = key.trim_start_matches('#').parse::<u64>() {
+        if let Some(rec) = j.get(id)? {
+            return Ok(vec![rec]);
+        }
+    }
+    let recs = j.history_of(key)?;
+    if recs.is_empty() {
+        return Err(QueryError::NotFound(key.to_string()));
+    }
+    Ok(recs)
+}
+
+/// How the destination is doing, as the running service sees it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Destination {
+    pub url: String,
+    pub up: bool,
+    /// Consecutive failed probes.
+    pub failures: u32,
+    /// When the next probe is due (ms since epoch), while backing off.
+    pub next_probe_at: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stats {
+    pub counts: BTreeMap<State, u64>,
+    /// Detection time of the oldest entry not yet verified (ms since epoch).
+    pub oldest_pending_at: Option<u64>,
+    pub last_delivery_at: Option<u64>,
+    pub delivered_last_hour: u64,
+    pub delivered_last_day: u64,
+    pub failed_last_hour: u64,
+    pub failed_last_day: u64,
+    /// `None` when the service is not running.
+    pub destination: Option<Destination>,
+}
+
+const HOUR: u64 = 3_600_000;
+const DAY: u64 = 24 * HOUR;
+
+pub fn stats(j: &Journal) -> Result<Stats, QueryError> {
+    let now = now_ms();
+    let counts = j.counts()?.into_iter().collect();
+    let mut oldest_pending_at = None;
+    for st in [State::Pending, State::Sent] {
+        if let Some(r) = j.in_state(st)?.first() {
+            oldest_pending_at =
+                Some(oldest_pending_at.map_or(r.detected_at, |o: u64| o.min(r.detected_at)));
+        }
+    }
+    let (mut last_delivery_at, mut dh, mut dd) = (None, 0, 0);
+    for rec in j.newest_in_state(State::Archived) {
+        let rec = rec?;
+        let at = rec.entered(State::Verified).unwrap_or(rec.updated_at);
+        last_delivery_at = Some(last_delivery_at.map_or(at, |l: u64| l.max(at)));
+        if at + DAY < now {
+            break;
+        }
+        dd += 1;
+        if at + HOUR >= now {
+            dh += 1;
+        }
+    }
+    let (mut fh, mut fd) = (0, 0);
+    for rec in j.in_state(State::Failed)? {
+        let at = rec.entered(State::Failed).unwrap_or(rec.updated_at);
+        if at + DAY >= now {
+            fd += 1;
+        }
+        if at + HOUR >= now {
+            fh += 1;
+        }
+    }
+    Ok(Stats {
+        counts,
+        oldest_pending_at,
+        last_delivery_at,
+        delivered_last_hour: dh,
+        delivered_last_day: dd,
+        failed_last_hour: fh,
+        failed_last_day: fd,
+        destination: None,
+    })
+}
+
+/// A delivery receipt, for reconciling with what the ERP imported.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Receipt {
+    pub name: String,
+    pub crc32: String,
+    pub size: u64,
+    pub batch: String,
+    pub detected: String,
+    pub sent: Option<String>,
+    pub verified: Option<String>,
+    pub archived: Option<String>,
+    pub remote_path: Option<String>,
+    pub archive_path: Option<String>,
+}
+
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
+/// Receipts of files archived within `since_ms` (all, if `None`), oldest first.
+pub fn export(j: &Journal, since_ms: Option<u64>) -> Result<Vec<Receipt>, QueryError> {
+    let cutoff = since_ms.map(|d| now_ms().saturating_sub(d)).unwrap_or(0);
+    let mut out = Vec::new();
+    for rec in j.newest_in_state(State::Archived) {
+        let rec = rec?;
+        let at = rec.entered(State::Archived).unwrap_or(rec.updated_at);
+        if at < cutoff {
+            break;
+        }
+        out.push(Receipt {
+            name: rec.name.clone(),
+            crc32: rec.crc_hex(),
+            size: rec.size,
+            batch: rec.batch.clone(),
+            detected: rfc3339(rec.detected_at),
+            sent: rec.entered(State::Sent).map(rfc3339),
+            verified: rec.entered(State::Verified).map(rfc3339),
+            archived: Some(rfc3339(at)),
+            remote_path: rec.remote_path.clone(),
+            archive_path: rec.archive_path.clone(),
+        });
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// Which entries `replay` acts on.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Selector {
+    Batch(String),
+    /// Every failed entry, or those that failed within this many milliseconds.
+    Failed(Option<u64>),
+    Names(Vec<String>),
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Replayed {
+    /// (id, name) put back to pending.
+    pub replayed: Vec<(u64, String)>,
+    /// (name, reason) left as they were.
+    pub refused: Vec<(String, String)>,
+    pub dry_run: bool,
+}
+
+/// Put failed entries back to `pending` with fresh attempts; with `force`, archived
+/// ones too, moving the archived copy back into the outbox to be sent again.
+pub fn replay(
+    j: &Journal,
+    s: &Settings,
+    sel: &Selector,
+    dry_run: bool,
+    force: bool,
+) -> Result<Replayed, QueryError> {
+    let candidates: Vec<Record> = match sel {
+        Selector::Batch(b) => {
+            let mut v = Vec::new();
+            for st in [State::Failed, State::Archived] {
+                for r in j.in_state(st)? {
+                    if &r.batch == b && (st == State::Failed || force) {
+                        v.push(r);
+                    }
+                }
+            }
+            v
+        }
+        Selector::Failed(since) => {
+            let cutoff = since.map(|d| now_ms().saturating_sub(d)).unwrap_or(0);
+            j.in_state(State::Failed)?
+                .into_iter()
+                .filter(|r| r.entered(State::Failed).unwrap_or(r.updated_at) >= cutoff)
+                .collect()
+        }
+        Selector::Names(names) => {
+            let mut v = Vec::new();
+            for n in names {
+                match j.latest(n)? {
+                    Some(r) => v.push(r),
+                    None => return Err(QueryError::NotFound(n.clone())),
+                }
+            }
+            v
+        }
+    };
+    let mut out = Replayed {
+        dry_run,
+        ..Replayed::default()
+    };
+    for rec in candidates {
+        let local = s.outbox.join(&rec.name);
+        match rec.state() {
+            State::Failed => {
+                if !local.is_file() {
+                    out.refused.push((
+                        rec.name.clone(),
+                        format!(
+                            "the local copy is gone from {}; nothing to send",
+                            s.outbox.display()
+                        ),
+                    ));
+                    continue;
+                }
+                if !dry_run {
+                    j.apply(rec.id, Event::Replay)?;
+                }
+                out.replayed.push((rec.id, rec.name.clone()));
+            }
+            State::Archived if force => {
+                let Some(from) = rec.archive_path.clone().filter(|p| Path::new(p).is_file()) else {
+                    out.refused
+                        .push((rec.name.clone(), "its archived copy is gone".into()));
+                    continue;
+                };
+                if local.exists() {
+                    out.refused.push((
+                        rec.name.clone(),
+                        format!("{} already holds a file of that name", local.display()),
+                    ));
+                    continue;
+                }
+                if !dry_run {
+                    // Journal first: were we to stop between the two steps, the entry is
+                    // pending and the file still in the archive, where nothing is lost.
+                    j.apply(
+                        rec.id,
+                        Event::Resend {
+                            from_path: from.clone(),
+                        },
+                    )?;
+                    if let Err(e) = std::fs::rename(&from, &local) {
+                        j.apply(
+                            rec.id,
+                            Event::Failed {
+                                error: format!(
+                                    "{from} -> {}: cannot move back for re-sending: {e}",
+                                    local.display()
+                                ),
+                            },
+                        )?;
+                        out.refused.push((
+                            rec.name.clone(),
+                            format!("cannot move {from} back to the outbox: {e}"),
+                        ));
+                        continue;
+                    }
+                }
+                out.replayed.push((rec.id, rec.name.clone()));
+            }
+            State::Archived => out.refused.push((
+                rec.name.clone(),
+                "already archived (delivered); add --force to send it again from the archive"
+                    .into(),
+            )),
+            State::Quarantined => out.refused.push((
+                rec.name.clone(),
+                format!(
+                    "quarantined ({}); fix the file and put it back in the outbox",
+                    rec.last_error.as_deref().unwrap_or("invalid")
+                ),
+            )),
+            st => out.refused.push((
+                rec.name.clone(),
+                format!("is {st}: the service is already on it"),
+            )),
+        }
+    }
+    Ok(out)
+}
