@@ -1,0 +1,437 @@
+//! First latency measurement: close of an order file in the outbox → its final name
+//! exists in the SFTP inbox, for `plutus-sync run` against a real OpenSSH sshd on
+//! 127.0.0.1 (the `tests/support` fixture).
+//!
+//! `cargo bench --bench latency` runs the full scenarios and writes
+//! `target/bench-results/latency.json`. Without `--bench` (as `cargo test
+//! --all-targets` runs it) it is a smoke run of 10 files, so CI exercises the code in
+//! a few seconds; that writes `latency-smoke.json` instead.
+//!
+//! Method: a producer thread writes each order with `std::fs::write` (which returns
+//! after close) at a fixed rate and takes `Instant::now()` right after; one poller
+//! thread stats the expected final path of every outstanding file, sleeping
+//! `POLL_SLEEP` between passes, and takes `Instant::now()` when the stat first
+//! succeeds. The service renames the temp file onto the final name only after the
+//! read-back check, so "exists" means "complete". A file is seen at most one pass
+//! interval after it appeared; the measured pass intervals are printed. At the end
+//! every file must be in the inbox and archive byte-identical, journaled once.
+
+// Built without `--test`, the fixture's own `#[cfg(test)]` unit tests lose their
+// `#[test]` functions (cargo still sets `cfg(test)`), leaving their imports unused.
+#[allow(unused_imports)]
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use serde_json::json;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+use support::service::{assert_delivered_exactly_once, order, tail, wait_archived, Spool};
+use support::sshd::Sshd;
+
+/// Sleep between two polling passes over the outstanding inbox paths.
+const POLL_SLEEP: Duration = Duration::from_micros(200);
+/// A file not in the inbox this long after the last close fails the bench.
+const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Worker connections, spelled out so the figures say what they measured.
+const CONNECTIONS: usize = 2;
+
+struct Scenario {
+    slug: &'static str,
+    name: &'static str,
+    files: usize,
+    per_second: f64,
+}
+
+struct Outcome {
+    /// Close → final name seen, per measured file, in write order.
+    latencies: Vec<Duration>,
+    warmup: Duration,
+    /// Intervals between the starts of consecutive polling passes.
+    poll_intervals: Vec<Duration>,
+    /// Time from the first to the last close (the achieved write rate).
+    write_span: Duration,
+    /// Worst lateness of a write against its schedule.
+    max_write_lag: Duration,
+    sizes: (usize, usize),
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let scenarios: &[Scenario] = if full {
+        &[
+            Scenario {
+                slug: "trickle",
+                name: "trickle 10/s x 30s",
+                files: 300,
+                per_second: 10.0,
+            },
+            Scenario {
+                slug: "steady",
+                name: "steady 100/s x 10s",
+                files: 1000,
+                per_second: 100.0,
+            },
+        ]
+    } else {
+        &[Scenario {
+            slug: "smoke",
+            name: "smoke 20/s x 0.5s",
+            files: 10,
+            per_second: 20.0,
+        }]
+    };
+
+    let release = !cfg!(debug_assertions);
+    let machine = Machine::probe();
+    println!(
+        "plutus-sync latency bench ({}): close in outbox -> final name in SFTP inbox",
+        if full {
+            "full"
+        } else {
+            "smoke; `cargo bench --bench latency` for the real run"
+        }
+    );
+    println!(
+        "machine: nproc={} kernel={} cpu={:?} loadavg={:?}",
+        machine.nproc, machine.kernel, machine.cpu, machine.loadavg
+    );
+    println!(
+        "build: {} (bench and plutus-sync binary share the profile); {}; connections={CONNECTIONS}",
+        if release {
+            "release"
+        } else {
+            "DEBUG, figures not representative"
+        },
+        machine.openssh
+    );
+    println!(
+        "polling: one thread stats every outstanding inbox path, {} us sleep between passes",
+        POLL_SLEEP.as_micros()
+    );
+
+    let dir = target_dir().join("bench-results");
+    fs::create_dir_all(&dir).unwrap();
+    let mut results = Vec::new();
+    for sc in scenarios {
+        let out = run(sc, &dir);
+        let lat = Summary::of(&out.latencies);
+        let poll = Summary::of(&out.poll_intervals);
+        println!();
+        println!(
+            "{}: {} files, {}-{} bytes, written in {:.2}s (max write lag {:.2} ms)",
+            sc.name,
+            out.latencies.len(),
+            out.sizes.0,
+            out.sizes.1,
+            out.write_span.as_secs_f64(),
+            ms(out.max_write_lag)
+        );
+        println!(
+            "  latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  (min {:.2}, mean {:.2}; warm-up file {:.2}, not counted)",
+            lat.p50, lat.p90, lat.p99, lat.max, lat.min, lat.mean, ms(out.warmup)
+        );
+        println!(
+            "  poll pass interval ms: p50 {:.3}  p99 {:.3}  max {:.3}  (resolution: a file is seen at most one interval late)",
+            poll.p50, poll.p99, poll.max
+        );
+        results.push(json!({
+            "name": sc.name,
+            "files": out.latencies.len(),
+            "per_second": sc.per_second,
+            "connections": CONNECTIONS,
+            "size_bytes": { "min": out.sizes.0, "max": out.sizes.1 },
+            "write_span_s": out.write_span.as_secs_f64(),
+            "max_write_lag_ms": ms(out.max_write_lag),
+            "warmup_ms": ms(out.warmup),
+            "latency_ms": lat.to_json(),
+            "poll_interval_ms": poll.to_json(),
+            "samples_ms": out.latencies.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+        }));
+    }
+
+    let report = json!({
+        "bench": "latency",
+        "measures": "close of an order file in the outbox -> its final name exists in the SFTP inbox",
+        "mode": if full { "full" } else { "smoke" },
+        "profile": if release { "release" } else { "debug" },
+        "percentiles": "nearest rank",
+        "poll_sleep_us": POLL_SLEEP.as_micros() as u64,
+        "machine": {
+            "nproc": machine.nproc,
+            "kernel": machine.kernel,
+            "cpu": machine.cpu,
+            "loadavg_at_start": machine.loadavg,
+            "openssh": machine.openssh,
+        },
+        "scenarios": results,
+    });
+    let path = dir.join(if full {
+        "latency.json"
+    } else {
+        "latency-smoke.json"
+    });
+    fs::write(&path, serde_json::to_string_pretty(&report).unwrap() + "\n").unwrap();
+    println!("\nwrote {}", path.display());
+}
+
+/// One scenario on a fresh sshd, spool and service.
+/// The service's debug log is kept as `<results>/latency-<slug>.service.log`, to see
+/// where the time went.
+fn run(sc: &Scenario, results: &Path) -> Outcome {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, &format!("connections = {CONNECTIONS}"));
+    let mut svc = spool.start();
+    svc.wait_ready();
+    let inbox = sshd.inbox().to_path_buf();
+
+    // Bodies made up front, so generating them is not part of the pacing. Sizes
+    // 1-10 KB, seeded so every run writes the same files.
+    let mut rng = fastrand::Rng::with_seed(0x91u64 + sc.files as u64);
+    let orders: Vec<(String, Vec<u8>)> = (0..=sc.files)
+        .map(|n| {
+            (
+                format!("order-2026-{n:06}.json"),
+                order(n, 1000 + rng.usize(0..9000)),
+            )
+        })
+        .collect();
+
+    // Warm-up: the workers connect in the background after "ready"; one file
+    // delivered end to end means the pipeline is live. Not counted.
+    let (warm_name, warm_body) = &orders[0];
+    let warm_path = inbox.join(warm_name);
+    let t = Instant::now();
+    fs::write(spool.outbox().join(warm_name), warm_body).unwrap();
+    let closed = Instant::now();
+    while !warm_path.exists() {
+        if t.elapsed() > Duration::from_secs(30) {
+            panic!(
+                "warm-up file not delivered within 30s; log tail:\n{}",
+                tail(&svc.log_text(), 60)
+            );
+        }
+        thread::sleep(POLL_SLEEP);
+    }
+    let warmup = closed.elapsed();
+
+    let measured = &orders[1..];
+    let (tx, rx) = mpsc::channel::<(usize, PathBuf)>();
+    let poller = thread::spawn(move || poll_inbox(rx));
+
+    let period = Duration::from_secs_f64(1.0 / sc.per_second);
+    let outbox = spool.outbox();
+    let mut closes = Vec::with_capacity(measured.len());
+    let mut max_write_lag = Duration::ZERO;
+    let start = Instant::now() + Duration::from_millis(50);
+    for (i, (name, body)) in measured.iter().enumerate() {
+        let due = start + period * i as u32;
+        let now = Instant::now();
+        if due > now {
+            thread::sleep(due - now);
+        }
+        max_write_lag = max_write_lag.max(Instant::now().saturating_duration_since(due));
+        // Announced before the write, so the poller is already looking for it.
+        tx.send((i, inbox.join(name))).unwrap();
+        fs::write(outbox.join(name), body).unwrap();
+        closes.push(Instant::now());
+    }
+    drop(tx);
+    let write_span = closes[closes.len() - 1] - closes[0];
+    let (seen, poll_intervals) = poller.join().expect("poller panicked");
+
+    let missing: Vec<&str> = seen
+        .iter()
+        .zip(measured)
+        .filter(|(s, _)| s.is_none())
+        .map(|(_, (n, _))| n.as_str())
+        .collect();
+    if !missing.is_empty() {
+        panic!(
+            "{}: {} of {} files not in the inbox {ARRIVAL_TIMEOUT:?} after the last write \
+             (first: {:?}); log tail:\n{}",
+            sc.name,
+            missing.len(),
+            measured.len(),
+            &missing[..missing.len().min(5)],
+            tail(&svc.log_text(), 60)
+        );
+    }
+    let latencies: Vec<Duration> = seen
+        .iter()
+        .zip(&closes)
+        .map(|(s, c)| s.expect("checked above").saturating_duration_since(*c))
+        .collect();
+
+    // Correctness: everything archived, clean exit, then the full delivery invariants
+    // (byte-identical in inbox and archive, journaled once, no temp files).
+    wait_archived(&spool, &svc, orders.len(), Duration::from_secs(60));
+    let status = svc.stop();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "plutus-sync exit status; log tail:\n{}",
+        tail(&svc.log_text(), 60)
+    );
+    fs::copy(
+        &svc.log,
+        results.join(format!("latency-{}.service.log", sc.slug)),
+    )
+    .unwrap();
+    assert_delivered_exactly_once(&spool, &inbox, &orders);
+
+    let sizes = measured.iter().map(|(_, b)| b.len());
+    Outcome {
+        latencies,
+        warmup,
+        poll_intervals,
+        write_span,
+        max_write_lag,
+        sizes: (sizes.clone().min().unwrap(), sizes.max().unwrap()),
+    }
+}
+
+/// Stats every announced, not yet seen path once per pass until the producer is done
+/// and everything was seen (or `ARRIVAL_TIMEOUT` passed since the producer finished).
+/// Returns the instant each file was first seen, by index, and the pass intervals.
+fn poll_inbox(rx: mpsc::Receiver<(usize, PathBuf)>) -> (Vec<Option<Instant>>, Vec<Duration>) {
+    let mut seen: Vec<Option<Instant>> = Vec::new();
+    let mut outstanding: Vec<(usize, PathBuf)> = Vec::new();
+    let mut intervals = Vec::new();
+    let mut producer_done: Option<Instant> = None;
+    let mut last_pass: Option<Instant> = None;
+    loop {
+        let pass = Instant::now();
+        if let Some(prev) = last_pass {
+            intervals.push(pass - prev);
+        }
+        last_pass = Some(pass);
+        loop {
+            match rx.try_recv() {
+                Ok((i, p)) => {
+                    if seen.len() <= i {
+                        seen.resize(i + 1, None);
+                    }
+                    outstanding.push((i, p));
+                }
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    producer_done.get_or_insert_with(Instant::now);
+                    break;
+                }
+            }
+        }
+        outstanding.retain(|(i, p)| {
+            if fs::symlink_metadata(p).is_ok() {
+                seen[*i] = Some(Instant::now());
+                false
+            } else {
+                true
+            }
+        });
+        if let Some(done) = producer_done {
+            if outstanding.is_empty() || done.elapsed() > ARRIVAL_TIMEOUT {
+                return (seen, intervals);
+            }
+        }
+        thread::sleep(POLL_SLEEP);
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Nearest-rank percentiles, in milliseconds.
+struct Summary {
+    count: usize,
+    min: f64,
+    mean: f64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Summary {
+    fn of(samples: &[Duration]) -> Summary {
+        let mut v: Vec<f64> = samples.iter().map(|d| ms(*d)).collect();
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() {
+            v.push(f64::NAN);
+        }
+        let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        Summary {
+            count: samples.len(),
+            min: v[0],
+            mean: v.iter().sum::<f64>() / v.len() as f64,
+            p50: rank(0.50),
+            p90: rank(0.90),
+            p99: rank(0.99),
+            max: v[v.len() - 1],
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "count": self.count,
+            "min": self.min,
+            "mean": self.mean,
+            "p50": self.p50,
+            "p90": self.p90,
+            "p99": self.p99,
+            "max": self.max,
+        })
+    }
+}
+
+struct Machine {
+    nproc: usize,
+    kernel: String,
+    cpu: String,
+    loadavg: String,
+    openssh: String,
+}
+
+impl Machine {
+    fn probe() -> Machine {
+        let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
+        let cpu = read("/proc/cpuinfo")
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, m)| m.trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let loadavg = read("/proc/loadavg")
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ");
+        // `sshd -V` prints its version on stderr (and exits non-zero on old versions).
+        let openssh = ["/usr/sbin/sshd", "sshd"]
+            .iter()
+            .find_map(|bin| std::process::Command::new(bin).arg("-V").output().ok())
+            .map(|o| {
+                let text = String::from_utf8_lossy(&o.stderr);
+                text.split(',').next().unwrap_or("").trim().to_string()
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "sshd version unknown".into());
+        Machine {
+            nproc: thread::available_parallelism().map_or(0, |n| n.get()),
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+            cpu,
+            loadavg,
+            openssh,
+        }
+    }
+}
+
+/// `$CARGO_TARGET_DIR` if set, else `target/` beside the root Cargo.toml.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
