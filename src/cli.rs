@@ -27,11 +27,11 @@ pub enum LogFormat {
 #[derive(Debug, clap::Args)]
 pub struct ConfigArgs {
     /// Config file [default: $PLUTUS_SYNC_CONFIG, else /etc/plutus-sync/config.toml].
-    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    #[arg(short = 'c', long = "config", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Use the embedded demo config instead: outbox, archive, quarantine, journal and a
     /// file:// inbox, all under DIR.
-    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "plutus-demo", conflicts_with = "config")]
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "plutus-demo", conflicts_with = "config", global = true)]
     pub demo: Option<PathBuf>,
 }
 
@@ -42,4 +42,94 @@ pub enum Command {
     /// One pass for cron: sweep once, deliver what can be delivered, exit 0 only if
     /// everything found was archived.
     Sync(ConfigArgs),
+    /// Inspect the journal (asks the running service, or reads the journal when it is down).
+    Journal(JournalArgs),
+    /// Put failed files back in the queue (and, with --force, re-send archived ones).
+    Replay(ReplayArgs),
+    /// Preflight after editing the config: folders, key, connection, host key, inbox.
+    Check(ConfigArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct JournalArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(subcommand)]
+    pub command: JournalCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JournalCommand {
+    /// One line per file, newest first.
+    List {
+        /// Only files in this state (pending, sent, verified, archived, failed, quarantined).
+        #[arg(long)]
+        state: Option<plutus_state::State>,
+        /// Only files of this batch (the id in the logs, like 20261123-1147).
+        #[arg(long)]
+        batch: Option<String>,
+        /// Only files detected within this long (like 1h, 30m, 2d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Only names matching this glob.
+        #[arg(long, value_name = "GLOB")]
+        name: Option<String>,
+        /// At most this many lines.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One file's whole history, by name or by id (#12).
+    Show {
+        #[arg(value_name = "NAME|ID")]
+        key: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts per state, age of the oldest pending file, recent deliveries and
+    /// failures, and the destination's status.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delivery receipts as JSON lines, for reconciling with the ERP's imports.
+    Export {
+        /// Only files archived within this long.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+    },
+    /// Rebuild a lost or damaged journal from the outbox, archive, quarantine and the
+    /// inbox listing. Refuses to run while the service is up.
+    Rebuild {
+        /// Say what would be rebuilt; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["batch", "failed", "names"])))]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Every failed file of this batch.
+    #[arg(long)]
+    pub batch: Option<String>,
+    /// Every failed file.
+    #[arg(long)]
+    pub failed: bool,
+    /// With --failed: only those that failed within this long.
+    #[arg(long, requires = "failed", value_parser = humantime::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// These files (by name).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Also re-send archived files, from the archive (for an ERP that lost an import).
+    #[arg(long)]
+    pub force: bool,
+    /// Say what would be replayed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }

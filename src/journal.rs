@@ -347,3 +347,30 @@ pub fn replay(
     }
     Ok(out)
 }
+
+/// Answer a control request from the journal alone: what the CLI does when the
+/// service is down, and what the service does before adding what only it knows.
+pub fn answer(
+    j: &Journal,
+    s: &Settings,
+    req: &crate::control::Request,
+) -> Result<serde_json::Value, String> {
+    use crate::control::Request;
+    let v = match req {
+        Request::Ping => Ok(Ok(serde_json::json!({ "pid": std::process::id() }))),
+        Request::List { filter } => list(j, filter).map(serde_json::to_value),
+        Request::Show { key } => show(j, key).map(serde_json::to_value),
+        Request::Stats => stats(j).map(serde_json::to_value),
+        Request::Export { since_ms } => export(j, *since_ms).map(serde_json::to_value),
+        Request::Replay {
+            selector,
+            dry_run,
+            force,
+        } => replay(j, s, selector, *dry_run, *force).map(serde_json::to_value),
+    };
+    match v {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("cannot encode the answer: {e}")),
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -43,6 +43,10 @@ fn main() -> ExitCode {
         match &cli.command {
             Command::Run(args) => plutus_sync::commands::run::run(args).await.map(|()| true),
             Command::Sync(args) => plutus_sync::commands::sync::run(args).await,
+            // Blocking sled reads and one SSH connection: not worth the runtime's care.
+            Command::Journal(args) => plutus_sync::commands::journal::run(args),
+            Command::Replay(args) => plutus_sync::commands::replay::run(args),
+            Command::Check(args) => plutus_sync::commands::check::run(args),
         }
     });
     match result {

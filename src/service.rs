@@ -716,42 +716,32 @@ struct ServiceHandler(Arc<Shared>);
 impl control::Handler for ServiceHandler {
     fn handle(&self, req: Request) -> Result<serde_json::Value, String> {
         let sh = &self.0;
-        let j = &sh.ctx.journal;
-        let v = match req {
-            Request::Ping => Ok(Ok(serde_json::json!({ "pid": std::process::id() }))),
-            Request::List { filter } => ops::list(j, &filter).map(serde_json::to_value),
-            Request::Show { key } => ops::show(j, &key).map(serde_json::to_value),
-            Request::Stats => ops::stats(j).map(|mut st| {
+        let mut v = ops::answer(&sh.ctx.journal, &sh.ctx.settings, &req)?;
+        match req {
+            // Only the service knows how the destination is doing.
+            Request::Stats => {
                 let (failures, left, last_error) = sh.gate.status();
-                st.destination = Some(ops::Destination {
+                let dest = ops::Destination {
                     url: sh.ctx.transport.describe(),
                     up: failures == 0,
                     failures,
                     next_probe_at: left.map(|d| now_ms() + d.as_millis() as u64),
                     last_error,
-                });
-                serde_json::to_value(st)
-            }),
-            Request::Export { since_ms } => ops::export(j, since_ms).map(serde_json::to_value),
-            Request::Replay {
-                selector,
-                dry_run,
-                force,
-            } => ops::replay(j, &sh.ctx.settings, &selector, dry_run, force).map(|r| {
-                for (id, name) in &r.replayed {
-                    if !dry_run {
-                        info!(file = %name, id, "replayed by an operator");
-                        sh.queue.push(*id);
-                    }
+                };
+                v["destination"] = serde_json::to_value(dest).map_err(|e| e.to_string())?;
+            }
+            // Replayed entries go to the queue at once.
+            Request::Replay { dry_run: false, .. } => {
+                let r: ops::Replayed =
+                    serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+                for (id, name) in r.replayed {
+                    info!(file = %name, id, "replayed by an operator");
+                    sh.queue.push(id);
                 }
-                serde_json::to_value(r)
-            }),
-        };
-        match v {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(format!("cannot encode the answer: {e}")),
-            Err(e) => Err(e.to_string()),
+            }
+            _ => {}
         }
+        Ok(v)
     }
 }
 

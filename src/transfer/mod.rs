@@ -191,6 +191,8 @@ pub trait Connection: Send {
     fn clean_temps(&mut self) -> Result<Vec<String>, TransferError>;
     /// Prove the connection is alive (keepalive); an error means reconnect.
     fn ping(&mut self) -> Result<(), TransferError>;
+    /// Prove the inbox is writable: write and remove a small temp-named file.
+    fn probe(&mut self) -> Result<(), TransferError>;
 }
 
 /// Every `Remote` speaks the protocol; transports only provide the primitives.
@@ -216,6 +218,28 @@ impl<R: Remote + Send> Connection for R {
 
     fn ping(&mut self) -> Result<(), TransferError> {
         Remote::ping(self).map_err(TransferError::Remote)
+    }
+
+    fn probe(&mut self) -> Result<(), TransferError> {
+        // A temp name, so an ERP that looks at that moment ignores it.
+        let path = join(
+            self.inbox(),
+            &format!(
+                "plutus-sync-check-{}{}",
+                std::process::id(),
+                self.temp_suffix()
+            ),
+        );
+        let mut w = self.create(&path).map_err(TransferError::Remote)?;
+        let wrote = w
+            .write_all(b"plutus-sync check\n")
+            .map_err(|e| io_fault("write", &path, e));
+        let closed = self.close(w, &path);
+        let removed = self.remove(&path);
+        wrote
+            .and(closed)
+            .and(removed)
+            .map_err(TransferError::Remote)
     }
 }
 

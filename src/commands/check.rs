@@ -1,0 +1,199 @@
+//! `plutus-sync check`: the preflight an operator runs after editing the config. One
+//! line per check, OK or FAIL, and for a FAIL the fix.
+
+use crate::cli::ConfigArgs;
+use crate::config::{Destination, Settings};
+use crate::transfer::{self, TransferError};
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+struct Report {
+    failed: usize,
+}
+
+impl Report {
+    fn ok(&mut self, what: &str, detail: impl AsRef<str>) {
+        println!("OK    {what:<12} {}", detail.as_ref());
+    }
+    fn fail(&mut self, what: &str, detail: impl AsRef<str>, fix: impl AsRef<str>) {
+        self.failed += 1;
+        println!("FAIL  {what:<12} {}", detail.as_ref());
+        println!("      fix: {}", fix.as_ref());
+    }
+    fn skip(&mut self, what: &str, why: &str) {
+        println!("SKIP  {what:<12} {why}");
+    }
+}
+
+pub fn run(args: &ConfigArgs) -> anyhow::Result<bool> {
+    let mut r = Report { failed: 0 };
+    let s = match super::settings(args) {
+        Ok(s) => {
+            r.ok("config", &s.origin);
+            s
+        }
+        Err(e) => {
+            r.fail(
+                "config",
+                e.to_string(),
+                "correct the file and key named above",
+            );
+            return Ok(false);
+        }
+    };
+    for (what, dir) in [
+        ("outbox", &s.outbox),
+        ("archive", &s.archive),
+        ("quarantine", &s.quarantine),
+    ] {
+        writable_dir(&mut r, what, dir);
+    }
+    same_fs(&mut r, &s);
+    match s.journal.parent() {
+        Some(p) => writable_dir(&mut r, "journal", p),
+        None => r.fail(
+            "journal",
+            s.journal.display().to_string(),
+            "set [journal] path to a folder",
+        ),
+    }
+    if let Destination::Sftp { .. } = &s.destination {
+        key_files(&mut r, &s);
+    }
+    destination(&mut r, &s);
+    if r.failed == 0 {
+        println!("all checks passed");
+    } else {
+        println!("{} check(s) failed", r.failed);
+    }
+    Ok(r.failed == 0)
+}
+
+fn writable_dir(r: &mut Report, what: &str, dir: &Path) {
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return r.fail(
+                what,
+                format!("{} is not a folder", dir.display()),
+                "point the config at a folder",
+            )
+        }
+        Err(e) => {
+            return r.fail(
+                what,
+                format!("{}: {e}", dir.display()),
+                format!(
+                    "mkdir -p {0} && chown plutus-sync:plutus-sync {0}",
+                    dir.display()
+                ),
+            )
+        }
+    }
+    let probe = dir.join(format!(".plutus-sync-check-{}", std::process::id()));
+    match fs::write(&probe, b"check").and_then(|()| fs::remove_file(&probe)) {
+        Ok(()) => r.ok(what, format!("{} exists and is writable", dir.display())),
+        Err(e) => r.fail(
+            what,
+            format!("{} is not writable: {e}", dir.display()),
+            format!("give the service's user write access to {}", dir.display()),
+        ),
+    }
+}
+
+fn same_fs(r: &mut Report, s: &Settings) {
+    let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).ok();
+    match (dev(&s.outbox), dev(&s.archive), dev(&s.quarantine)) {
+        (Some(a), Some(b), Some(c)) if a == b && b == c => r.ok(
+            "filesystem",
+            "outbox, archive and quarantine share one file system",
+        ),
+        (Some(_), Some(_), Some(_)) => r.fail(
+            "filesystem",
+            "outbox, archive and quarantine are not on one file system",
+            "put them on one file system: the archive move must be a rename",
+        ),
+        _ => r.skip("filesystem", "a folder above is missing"),
+    }
+}
+
+fn key_files(r: &mut Report, s: &Settings) {
+    match fs::metadata(&s.identity) {
+        Err(e) => r.fail(
+            "identity",
+            format!("{}: {e}", s.identity.display()),
+            format!("ssh-keygen -t ed25519 -N '' -f {}", s.identity.display()),
+        ),
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => r.fail(
+            "identity",
+            format!(
+                "{} has mode {:o}: group or others may read the private key",
+                s.identity.display(),
+                m.permissions().mode() & 0o777
+            ),
+            format!("chmod 600 {}", s.identity.display()),
+        ),
+        Ok(_) => r.ok(
+            "identity",
+            format!(
+                "{} exists, readable by its owner only",
+                s.identity.display()
+            ),
+        ),
+    }
+    match fs::read_to_string(&s.known_hosts) {
+        Ok(t)
+            if t.lines()
+                .any(|l| !l.trim().is_empty() && !l.starts_with('#')) =>
+        {
+            r.ok("known_hosts", s.known_hosts.display().to_string())
+        }
+        Ok(_) => r.fail(
+            "known_hosts",
+            format!("{} is empty", s.known_hosts.display()),
+            "add the server's host key line after checking its fingerprint (see the README)",
+        ),
+        Err(e) => r.fail(
+            "known_hosts",
+            format!("{}: {e}", s.known_hosts.display()),
+            "create it with the server's host key line (see the README)",
+        ),
+    }
+}
+
+fn destination(r: &mut Report, s: &Settings) {
+    let t = transfer::from_settings(s);
+    let url = t.describe();
+    let mut conn = match t.connect() {
+        Ok(c) => {
+            r.ok("connect", &url);
+            if let Destination::Sftp { .. } = s.destination {
+                r.ok("host key", format!("matches {}", s.known_hosts.display()));
+                r.ok("auth", format!("key {} accepted", s.identity.display()));
+            }
+            c
+        }
+        Err(e) => {
+            let (what, fix) = match &e {
+                TransferError::HostKey { .. } => ("host key", "see the hint above; never accept a changed key unchecked".to_string()),
+                TransferError::Auth { user, .. } => (
+                    "auth",
+                    format!("install {}.pub in {user}'s authorized_keys on the server (non-admin account on Windows)", s.identity.display()),
+                ),
+                _ => ("connect", "check the host, the port, the firewall and that the server runs".to_string()),
+            };
+            r.fail(what, e.to_string(), fix);
+            r.skip("inbox", "no connection");
+            return;
+        }
+    };
+    match conn.probe() {
+        Ok(()) => r.ok("inbox", "writable (a probe file was written and removed)"),
+        Err(e) => r.fail(
+            "inbox",
+            e.to_string(),
+            "create the inbox folder and give the upload account write access to it",
+        ),
+    }
+}

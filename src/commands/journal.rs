@@ -1,0 +1,258 @@
+//! `plutus-sync journal …`: list, show, stats, export, rebuild. Printing only; the
+//! answers come from `crate::journal` through the service or straight from disk.
+
+use super::ask;
+use crate::cli::{JournalArgs, JournalCommand};
+use crate::control::Request;
+use crate::journal::{rfc3339, Destination, ListFilter, Receipt, Stats};
+use plutus_state::{now_ms, Event, Record, State};
+use std::io::{IsTerminal, Write};
+
+pub fn run(args: &JournalArgs) -> anyhow::Result<bool> {
+    let s = super::settings(&args.config)?;
+    let mut out = std::io::stdout().lock();
+    match &args.command {
+        JournalCommand::List {
+            state,
+            batch,
+            since,
+            name,
+            limit,
+            json,
+        } => {
+            let filter = ListFilter {
+                state: *state,
+                batch: batch.clone(),
+                since_ms: since.map(|d| d.as_millis() as u64),
+                name: name.clone(),
+                limit: Some(*limit),
+            };
+            let recs: Vec<Record> = serde_json::from_value(ask(&s, &Request::List { filter })?)?;
+            if *json {
+                for r in &recs {
+                    writeln!(out, "{}", serde_json::to_string(r)?)?;
+                }
+            } else {
+                print_list(&mut out, &recs, *limit)?;
+            }
+        }
+        JournalCommand::Show { key, json } => {
+            let recs: Vec<Record> =
+                serde_json::from_value(ask(&s, &Request::Show { key: key.clone() })?)?;
+            for r in &recs {
+                if *json {
+                    writeln!(out, "{}", serde_json::to_string(r)?)?;
+                } else {
+                    print_show(&mut out, r)?;
+                }
+            }
+        }
+        JournalCommand::Stats { json } => {
+            let st: Stats = serde_json::from_value(ask(&s, &Request::Stats)?)?;
+            if *json {
+                writeln!(out, "{}", serde_json::to_string(&st)?)?;
+            } else {
+                print_stats(&mut out, &st)?;
+            }
+        }
+        JournalCommand::Export { since } => {
+            let since_ms = since.map(|d| d.as_millis() as u64);
+            let receipts: Vec<Receipt> =
+                serde_json::from_value(ask(&s, &Request::Export { since_ms })?)?;
+            for r in &receipts {
+                writeln!(out, "{}", serde_json::to_string(r)?)?;
+            }
+        }
+        JournalCommand::Rebuild { dry_run } => return super::rebuild::run(&s, *dry_run),
+    }
+    Ok(true)
+}
+
+/// "42s", "3m", "5h", "2d": an age at a glance.
+pub fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=99 => format!("{s}s"),
+        100..=5999 => format!("{}m", s / 60),
+        6000..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+fn width() -> Option<usize> {
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    terminal_size::terminal_size().map(|(w, _)| w.0 as usize)
+}
+
+fn print_list(out: &mut impl Write, recs: &[Record], limit: usize) -> anyhow::Result<()> {
+    if recs.is_empty() {
+        writeln!(out, "no matching entries")?;
+        return Ok(());
+    }
+    let now = now_ms();
+    let name_w = recs
+        .iter()
+        .map(|r| r.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 48);
+    let cols = width();
+    writeln!(
+        out,
+        "{:<name_w$}  {:<11}  {:>3}  {:>9}  {:<13}  {:>4}  LAST ERROR",
+        "NAME", "STATE", "ATT", "SIZE", "BATCH", "AGE"
+    )?;
+    for r in recs {
+        let mut line = format!(
+            "{:<name_w$}  {:<11}  {:>3}  {:>9}  {:<13}  {:>4}  {}",
+            r.name,
+            r.state(),
+            r.attempts,
+            r.size,
+            r.batch,
+            age(now.saturating_sub(r.detected_at)),
+            r.last_error
+                .as_deref()
+                .unwrap_or("")
+                .lines()
+                .next()
+                .unwrap_or("")
+        );
+        if let Some(w) = cols {
+            if line.chars().count() > w {
+                line = line.chars().take(w.saturating_sub(1)).collect::<String>() + "…";
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    if recs.len() >= limit {
+        writeln!(out, "(first {limit} shown; --limit N for more)")?;
+    }
+    Ok(())
+}
+
+fn print_show(out: &mut impl Write, r: &Record) -> anyhow::Result<()> {
+    writeln!(out, "#{} {}", r.id, r.name)?;
+    writeln!(out, "  state        {}", r.state())?;
+    writeln!(out, "  size         {} bytes", r.size)?;
+    writeln!(out, "  crc32        {}", r.crc_hex())?;
+    writeln!(out, "  batch        {}", r.batch)?;
+    writeln!(
+        out,
+        "  found by     {} at {}",
+        r.found_by,
+        rfc3339(r.detected_at)
+    )?;
+    writeln!(out, "  source       {}", r.source_path)?;
+    for (label, v) in [
+        ("remote", &r.remote_path),
+        ("archive", &r.archive_path),
+        ("quarantine", &r.quarantine_path),
+    ] {
+        if let Some(v) = v {
+            writeln!(out, "  {label:<12} {v}")?;
+        }
+    }
+    writeln!(out, "  attempts     {}", r.attempts)?;
+    if let Some(at) = r.next_attempt_at {
+        writeln!(out, "  next try     {}", rfc3339(at))?;
+    }
+    if let Some(e) = &r.last_error {
+        writeln!(out, "  last error   {e}")?;
+    }
+    writeln!(out, "  history:")?;
+    for t in &r.history {
+        let from = t.from.map(|f| format!("{f} → ")).unwrap_or_default();
+        let detail = match &t.event {
+            None => "detected".to_string(),
+            Some(Event::Uploaded { remote_path }) => format!("uploaded to {remote_path}"),
+            Some(Event::Verified {
+                remote_path, note, ..
+            }) => format!(
+                "verified as {remote_path}{}",
+                note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+            ),
+            Some(Event::Archived) => "archived".into(),
+            Some(Event::Retry {
+                error,
+                next_attempt_at,
+            }) => {
+                format!(
+                    "attempt failed: {error}; retry at {}",
+                    rfc3339(*next_attempt_at)
+                )
+            }
+            Some(Event::Failed { error }) => format!("gave up: {error}"),
+            Some(Event::Quarantined { reason, path }) => format!("quarantined to {path}: {reason}"),
+            Some(Event::Replay) => "replayed by an operator".into(),
+            Some(Event::Resend { from_path }) => {
+                format!("re-send from {from_path} forced by an operator")
+            }
+            Some(Event::Rehash { size, crc32 }) => {
+                format!("file changed: now {size} bytes, crc32 {crc32:08x}")
+            }
+        };
+        let took = t
+            .elapsed_ms
+            .map(|ms| format!(" ({ms} ms)"))
+            .unwrap_or_default();
+        writeln!(out, "    {}  {from}{}  {detail}{took}", rfc3339(t.at), t.to)?;
+    }
+    Ok(())
+}
+
+fn print_stats(out: &mut impl Write, st: &Stats) -> anyhow::Result<()> {
+    let now = now_ms();
+    let counts: Vec<String> = State::ALL
+        .iter()
+        .map(|s| format!("{s} {}", st.counts.get(s).copied().unwrap_or(0)))
+        .collect();
+    writeln!(out, "files          {}", counts.join(", "))?;
+    writeln!(
+        out,
+        "oldest pending {}",
+        st.oldest_pending_at
+            .map(|t| format!(
+                "{} ago (detected {})",
+                age(now.saturating_sub(t)),
+                rfc3339(t)
+            ))
+            .unwrap_or_else(|| "none".into())
+    )?;
+    writeln!(
+        out,
+        "last delivery  {}",
+        st.last_delivery_at
+            .map(|t| format!("{} ({} ago)", rfc3339(t), age(now.saturating_sub(t))))
+            .unwrap_or_else(|| "none".into())
+    )?;
+    writeln!(
+        out,
+        "delivered      {} in the last hour, {} in the last day",
+        st.delivered_last_hour, st.delivered_last_day
+    )?;
+    writeln!(
+        out,
+        "failed         {} in the last hour, {} in the last day",
+        st.failed_last_hour, st.failed_last_day
+    )?;
+    match &st.destination {
+        None => writeln!(out, "destination    unknown: the service is not running")?,
+        Some(Destination { url, up: true, .. }) => writeln!(out, "destination    up ({url})")?,
+        Some(Destination {
+            url,
+            failures,
+            next_probe_at,
+            last_error,
+            ..
+        }) => writeln!(
+            out,
+            "destination    DOWN ({url}): {failures} failed probes, backing off until {}; last error: {}",
+            next_probe_at.map(rfc3339).unwrap_or_else(|| "now".into()),
+            last_error.as_deref().unwrap_or("?")
+        )?,
+    }
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! `plutus-sync replay`: failed files back to pending, through the service when it
+//! runs (it starts them at once) or straight into the journal when it does not.
+
+use super::ask;
+use crate::cli::ReplayArgs;
+use crate::control::Request;
+use crate::journal::{Replayed, Selector};
+use std::io::Write;
+
+/// Returns false when some selected file was refused.
+pub fn run(args: &ReplayArgs) -> anyhow::Result<bool> {
+    let s = super::settings(&args.config)?;
+    let selector = if let Some(b) = &args.batch {
+        Selector::Batch(b.clone())
+    } else if args.failed {
+        Selector::Failed(args.since.map(|d| d.as_millis() as u64))
+    } else {
+        Selector::Names(args.names.clone())
+    };
+    let req = Request::Replay {
+        selector,
+        dry_run: args.dry_run,
+        force: args.force,
+    };
+    let r: Replayed = serde_json::from_value(ask(&s, &req)?)?;
+    let mut out = std::io::stdout().lock();
+    let verb = if r.dry_run {
+        "would replay"
+    } else {
+        "replayed"
+    };
+    let names: Vec<&str> = r.replayed.iter().map(|(_, n)| n.as_str()).collect();
+    writeln!(
+        out,
+        "{verb} {}{}{}",
+        names.len(),
+        if names.is_empty() { "" } else { ": " },
+        names.join(", ")
+    )?;
+    for (name, why) in &r.refused {
+        writeln!(out, "refused {name}: {why}")?;
+    }
+    Ok(r.refused.is_empty())
+}
