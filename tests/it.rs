@@ -13,5 +13,7 @@ mod cli;
 mod crash;
 #[path = "it/delivery.rs"]
 mod delivery;
+#[path = "it/operator.rs"]
+mod operator;
 #[path = "it/recovery.rs"]
 mod recovery;

@@ -112,6 +112,36 @@ max_attempts = 3
         Service::start(&self.config, self.dir.path())
     }
 
+    /// `plutus-sync ARGS… -c CONFIG`: (exit status, stdout, stderr).
+    pub fn cmd(&self, args: &[&str]) -> (ExitStatus, String, String) {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("-c")
+            .arg(&self.config)
+            .env("PLUTUS_SYNC_LOG", "info,plutus_sync=debug")
+            .output()
+            .unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `cmd` that must exit 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (st, out, err) = self.cmd(args);
+        assert!(
+            st.success(),
+            "plutus-sync {args:?} exited {st}\nstdout:\n{out}\nstderr:\n{err}"
+        );
+        out
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("control.sock")
+    }
+
     /// `plutus-sync sync`: (exit status, stdout, stderr).
     pub fn sync(&self) -> (ExitStatus, String, String) {
         let out = Command::new(BIN)

@@ -1,0 +1,485 @@
+//! Operator commands against a running service and a stopped one.
+
+use crate::support::service::*;
+use crate::support::sshd::Sshd;
+use crate::support::{poll_until, wait_until};
+use plutus_state::{Record, State};
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Three delivered, one failed (conflict), one quarantined.
+fn mixed_day(sshd: &Sshd, spool: &Spool, svc: &Service) -> Vec<(String, Vec<u8>)> {
+    let orders: Vec<(String, Vec<u8>)> = (1..=3)
+        .map(|n| (format!("order-2026-{n:06}.json"), order(n, 2000)))
+        .collect();
+    for (n, b) in &orders {
+        spool.drop_order(n, b);
+    }
+    fs::write(
+        sshd.inbox().join("order-2026-000009.json"),
+        b"{\"theirs\": 1}",
+    )
+    .unwrap();
+    spool.drop_order("order-2026-000009.json", &order(9, 1500));
+    spool.drop_order("order-2026-000010.json", b"{\"truncated\": ");
+    wait_archived(spool, svc, 3, Duration::from_secs(20));
+    wait_until(
+        Duration::from_secs(10),
+        "one failed and one quarantined",
+        || {
+            spool
+                .ok(&["journal", "stats", "--json"])
+                .contains("\"failed\":1")
+                && names_in(&spool.quarantine()).len() == 2
+        },
+    );
+    orders
+}
+
+#[test]
+fn journal_commands_answer_the_same_with_the_service_up_and_down() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let mut svc = spool.start();
+    svc.wait_ready();
+    let orders = mixed_day(&sshd, &spool, &svc);
+
+    let up = [
+        spool.ok(&["journal", "list", "--json"]),
+        spool.ok(&["journal", "show", "order-2026-000009.json", "--json"]),
+        spool.ok(&["journal", "export"]),
+        spool.ok(&["journal", "list", "--state", "archived"]),
+    ];
+    let stats_up: serde_json::Value =
+        serde_json::from_str(&spool.ok(&["journal", "stats", "--json"])).unwrap();
+    svc.stop();
+    assert!(
+        !spool.socket().exists(),
+        "the socket is removed on shutdown"
+    );
+    let down = [
+        spool.ok(&["journal", "list", "--json"]),
+        spool.ok(&["journal", "show", "order-2026-000009.json", "--json"]),
+        spool.ok(&["journal", "export"]),
+        spool.ok(&["journal", "list", "--state", "archived"]),
+    ];
+    let stats_down: serde_json::Value =
+        serde_json::from_str(&spool.ok(&["journal", "stats", "--json"])).unwrap();
+    // Ages may tick between the two runs; everything else is identical.
+    for (a, b) in up.iter().zip(&down).take(3) {
+        assert_eq!(a, b);
+    }
+    assert_eq!(up[3].lines().count(), down[3].lines().count());
+
+    let list: Vec<Record> = json_lines(&down[0])
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    assert_eq!(list.len(), 5);
+    assert!(list.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let state_of = |n: &str| list.iter().find(|r| r.name == n).unwrap().state();
+    assert_eq!(state_of("order-2026-000009.json"), State::Failed);
+    assert_eq!(state_of("order-2026-000010.json"), State::Quarantined);
+    let show: Record = serde_json::from_str(down[1].trim()).unwrap();
+    assert!(show
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("not overwritten"));
+    let receipts = json_lines(&down[2]);
+    assert_eq!(receipts.len(), 3);
+    for ((name, body), r) in orders.iter().zip(&receipts) {
+        assert_eq!(r["name"], name.as_str());
+        assert_eq!(r["crc32"], format!("{:08x}", crc32fast::hash(body)));
+        assert!(humantime::parse_rfc3339(r["verified"].as_str().unwrap()).is_ok());
+    }
+    assert!(up[3].starts_with("NAME") && up[3].contains("order-2026-000001.json"));
+
+    assert_eq!(stats_up["counts"], stats_down["counts"]);
+    assert_eq!(stats_up["counts"]["archived"], 3);
+    assert_eq!(stats_up["counts"]["failed"], 1);
+    assert_eq!(stats_up["counts"]["quarantined"], 1);
+    assert_eq!(stats_up["delivered_last_hour"], 3);
+    assert_eq!(stats_up["destination"]["up"], true);
+    assert!(
+        stats_down["destination"].is_null(),
+        "a stopped service knows nothing of the destination"
+    );
+
+    let (st, _, err) = spool.cmd(&["journal", "show", "no-such.json"]);
+    assert_eq!(st.code(), Some(2));
+    assert!(
+        err.contains("no journal entry for \"no-such.json\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn replaying_a_failed_batch_after_fixing_the_cause_delivers_exactly_those_files() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let mut svc = spool.start();
+    svc.wait_ready();
+    let done = order(1, 2000);
+    spool.drop_order("order-2026-000001.json", &done);
+    wait_archived(&spool, &svc, 1, Duration::from_secs(20));
+    let ino = fs::metadata(sshd.inbox().join("order-2026-000001.json"))
+        .unwrap()
+        .ino();
+    // Two conflicts: the ERP still holds stale files of those names.
+    let ours: Vec<(String, Vec<u8>)> = (2..=3)
+        .map(|n| (format!("order-2026-{n:06}.json"), order(n, 1800)))
+        .collect();
+    for (n, b) in &ours {
+        fs::write(sshd.inbox().join(n), b"{\"stale\": true}").unwrap();
+        spool.drop_order(n, b);
+    }
+    wait_until(Duration::from_secs(20), "two failed files", || {
+        spool
+            .ok(&["journal", "list", "--state", "failed", "--json"])
+            .lines()
+            .count()
+            == 2
+    });
+    let failed: Vec<Record> =
+        json_lines(&spool.ok(&["journal", "list", "--state", "failed", "--json"]))
+            .into_iter()
+            .map(|v| serde_json::from_value(v).unwrap())
+            .collect();
+    let batch = failed[0].batch.clone();
+
+    // A dry run changes nothing.
+    let out = spool.ok(&["replay", "--batch", &batch, "--dry-run"]);
+    assert!(out.starts_with("would replay 2"), "{out}");
+    assert_eq!(
+        spool
+            .ok(&["journal", "list", "--state", "failed", "--json"])
+            .lines()
+            .count(),
+        2
+    );
+
+    // The cause is fixed (the ERP removed its stale files); replay the batch.
+    for (n, _) in &ours {
+        fs::remove_file(sshd.inbox().join(n)).unwrap();
+    }
+    let out = spool.ok(&["replay", "--batch", &batch]);
+    assert!(out.starts_with("replayed 2: "), "{out}");
+    wait_archived(&spool, &svc, 3, Duration::from_secs(20));
+    svc.stop();
+    for (n, b) in &ours {
+        assert_eq!(&fs::read(sshd.inbox().join(n)).unwrap(), b, "{n}");
+    }
+    assert_eq!(
+        fs::metadata(sshd.inbox().join("order-2026-000001.json"))
+            .unwrap()
+            .ino(),
+        ino,
+        "a delivered file was sent again"
+    );
+    assert_eq!(names_in(sshd.inbox()).len(), 3);
+    let e = spool.entries();
+    assert_eq!(e.len(), 3, "replay reuses the entries: {e:#?}");
+    assert!(e.iter().all(|r| r.state() == State::Archived));
+}
+
+#[test]
+fn replay_refuses_what_it_cannot_send_and_force_resends_from_the_archive() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let gone = order(4, 1000);
+    let body = order(5, 1000);
+    fs::write(sshd.inbox().join("order-4.json"), b"{}").unwrap();
+    spool.drop_order("order-4.json", &gone);
+    spool.drop_order("order-5.json", &body);
+    std::thread::sleep(Duration::from_millis(350));
+    spool.sync();
+    fs::remove_file(spool.outbox().join("order-4.json")).unwrap();
+
+    // Service down: the journal is changed directly.
+    let (st, out, _) = spool.cmd(&["replay", "order-4.json", "order-5.json"]);
+    assert_eq!(st.code(), Some(1));
+    assert!(
+        out.contains("refused order-4.json: the local copy is gone"),
+        "{out}"
+    );
+    assert!(
+        out.contains("refused order-5.json: already archived (delivered); add --force"),
+        "{out}"
+    );
+
+    // The ERP lost its import of order-5: send it again from the archive.
+    fs::remove_file(sshd.inbox().join("order-5.json")).unwrap();
+    let out = spool.ok(&["replay", "--force", "order-5.json"]);
+    assert!(out.starts_with("replayed 1: order-5.json"), "{out}");
+    assert!(
+        spool.archived().iter().all(|(n, _)| n != "order-5.json"),
+        "moved back to the outbox"
+    );
+    let (st, out, err) = spool.sync();
+    assert_eq!(st.code(), Some(0), "{out}{err}");
+    assert!(out.contains("1 found, 1 archived"), "{out}");
+    assert_eq!(fs::read(sshd.inbox().join("order-5.json")).unwrap(), body);
+    let e = spool.entries();
+    let r5 = e.iter().find(|r| r.name == "order-5.json").unwrap();
+    assert_eq!(r5.state(), State::Archived);
+    assert_eq!(
+        r5.history
+            .iter()
+            .filter(|t| t.to == State::Verified)
+            .count(),
+        2,
+        "delivered twice, on purpose"
+    );
+}
+
+#[test]
+fn a_flood_of_malformed_and_oversized_requests_leaves_the_service_delivering() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let mut svc = spool.start();
+    svc.wait_ready();
+    let sock = spool.socket();
+    // Clients that connect and say nothing hold a connection until the timeout.
+    let idle: Vec<UnixStream> = (0..40)
+        .filter_map(|_| UnixStream::connect(&sock).ok())
+        .collect();
+    let garbage: [&[u8]; 5] = [
+        b"not json\n",
+        b"{\"op\":\"bogus\"}\n",
+        b"\xff\xfe\n",
+        b"{\"op\":\"list\",\"filter\":7}\n",
+        b"\n",
+    ];
+    let mut errors = 0;
+    for i in 0..300 {
+        let Ok(mut s) = UnixStream::connect(&sock) else {
+            continue;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        if i % 10 == 0 {
+            // 1 MiB without a newline: over the request limit.
+            let _ = s.write_all(&vec![b'{'; 1 << 20]);
+        } else {
+            let _ = s.write_all(garbage[i % garbage.len()]);
+        }
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        if resp.contains("\"error\"") {
+            errors += 1;
+        }
+    }
+    assert!(
+        errors > 200,
+        "malformed requests get an error answer ({errors})"
+    );
+    drop(idle);
+    // Still delivering, still answering.
+    spool.drop_order("order-after-flood.json", &order(1, 1000));
+    wait_archived(&spool, &svc, 1, Duration::from_secs(30));
+    assert!(spool
+        .ok(&["journal", "stats", "--json"])
+        .contains("\"archived\":1"));
+    assert!(svc.is_running());
+    svc.stop();
+}
+
+#[test]
+fn the_socket_is_closed_to_users_outside_the_services_group() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let mut svc = spool.start();
+    svc.wait_ready();
+    let mode = fs::metadata(spool.socket()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "socket mode {mode:o}");
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: cannot run a client as another user; checked the mode only");
+        return;
+    }
+    // Let `nobody` reach the config and the socket's folder, but not the socket.
+    fs::set_permissions(spool.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&spool.config, fs::Permissions::from_mode(0o644)).unwrap();
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new(BIN)
+        .args(["journal", "stats", "-c"])
+        .arg(&spool.config)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("permission denied on the control socket"),
+        "{err}"
+    );
+    assert!(svc.is_running());
+    svc.stop();
+}
+
+#[test]
+fn check_reports_each_problem_with_its_fix() {
+    let mut sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let out = spool.ok(&["check"]);
+    for what in [
+        "config",
+        "outbox",
+        "archive",
+        "quarantine",
+        "filesystem",
+        "journal",
+        "identity",
+        "known_hosts",
+        "connect",
+        "host key",
+        "auth",
+        "inbox",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("OK") && l[6..].starts_with(what)),
+            "no OK line for {what}:\n{out}"
+        );
+    }
+    assert!(
+        names_in(sshd.inbox()).is_empty(),
+        "the probe file is removed"
+    );
+
+    fs::set_permissions(sshd.client_key(), fs::Permissions::from_mode(0o644)).unwrap();
+    let (st, out, _) = spool.cmd(&["check"]);
+    assert_eq!(st.code(), Some(1));
+    assert!(
+        out.contains("FAIL  identity")
+            && out.contains(&format!("fix: chmod 600 {}", sshd.client_key().display())),
+        "{out}"
+    );
+    fs::set_permissions(sshd.client_key(), fs::Permissions::from_mode(0o600)).unwrap();
+
+    fs::remove_dir(sshd.inbox()).unwrap();
+    let (st, out, _) = spool.cmd(&["check"]);
+    assert_eq!(st.code(), Some(1));
+    assert!(out.contains("FAIL  inbox"), "{out}");
+    fs::create_dir(sshd.inbox()).unwrap();
+
+    sshd.stop();
+    let (st, out, _) = spool.cmd(&["check"]);
+    assert_eq!(st.code(), Some(1));
+    assert!(
+        out.contains("FAIL  connect") && out.contains("SKIP  inbox"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_lost_journal_is_rebuilt_from_disk_and_nothing_is_sent_again() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let delivered: Vec<(String, Vec<u8>)> = (1..=3)
+        .map(|n| (format!("order-2026-{n:06}.json"), order(n, 1500)))
+        .collect();
+    for (n, b) in &delivered {
+        spool.drop_order(n, b);
+    }
+    spool.drop_order("bad.json", b"{");
+    std::thread::sleep(Duration::from_millis(350));
+    spool.sync();
+    let mut svc = spool.start();
+    svc.wait_ready();
+    let (st, _, err) = spool.cmd(&["journal", "rebuild"]);
+    assert_eq!(st.code(), Some(2));
+    assert!(err.contains("the service is running"), "{err}");
+    svc.stop();
+
+    // The journal is lost. On disk: the archive; a file renamed into the inbox just
+    // before the crash but not yet archived; a second copy of an archived order; a new one.
+    fs::remove_dir_all(spool.journal_path()).unwrap();
+    let in_flight = order(7, 1500);
+    fs::write(sshd.inbox().join("order-2026-000007.json"), &in_flight).unwrap();
+    let ino7 = fs::metadata(sshd.inbox().join("order-2026-000007.json"))
+        .unwrap()
+        .ino();
+    spool.drop_order("order-2026-000007.json", &in_flight);
+    spool.drop_order("order-2026-000002.json", &delivered[1].1);
+    let fresh = order(8, 1500);
+    spool.drop_order("order-2026-000008.json", &fresh);
+    // The ERP imported (removed) what was delivered before the loss.
+    for (n, _) in &delivered {
+        fs::remove_file(sshd.inbox().join(n)).unwrap();
+    }
+
+    let out = spool.ok(&["journal", "rebuild", "--dry-run"]);
+    assert!(out.starts_with("would rebuild"), "{out}");
+    assert!(
+        !spool.journal_path().exists(),
+        "a dry run writes no journal"
+    );
+    let out = spool.ok(&["journal", "rebuild"]);
+    assert!(
+        out.contains(
+            "3 archived, 1 quarantined, 1 pending, 1 already in the inbox (verified), 1 duplicates"
+        ),
+        "{out}"
+    );
+
+    std::thread::sleep(Duration::from_millis(350));
+    let (st, out, err) = spool.sync();
+    assert_eq!(st.code(), Some(0), "{out}\n{}", tail(&err, 30));
+    let mut inbox = names_in(sshd.inbox());
+    inbox.sort();
+    assert_eq!(
+        inbox,
+        vec!["order-2026-000007.json", "order-2026-000008.json"],
+        "only the new order was sent"
+    );
+    assert_eq!(
+        fs::metadata(sshd.inbox().join("order-2026-000007.json"))
+            .unwrap()
+            .ino(),
+        ino7
+    );
+    assert_eq!(
+        fs::read(sshd.inbox().join("order-2026-000008.json")).unwrap(),
+        fresh
+    );
+    assert!(names_in(&spool.outbox()).is_empty());
+}
+
+#[test]
+fn archived_entries_older_than_the_retention_are_pruned_and_failed_ones_kept() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let text = fs::read_to_string(&spool.config)
+        .unwrap()
+        .replace("[journal]\n", "[journal]\nretention = \"1s\"\n");
+    fs::write(&spool.config, text).unwrap();
+    fs::write(sshd.inbox().join("order-2.json"), b"{}").unwrap();
+    spool.drop_order("order-1.json", &order(1, 1000));
+    spool.drop_order("order-2.json", &order(2, 1000));
+    std::thread::sleep(Duration::from_millis(350));
+    spool.sync();
+    assert_eq!(spool.entries().len(), 2);
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut svc = spool.start();
+    svc.wait_ready();
+    assert!(poll_until(Duration::from_secs(10), || spool
+        .ok(&["journal", "stats", "--json"])
+        .contains("\"archived\":0")));
+    svc.stop();
+    let e = spool.entries();
+    assert_eq!(e.len(), 1);
+    assert_eq!(
+        (e[0].name.as_str(), e[0].state()),
+        ("order-2.json", State::Failed)
+    );
+}
