@@ -70,6 +70,11 @@ pub struct Settings {
     /// Archived entries older than this are pruned from the journal.
     pub retention: Duration,
     pub socket: PathBuf,
+    /// Where to serve Prometheus metrics; off when `None`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// A daily-rotated log file instead of stderr, and how many days to keep.
+    pub log_file: Option<PathBuf>,
+    pub log_keep: usize,
     pub destination: Destination,
     pub identity: PathBuf,
     pub known_hosts: PathBuf,
@@ -93,6 +98,23 @@ struct Raw {
     retry: RawRetry,
     #[serde(default)]
     control: RawControl,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    file: Option<PathBuf>,
+    keep: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -260,6 +282,29 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
         .socket
         .unwrap_or_else(|| journal.with_file_name("control.sock")));
 
+    let metrics_listen = match raw.metrics.listen {
+        None => None,
+        Some(a) => Some(a.parse().map_err(|e| {
+            invalid(
+                "metrics.listen",
+                format!("{a:?} is not an address and port like \"127.0.0.1:9464\" ({e})"),
+            )
+        })?),
+    };
+    let log_file = raw.log.file.map(abs);
+    if let Some(f) = &log_file {
+        if f.file_name().is_none() || f.parent().is_none() {
+            return Err(invalid(
+                "log.file",
+                format!("{} names no file", f.display()),
+            ));
+        }
+    }
+    let log_keep = raw.log.keep.unwrap_or(14);
+    if log_keep == 0 {
+        return Err(invalid("log.keep", "must be at least 1".into()));
+    }
+
     let Some(dest) = raw.destination else {
         return Err(invalid(
             "destination",
@@ -334,6 +379,9 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
         journal,
         retention,
         socket,
+        metrics_listen,
+        log_file,
+        log_keep,
         destination,
         identity,
         known_hosts,
@@ -468,6 +516,8 @@ mod tests {
             ("[source]\noutbox = \"/s/o\"\narchive = \"/s/o/a\"\n[destination]\nurl = \"file:///x\"", "[source.archive]"),
             ("[source]\nbogus = 1\n[destination]\nurl = \"file:///x\"", "unknown field `bogus`"),
             ("[source]\n", "[destination]: missing"),
+            ("[metrics]\nlisten = \"localhost\"\n[destination]\nurl = \"file:///x\"", "[metrics.listen]: \"localhost\" is not an address"),
+            ("[log]\nkeep = 0\n[destination]\nurl = \"file:///x\"", "[log.keep]: must be at least 1"),
         ];
         for (text, want) in cases {
             let err = parse_str(text).unwrap_err().to_string();

@@ -10,6 +10,7 @@
 //! - `intake`: name rules, settle, one read for CRC32 + JSON → journal entry.
 //! - `journal`: operator queries and replay, shared by the CLI and the control socket.
 //! - `pipeline`: per-file steps pending → sent → verified → archived.
+//! - `metrics`: Prometheus counters, histograms and gauges, and their endpoint.
 //! - `transfer`: the Transport trait and protocol; `sftp` (ssh2) and `local` (file://).
 //! - `archive`: the dated local archive.
 //! - `retry`: backoff schedule and the destination gate.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod control;
 pub mod intake;
 pub mod journal;
+pub mod metrics;
 pub mod pipeline;
 pub mod retry;
 pub mod service;

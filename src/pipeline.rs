@@ -26,6 +26,7 @@ pub struct Ctx {
     pub settings: Arc<Settings>,
     pub journal: Arc<Journal>,
     pub transport: Arc<dyn Transport>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// How one step on one entry ended.
@@ -112,6 +113,7 @@ fn deliver_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, Journal
             let error = format!(
                 "{src_str}: the local file disappeared from the outbox before it was verified"
             );
+            ctx.metrics.failed.inc();
             let rec = ctx.journal.apply(
                 rec.id,
                 Event::Failed {
@@ -187,6 +189,10 @@ fn deliver_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, Journal
             remote_path,
             fsynced,
         }) => {
+            ctx.metrics.bytes_sent.inc_by(rec.size);
+            ctx.metrics
+                .transfer_seconds
+                .observe(started.elapsed().as_secs_f64());
             let note = (!fsynced).then(|| "server has no fsync; verified by read-back".to_string());
             verified(ctx, rec, remote_path, note, started)
         }
@@ -221,6 +227,13 @@ fn verified(
     // The rule: the journal says "verified" durably before the local file moves.
     ctx.journal.flush()?;
     let since_detect = now_ms().saturating_sub(rec.detected_at);
+    ctx.metrics.delivered.inc();
+    ctx.metrics
+        .latency_seconds
+        .observe(since_detect as f64 / 1000.0);
+    ctx.metrics
+        .last_delivery_timestamp_seconds
+        .set(now_ms() as f64 / 1000.0);
     info!(
         state = %rec.state(),
         attempt = rec.attempts + 1,
@@ -296,6 +309,7 @@ fn file_error(
     let error = e.to_string();
     let give_up = matches!(e, TransferError::Conflict { .. }) || rec.attempts + 1 >= s.max_attempts;
     if give_up {
+        ctx.metrics.failed.inc();
         let rec = ctx.journal.apply_timed(
             rec.id,
             Event::Failed {
@@ -306,6 +320,7 @@ fn file_error(
         error!(state = %rec.state(), attempt = rec.attempts, "{error}; gave up, replay with `plutus-sync replay {}`", rec.name);
         return Ok(Step::Done);
     }
+    ctx.metrics.retries.inc();
     let delay = retry::delay(rec.attempts, s.retry_initial, s.retry_max);
     let at = now_ms() + delay.as_millis() as u64;
     let rec = ctx.journal.apply_timed(

@@ -47,6 +47,11 @@ pub enum ServiceError {
     Watch(#[from] watch::WatchError),
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    #[error("{addr}: cannot serve metrics: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("a worker task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -263,6 +268,7 @@ pub async fn run(
             settings: settings.clone(),
             journal: journal.clone(),
             transport,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         }),
         queue: Arc::new(Queue::new()),
         gate: Gate::new(settings.retry_initial, settings.retry_max),
@@ -303,6 +309,19 @@ pub async fn run(
         let handler: Arc<dyn control::Handler> = Arc::new(ServiceHandler(shared.clone()));
         tracker.spawn(control::serve(listener, handler, cancel.clone()));
         tracker.spawn(prune_task(shared.clone()));
+        if let Some(addr) = settings.metrics_listen {
+            let listener = crate::metrics::bind(addr)
+                .map_err(|source| ServiceError::Metrics { addr, source })?;
+            let sh = shared.clone();
+            let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || refresh_gauges(&sh));
+            tracker.spawn(crate::metrics::serve(
+                listener,
+                shared.ctx.metrics.clone(),
+                refresh,
+                cancel.clone(),
+            ));
+            info!("serving metrics on http://{addr}/metrics");
+        }
     }
     for n in 0..settings.connections {
         tracker.spawn(worker(n, shared.clone()));
@@ -355,7 +374,9 @@ pub async fn run(
     // Service: until a signal. Once: every task ends by itself when the pass is done
     // (the sweep stops, the intake channel closes, the closed queue empties).
     if mode == Mode::Service {
-        cancel.cancelled().await;
+        crate::shutdown::notify_ready();
+        supervise(&shared).await;
+        crate::shutdown::notify_stopping();
     }
     tracker.close();
     tracker.wait().await;
@@ -503,6 +524,7 @@ async fn take(
             shared.queue.push(record.id);
         }
         Ok(Outcome::Quarantined(rec)) => {
+            shared.ctx.metrics.quarantined.inc();
             warn!(
                 file = %rec.name, batch = %rec.batch, state = %rec.state(),
                 "{}: quarantined to {}",
@@ -660,6 +682,60 @@ async fn clean_once(
         }
         Err(e) => (slot, Err(e)),
     }
+}
+
+/// The service's main loop: wait for the signal, and while waiting prove to systemd's
+/// watchdog that the runtime and the journal still answer. A wedged service stops
+/// saying so, and systemd restarts it.
+async fn supervise(shared: &Arc<Shared>) {
+    let Some(period) = crate::shutdown::watchdog_period() else {
+        shared.cancel.cancelled().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = tokio::time::sleep(period / 2) => {}
+        }
+        let j = shared.ctx.journal.clone();
+        let alive = tokio::time::timeout(
+            period / 2,
+            tokio::task::spawn_blocking(move || j.counts().is_ok()),
+        )
+        .await;
+        if matches!(alive, Ok(Ok(true))) {
+            crate::shutdown::notify_watchdog();
+        } else {
+            warn!(
+                "journal did not answer within {:?}; not petting the watchdog",
+                period / 2
+            );
+        }
+    }
+}
+
+/// Scrape-time gauges: states from the journal's index, the queue, the oldest pending.
+fn refresh_gauges(shared: &Shared) {
+    let m = &shared.ctx.metrics;
+    let j = &shared.ctx.journal;
+    if let Ok(counts) = j.counts() {
+        for (st, n) in counts {
+            m.files
+                .get_or_create(&crate::metrics::StateLabel {
+                    state: st.to_string(),
+                })
+                .set(n as i64);
+        }
+    }
+    m.queue_depth.set(shared.queue.depth() as i64);
+    let oldest = [State::Pending, State::Sent]
+        .into_iter()
+        .filter_map(|st| j.oldest_in_state(st).ok().flatten())
+        .map(|r| r.detected_at)
+        .min();
+    m.oldest_pending_age_seconds
+        .set(oldest.map_or(0.0, |t| now_ms().saturating_sub(t) as f64 / 1000.0));
+    m.destination_up.set(i64::from(!shared.gate.is_down()));
 }
 
 fn destination_up(shared: &Shared) {

@@ -1,4 +1,6 @@
-//! One cancel signal for all tasks, fired by SIGTERM or SIGINT.
+//! One cancel signal for all tasks, fired by SIGTERM or SIGINT; and what systemd
+//! hears of our life cycle (READY, WATCHDOG, STOPPING). Outside systemd the
+//! notifications are no-ops.
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -19,4 +21,22 @@ pub fn on_signal(token: CancellationToken) -> std::io::Result<()> {
         token.cancel();
     });
     Ok(())
+}
+
+/// READY=1: the journal is open, the watch registered, the first sweep queued.
+pub fn notify_ready() {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+}
+
+pub fn notify_watchdog() {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+}
+
+pub fn notify_stopping() {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+}
+
+/// `WatchdogSec=` of the unit, if systemd asked for keep-alives.
+pub fn watchdog_period() -> Option<std::time::Duration> {
+    sd_notify::watchdog_enabled()
 }

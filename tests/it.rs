@@ -13,6 +13,8 @@ mod cli;
 mod crash;
 #[path = "it/delivery.rs"]
 mod delivery;
+#[path = "it/observability.rs"]
+mod observability;
 #[path = "it/operator.rs"]
 mod operator;
 #[path = "it/recovery.rs"]

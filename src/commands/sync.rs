@@ -1,12 +1,11 @@
 //! `plutus-sync sync`: one pass, for cron; the drop-in replacement of `sync_plutus.sh`.
 
-use crate::cli::ConfigArgs;
+use crate::config::Settings;
 use crate::service::{self, Mode};
 use tokio_util::sync::CancellationToken;
 
 /// Returns whether everything found was archived.
-pub async fn run(args: &ConfigArgs) -> anyhow::Result<bool> {
-    let settings = super::settings(args)?;
+pub async fn run(settings: Settings) -> anyhow::Result<bool> {
     let cancel = CancellationToken::new();
     crate::shutdown::on_signal(cancel.clone())?;
     let s = service::run(settings, Mode::Once, cancel).await?;

@@ -253,6 +253,20 @@ impl Journal {
         Ok(out)
     }
 
+    /// The oldest entry in `state` (by id, which grows with detection time).
+    pub fn oldest_in_state(&self, state: State) -> Result<Option<Record>> {
+        match self.by_state.scan_prefix([state.code()]).next() {
+            Some(kv) => {
+                let (k, _) = kv?;
+                match keys::parse_id(&k) {
+                    Some(id) => self.get(id),
+                    None => Ok(None),
+                }
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Entries in `state`, newest first, read lazily: for queries that stop early.
     pub fn newest_in_state(&self, state: State) -> impl Iterator<Item = Result<Record>> + '_ {
         self.by_state

@@ -19,6 +19,7 @@ fn ctx(spool: &Spool) -> Ctx {
         transport: transfer::from_settings(&settings),
         settings: Arc::new(settings),
         journal: Arc::new(journal),
+        metrics: Arc::default(),
     }
 }
 

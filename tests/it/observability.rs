@@ -1,0 +1,127 @@
+//! What operators watch: the Prometheus endpoint and the log file.
+
+use crate::support::service::*;
+use crate::support::sshd::Sshd;
+use crate::support::wait_until;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+fn scrape(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    out
+}
+
+fn value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .unwrap_or_else(|| panic!("{name} not in:\n{text}"))
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn metrics_move_during_a_real_delivery_and_show_the_destination_down() {
+    let mut sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "timeout = \"2s\"");
+    let port = free_port();
+    let mut cfg = fs::read_to_string(&spool.config).unwrap();
+    cfg.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    fs::write(&spool.config, cfg).unwrap();
+    let mut svc = spool.start();
+    svc.wait_ready();
+
+    let before = scrape(port);
+    assert_eq!(value(&before, "plutus_sync_deliveries_total"), 0.0);
+    assert_eq!(value(&before, "plutus_sync_destination_up"), 1.0);
+    let orders: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|n| (format!("order-{n}.json"), order(n, 2000)))
+        .collect();
+    for (n, b) in &orders {
+        spool.drop_order(n, b);
+    }
+    wait_archived(&spool, &svc, 3, Duration::from_secs(20));
+    let after = scrape(port);
+    assert_eq!(value(&after, "plutus_sync_deliveries_total"), 3.0);
+    assert_eq!(value(&after, "plutus_sync_files{state=\"archived\"}"), 3.0);
+    let bytes: usize = orders.iter().map(|(_, b)| b.len()).sum();
+    assert_eq!(value(&after, "plutus_sync_sent_bytes_total"), bytes as f64);
+    assert_eq!(
+        value(&after, "plutus_sync_close_to_verified_seconds_count"),
+        3.0
+    );
+    assert_eq!(
+        value(&after, "plutus_sync_transfer_duration_seconds_count"),
+        3.0
+    );
+    assert!(value(&after, "plutus_sync_last_delivery_timestamp_seconds") > 1.7e9);
+
+    sshd.stop();
+    spool.drop_order("order-late.json", &order(9, 1000));
+    wait_until(Duration::from_secs(20), "destination_up 0", || {
+        value(&scrape(port), "plutus_sync_destination_up") == 0.0
+    });
+    let down = scrape(port);
+    assert_eq!(value(&down, "plutus_sync_files{state=\"pending\"}"), 1.0);
+    assert!(value(&down, "plutus_sync_queue_depth") >= 1.0);
+    assert!(value(&down, "plutus_sync_oldest_pending_age_seconds") >= 0.0);
+    svc.stop();
+}
+
+#[test]
+fn a_log_file_replaces_stderr_with_timestamped_lines_naming_file_batch_and_state() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let logs = spool.dir.path().join("logs");
+    let mut cfg = fs::read_to_string(&spool.config).unwrap();
+    cfg.push_str(&format!(
+        "\n[log]\nfile = \"{}/plutus-sync.log\"\nkeep = 7\n",
+        logs.display()
+    ));
+    fs::write(&spool.config, cfg).unwrap();
+    spool.drop_order("order-1.json", &order(1, 1000));
+    std::thread::sleep(Duration::from_millis(350));
+    let (st, _, stderr) = spool.sync();
+    assert!(st.success());
+    assert!(
+        !stderr.contains("verified"),
+        "logs went to stderr too: {stderr}"
+    );
+    let files = names_in(&logs);
+    assert_eq!(files.len(), 1, "{files:?}");
+    // Daily rotation: the date is in the name.
+    let today = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()[..10]
+        .to_string();
+    assert_eq!(files[0], format!("plutus-sync.log.{today}"));
+    let text = fs::read_to_string(logs.join(&files[0])).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("verified as"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let ts = line.split_whitespace().next().unwrap();
+    assert!(humantime::parse_rfc3339(ts).is_ok(), "{line}");
+    assert!(
+        line.contains("INFO")
+            && line.contains("file=order-1.json")
+            && line.contains("batch=")
+            && line.contains("state=verified"),
+        "{line}"
+    );
+}
