@@ -19,3 +19,5 @@ mod observability;
 mod operator;
 #[path = "it/recovery.rs"]
 mod recovery;
+#[path = "it/packaging.rs"]
+mod packaging;

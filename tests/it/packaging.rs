@@ -1,0 +1,1 @@
+//! Packaging checks: the systemd unit's hardening and the .deb (see packaging/).
