@@ -343,14 +343,22 @@ pub async fn run(
     }
 
     // The watch is registered before the first sweep, so no file falls between them.
-    let _watch = match mode {
-        Mode::Service => Some(watch::start(
+    if mode == Mode::Service {
+        let lost = Arc::new(Notify::new());
+        let w = watch::start(
             &settings.outbox,
             tx.clone(),
             sweep_now.clone(),
-        )?),
-        Mode::Once => None,
-    };
+            lost.clone(),
+        )?;
+        tracker.spawn(watch_task(
+            shared.clone(),
+            w,
+            tx.clone(),
+            sweep_now.clone(),
+            lost,
+        ));
+    }
     {
         let shared = shared.clone();
         let sweep_now = sweep_now.clone();
@@ -409,6 +417,43 @@ pub async fn run(
     }
     info!("stopped; journal flushed");
     Ok(summary)
+}
+
+/// Keeps the watch alive across the outbox being deleted and created again (a restore
+/// from backup, an operator's `rm -r`): the old watch dies with the folder.
+async fn watch_task(
+    shared: Arc<Shared>,
+    first: watch::Watch,
+    tx: mpsc::Sender<Candidate>,
+    sweep_now: Arc<Notify>,
+    lost: Arc<Notify>,
+) {
+    let outbox = shared.ctx.settings.outbox.clone();
+    let mut current = Some(first);
+    loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = lost.notified() => {}
+        }
+        drop(current.take());
+        loop {
+            if outbox.is_dir() {
+                match watch::start(&outbox, tx.clone(), sweep_now.clone(), lost.clone()) {
+                    Ok(w) => {
+                        current = Some(w);
+                        info!("watching the outbox again: {}", outbox.display());
+                        sweep_now.notify_one();
+                        break;
+                    }
+                    Err(e) => warn!("{e}; trying again"),
+                }
+            }
+            tokio::select! {
+                _ = shared.cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    }
 }
 
 async fn sweep_task(shared: Arc<Shared>, tx: mpsc::Sender<Candidate>, sweep_now: Arc<Notify>) {

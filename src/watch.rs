@@ -31,13 +31,29 @@ pub struct Watch {
 
 /// Start watching `outbox`. When this returns, the watch is registered: every file
 /// closed after this point produces a candidate (or a sweep).
+///
+/// `lost` is notified when the outbox itself is deleted or moved away: its watch is
+/// gone with it, and the caller must watch the new folder once it exists.
 pub fn start(
     outbox: &Path,
     tx: mpsc::Sender<Candidate>,
     sweep_now: Arc<Notify>,
+    lost: Arc<Notify>,
 ) -> Result<Watch, WatchError> {
+    let root = outbox.to_path_buf();
     let handler = move |res: notify::Result<notify::Event>| match res {
         Ok(ev) => {
+            let about_root = ev.paths.iter().any(|p| p == &root);
+            if about_root
+                && matches!(
+                    ev.kind,
+                    EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+                )
+            {
+                warn!("the outbox {} was removed or moved away", root.display());
+                lost.notify_one();
+                return;
+            }
             if ev.need_rescan() {
                 warn!("inotify queue overflowed; sweeping the outbox");
                 sweep_now.notify_one();

@@ -9,15 +9,15 @@ mod fixture_tests;
 
 #[path = "it/cli.rs"]
 mod cli;
-#[path = "it/crash.rs"]
-mod crash;
 #[path = "it/delivery.rs"]
 mod delivery;
 #[path = "it/observability.rs"]
 mod observability;
 #[path = "it/operator.rs"]
 mod operator;
-#[path = "it/recovery.rs"]
-mod recovery;
 #[path = "it/packaging.rs"]
 mod packaging;
+#[path = "it/recovery.rs"]
+mod recovery;
+#[path = "it/torture.rs"]
+mod torture;

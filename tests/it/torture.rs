@@ -1,0 +1,376 @@
+//! Trying hard to lose, split or duplicate an order. Every scenario ends with the
+//! same invariants (`assert_delivered_exactly_once`). `PLUTUS_TORTURE=long` runs the
+//! long versions (hundreds of kills, thousands of files).
+
+use crate::support::poll_until;
+use crate::support::service::*;
+use crate::support::sshd::Sshd;
+use plutus_state::{Event, State};
+use std::fs;
+use std::time::{Duration, Instant};
+
+fn long() -> bool {
+    std::env::var("PLUTUS_TORTURE").is_ok_and(|v| v == "long")
+}
+
+fn orders(n: usize) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            (
+                format!("order-2026-{i:06}.json"),
+                order(i, 1000 + (i * 53) % 9000),
+            )
+        })
+        .collect()
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the ")" of the command name: utime is the 12th, stime the 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn sigkill_at_random_moments_loses_nothing_and_sends_nothing_twice() {
+    let (files, min_kills) = if long() { (5000, 200) } else { (2000, 20) };
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "connections = 2");
+    let orders = orders(files);
+    let mut svc = spool.start();
+    svc.wait_ready();
+    for (n, b) in &orders {
+        spool.drop_order(n, b);
+    }
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9);
+    let (mut kills, mut in_startup, mut after_ready) = (0, 0, 0);
+    let started = Instant::now();
+    while kills < min_kills
+        && started.elapsed() < Duration::from_secs(if long() { 1800 } else { 240 })
+    {
+        let done = spool.archived().len();
+        if done >= orders.len() {
+            break;
+        }
+        match rng.u8(0..8) {
+            // During start-up recovery: before the service says it is ready.
+            0 => {
+                std::thread::sleep(Duration::from_millis(rng.u64(0..15)));
+                in_startup += 1;
+            }
+            // Right after ready: the start-up sweep and the first uploads.
+            1 => {
+                svc.wait_ready();
+                after_ready += 1;
+            }
+            // Mid-stream: after some progress, at a random instant.
+            _ => {
+                svc.wait_ready();
+                let target = (done + rng.usize(5..40)).min(orders.len());
+                poll_until(Duration::from_secs(10), || spool.archived().len() >= target);
+                std::thread::sleep(Duration::from_millis(rng.u64(0..20)));
+            }
+        }
+        svc.kill();
+        kills += 1;
+        svc = spool.start();
+    }
+    svc.wait_ready();
+    eprintln!(
+        "{kills} kills ({in_startup} during start-up, {after_ready} right after ready) over {files} files in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        kills >= min_kills,
+        "only {kills} kills before the burst was done"
+    );
+    wait_archived(&spool, &svc, orders.len(), Duration::from_secs(300));
+    assert_eq!(svc.stop().code(), Some(0));
+    assert_delivered_exactly_once(&spool, sshd.inbox(), &orders);
+}
+
+#[test]
+fn while_the_destination_is_down_the_service_idles_and_logs_once_per_backoff_step() {
+    let mut sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "timeout = \"2s\"");
+    let mut svc = spool.start();
+    svc.wait_ready();
+    let pid = svc.pid();
+    let orders = orders(60);
+    sshd.stop();
+    for (n, b) in &orders {
+        spool.drop_order(n, b);
+    }
+    wait_for_log(&svc, "destination down", Duration::from_secs(10));
+    // One WARN line per backoff step (the workers that hit the same step log at debug).
+    let outage_lines = |svc: &Service| {
+        svc.log_text()
+            .lines()
+            .filter(|l| l.contains(" WARN ") && l.contains("destination down"))
+            .count()
+    };
+    let (cpu0, t0, lines0) = (cpu_seconds(pid), Instant::now(), outage_lines(&svc));
+    std::thread::sleep(Duration::from_secs(6));
+    let cpu = cpu_seconds(pid) - cpu0;
+    let lines = outage_lines(&svc) - lines0;
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!("outage of {secs:.1} s with 60 files waiting: {cpu:.3} CPU s, {lines} log lines");
+    // Backoff 100 ms doubling to a 1 s cap: about 8 steps in 6 s, not 60 files' worth.
+    assert!(cpu < 0.3, "{cpu} CPU seconds while idle");
+    assert!(
+        (2..=16).contains(&lines),
+        "{lines} outage lines in {secs:.1} s"
+    );
+    assert!(spool.archived().is_empty());
+    let restarted = Instant::now();
+    sshd.restart();
+    wait_archived(&spool, &svc, orders.len(), Duration::from_secs(30));
+    eprintln!(
+        "all 60 delivered {:?} after sshd came back",
+        restarted.elapsed()
+    );
+    assert!(restarted.elapsed() < Duration::from_secs(10));
+    svc.stop();
+    assert_delivered_exactly_once(&spool, sshd.inbox(), &orders);
+}
+
+#[test]
+fn a_stalled_connection_times_out_and_delivery_recovers() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "timeout = \"2s\"");
+    let mut svc = spool.start();
+    svc.wait_ready();
+    let orders = orders(40);
+    for (n, b) in &orders[..10] {
+        spool.drop_order(n, b);
+    }
+    wait_archived(&spool, &svc, 10, Duration::from_secs(20));
+    // The server stops answering without closing anything.
+    sshd.pause();
+    for (n, b) in &orders[10..] {
+        spool.drop_order(n, b);
+    }
+    wait_for_log(&svc, "destination down", Duration::from_secs(15));
+    // The operator's view still answers while the workers are stuck in timeouts.
+    let t = Instant::now();
+    let stats = spool.ok(&["journal", "stats", "--json"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "stats took {:?}",
+        t.elapsed()
+    );
+    assert!(stats.contains("\"up\":false"), "{stats}");
+    sshd.resume();
+    wait_archived(&spool, &svc, orders.len(), Duration::from_secs(60));
+    // And a stop during a stall is not held up by it for long.
+    sshd.pause();
+    spool.drop_order("order-during-stall.json", &order(99, 1000));
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    assert_eq!(svc.stop().code(), Some(0));
+    eprintln!("stop during a stall took {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(10));
+    sshd.resume();
+    let mut all = orders.clone();
+    let (st, _, _) = spool.sync();
+    assert!(st.success());
+    all.push(("order-during-stall.json".into(), order(99, 1000)));
+    assert_delivered_exactly_once(&spool, sshd.inbox(), &all);
+}
+
+#[test]
+fn a_file_replaced_under_the_same_name_before_sending_is_sent_with_its_new_content() {
+    let mut sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let mut svc = spool.start();
+    svc.wait_ready();
+    sshd.stop();
+    let old = order(1, 2000);
+    spool.drop_order("order-1.json", &old);
+    wait_for_log(&svc, "detected", Duration::from_secs(10));
+    // Replaced atomically, as a careful writer does: write elsewhere, rename in.
+    let new = order(2, 3000);
+    let tmp = spool.dir.path().join("order-1.json.new");
+    fs::write(&tmp, &new).unwrap();
+    fs::rename(&tmp, spool.outbox().join("order-1.json")).unwrap();
+    sshd.restart();
+    wait_archived(&spool, &svc, 1, Duration::from_secs(20));
+    svc.stop();
+    assert_delivered_exactly_once(&spool, sshd.inbox(), &[("order-1.json".into(), new)]);
+    let rec = &spool.entries()[0];
+    assert!(
+        rec.history
+            .iter()
+            .any(|t| matches!(t.event, Some(Event::Rehash { .. }))),
+        "{rec:#?}"
+    );
+}
+
+#[test]
+fn the_outbox_deleted_and_recreated_is_watched_again() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    // No sweep to fall back on within the test: only the watch can be this fast.
+    let cfg = fs::read_to_string(&spool.config)
+        .unwrap()
+        .replace("sweep_interval = \"1s\"", "sweep_interval = \"1h\"");
+    fs::write(&spool.config, cfg).unwrap();
+    let mut svc = spool.start();
+    svc.wait_ready();
+    fs::remove_dir(spool.outbox()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    fs::create_dir(spool.outbox()).unwrap();
+    wait_for_log(&svc, "watching the outbox again", Duration::from_secs(10));
+    let body = order(5, 1500);
+    spool.drop_order("order-5.json", &body);
+    wait_archived(&spool, &svc, 1, Duration::from_secs(5));
+    svc.stop();
+    assert_delivered_exactly_once(&spool, sshd.inbox(), &[("order-5.json".into(), body)]);
+    assert_eq!(spool.entries()[0].found_by, "watch");
+}
+
+#[test]
+fn a_very_large_file_is_streamed_with_flat_memory() {
+    let mib: usize = if long() { 600 } else { 200 };
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "timeout = \"30s\"");
+    let mut svc = spool.start();
+    svc.wait_ready();
+    let pid = svc.pid();
+    let base = peak_rss_kib(pid);
+    // Written to a side file and renamed in, so the service sees it whole.
+    let side = spool.dir.path().join("big.tmp");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(fs::File::create(&side).unwrap());
+        f.write_all(b"{\"order_id\": \"2026-big\", \"lines\": [")
+            .unwrap();
+        let line = b"{\"sku\": \"LF-000001-001\", \"description\": \"Pendant light, brushed brass, E27\", \"qty\": 1},";
+        let mut written = 0;
+        while written < mib << 20 {
+            f.write_all(line).unwrap();
+            written += line.len();
+        }
+        f.write_all(b"{}]}").unwrap();
+    }
+    let size = fs::metadata(&side).unwrap().len();
+    let crc = crc32fast::hash(&fs::read(&side).unwrap());
+    fs::rename(&side, spool.outbox().join("order-big.json")).unwrap();
+    let t = Instant::now();
+    wait_archived(&spool, &svc, 1, Duration::from_secs(600));
+    let peak = peak_rss_kib(pid);
+    eprintln!(
+        "{mib} MiB delivered in {:?}; peak RSS {} KiB (at start {} KiB)",
+        t.elapsed(),
+        peak,
+        base
+    );
+    svc.stop();
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB for a {mib} MiB file");
+    let got = fs::read(sshd.inbox().join("order-big.json")).unwrap();
+    assert_eq!((got.len() as u64, crc32fast::hash(&got)), (size, crc));
+    assert_eq!(spool.entries()[0].state(), State::Archived);
+}
+
+#[test]
+fn a_burst_that_overflows_the_inotify_queue_is_swept_up() {
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test lowers fs.inotify.max_queued_events and must run as root (CI does)");
+    }
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let cfg = fs::read_to_string(&spool.config)
+        .unwrap()
+        .replace("sweep_interval = \"1s\"", "sweep_interval = \"1h\"");
+    fs::write(&spool.config, cfg).unwrap();
+    let knob = "/proc/sys/fs/inotify/max_queued_events";
+    let saved = fs::read_to_string(knob).unwrap();
+    // The limit is taken when an inotify instance is created: lower it for our start only.
+    fs::write(knob, "32").unwrap();
+    let mut svc = spool.start();
+    svc.wait_ready();
+    fs::write(knob, saved.trim()).unwrap();
+    let orders = orders(1500);
+    for (n, b) in &orders {
+        spool.drop_order(n, b);
+    }
+    wait_archived(&spool, &svc, orders.len(), Duration::from_secs(120));
+    svc.stop();
+    assert!(
+        svc.log_text().contains("inotify queue overflowed"),
+        "no overflow happened: the test proves nothing"
+    );
+    assert_delivered_exactly_once(&spool, sshd.inbox(), &orders);
+}
+
+#[test]
+fn a_journal_that_cannot_be_opened_stops_the_service_before_it_touches_a_file() {
+    let sshd = Sshd::start();
+    // Not a folder: sled cannot open it.
+    let spool = Spool::for_sshd(&sshd, "");
+    fs::write(spool.journal_path(), b"not a journal").unwrap();
+    spool.drop_order("order-1.json", &order(1, 1000));
+    let (st, _, err) = spool.cmd(&["run"]);
+    assert_eq!(st.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: cannot open journal",
+            spool.journal_path().display()
+        )),
+        "{err}"
+    );
+    assert_eq!(names_in(&spool.outbox()), vec!["order-1.json".to_string()]);
+    assert!(names_in(sshd.inbox()).is_empty());
+
+    // A journal written by another schema version is refused the same way.
+    fs::remove_file(spool.journal_path()).unwrap();
+    {
+        let db = sled::open(spool.journal_path()).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema_version", "0")
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let (st, _, err) = spool.cmd(&["run"]);
+    assert_eq!(st.code(), Some(2), "{err}");
+    assert!(
+        err.contains("journal schema version 0 is not the one this build reads (1)"),
+        "{err}"
+    );
+    assert_eq!(names_in(&spool.outbox()), vec!["order-1.json".to_string()]);
+}
+
+#[test]
+fn an_unusable_archive_folder_is_refused_at_start() {
+    let spool = Spool::with_destination("url = \"file:///tmp\"\n");
+    fs::remove_dir(spool.archive()).unwrap();
+    fs::write(
+        spool.archive(),
+        b"a file where the archive folder should be",
+    )
+    .unwrap();
+    let (st, _, err) = spool.cmd(&["run"]);
+    assert_eq!(st.code(), Some(2));
+    assert!(
+        err.contains(&format!(
+            "{}: cannot create the archive",
+            spool.archive().display()
+        )),
+        "{err}"
+    );
+}
