@@ -176,10 +176,12 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let base = path
+    // Relative paths in the file are relative to the file, wherever we were started.
+    let parent = path
         .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let base = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
     parse(&text, path, &base)
 }
 
@@ -277,10 +279,11 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
         .unwrap_or_else(|| PathBuf::from("/var/lib/plutus-sync/journal")));
     let retention = duration("journal.retention", raw.journal.retention, "30d")?;
     // Beside the journal by default: the one folder the service surely owns.
-    let socket = abs(raw
+    let socket = raw
         .control
         .socket
-        .unwrap_or_else(|| journal.with_file_name("control.sock")));
+        .map(abs)
+        .unwrap_or_else(|| journal.with_file_name("control.sock"));
 
     let metrics_listen = match raw.metrics.listen {
         None => None,

@@ -66,7 +66,7 @@ pub enum ControlError {
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: bad answer from the service: {message}")]
     Protocol { path: PathBuf, message: String },
-    #[error("the service refused: {0}")]
+    #[error("{0}")]
     Refused(String),
 }
 

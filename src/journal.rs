@@ -136,14 +136,33 @@ pub fn stats(j: &Journal) -> Result<Stats, QueryError> {
             dh += 1;
         }
     }
+    // Failures are transitions into `failed`, whether or not the file was replayed
+    // since: those of files still failed, and those in the history of entries detected
+    // within the last two days (older ones that failed, were replayed and delivered
+    // within the day are not seen; they are rare and the journal has no time index).
     let (mut fh, mut fd) = (0, 0);
-    for rec in j.in_state(State::Failed)? {
-        let at = rec.entered(State::Failed).unwrap_or(rec.updated_at);
-        if at + DAY >= now {
-            fd += 1;
+    let mut count = |rec: &Record| {
+        for t in rec.history.iter().filter(|t| t.to == State::Failed) {
+            if t.at + DAY >= now {
+                fd += 1;
+            }
+            if t.at + HOUR >= now {
+                fh += 1;
+            }
         }
-        if at + HOUR >= now {
-            fh += 1;
+    };
+    let mut seen = std::collections::HashSet::new();
+    for rec in j.in_state(State::Failed)? {
+        seen.insert(rec.id);
+        count(&rec);
+    }
+    for rec in j.newest() {
+        let rec = rec?;
+        if rec.detected_at + 2 * DAY < now {
+            break;
+        }
+        if !seen.contains(&rec.id) {
+            count(&rec);
         }
     }
     Ok(Stats {
@@ -233,12 +252,18 @@ pub fn replay(
     dry_run: bool,
     force: bool,
 ) -> Result<Replayed, QueryError> {
+    let mut unknown = Vec::new();
+    // A failed entry whose name has a newer entry (the web shop wrote the order again,
+    // and that was delivered) is history, not work.
+    let current = |r: &Record| -> Result<bool, JournalError> {
+        Ok(j.latest(&r.name)?.is_none_or(|l| l.id == r.id))
+    };
     let candidates: Vec<Record> = match sel {
         Selector::Batch(b) => {
             let mut v = Vec::new();
             for st in [State::Failed, State::Archived] {
                 for r in j.in_state(st)? {
-                    if &r.batch == b && (st == State::Failed || force) {
+                    if &r.batch == b && (st == State::Failed || force) && current(&r)? {
                         v.push(r);
                     }
                 }
@@ -247,17 +272,20 @@ pub fn replay(
         }
         Selector::Failed(since) => {
             let cutoff = since.map(|d| now_ms().saturating_sub(d)).unwrap_or(0);
-            j.in_state(State::Failed)?
-                .into_iter()
-                .filter(|r| r.entered(State::Failed).unwrap_or(r.updated_at) >= cutoff)
-                .collect()
+            let mut v = Vec::new();
+            for r in j.in_state(State::Failed)? {
+                if r.entered(State::Failed).unwrap_or(r.updated_at) >= cutoff && current(&r)? {
+                    v.push(r);
+                }
+            }
+            v
         }
         Selector::Names(names) => {
             let mut v = Vec::new();
             for n in names {
                 match j.latest(n)? {
                     Some(r) => v.push(r),
-                    None => return Err(QueryError::NotFound(n.clone())),
+                    None => unknown.push((n.clone(), "no journal entry for this name".to_string())),
                 }
             }
             v
@@ -265,6 +293,7 @@ pub fn replay(
     };
     let mut out = Replayed {
         dry_run,
+        refused: unknown,
         ..Replayed::default()
     };
     for rec in candidates {

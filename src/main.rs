@@ -59,6 +59,14 @@ fn init_logging(
 }
 
 fn fail(e: anyhow::Error) -> ExitCode {
+    // `journal export | head`: the reader has all it wanted.
+    let broken_pipe = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if broken_pipe {
+        return ExitCode::SUCCESS;
+    }
     // ripgrep's style: the whole chain on one line, hints on their own lines. Our
     // errors already name their cause; add only what the message does not say yet.
     let mut msg = format!("error: {e}");

@@ -293,10 +293,16 @@ fn file_error(
     elapsed_ms: Option<u64>,
 ) -> Result<Step, JournalError> {
     let s = &ctx.settings;
-    // ssh2's Read/Write hide the SFTP status: a session that died mid-file looks like a
-    // file error. One round trip tells which it is.
+    // Is it this file, or every file? ssh2's Read/Write hide the SFTP status, and a
+    // bare "failure" can be a read-only or full inbox as well as a bad name. A remote
+    // error is put to the test: if a probe file cannot be written either, the whole
+    // destination waits (no attempt burned); otherwise the file takes the blame.
     if let Some(c) = slot.conn.as_mut() {
-        if c.ping().is_err() {
+        let healthy = match &e {
+            TransferError::Remote(_) => c.probe(),
+            _ => c.ping(),
+        };
+        if healthy.is_err() {
             slot.drop_conn();
             return Ok(Step::DestinationDown(e));
         }

@@ -52,6 +52,8 @@ pub enum ServiceError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("{path}: journal write failed; stopped so that no file moves unrecorded: {source}\n  hint: free space or fix permissions there, then start again: every file not yet verified is still in the outbox")]
+    JournalFailed { path: PathBuf, source: JournalError },
     #[error("a worker task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -194,6 +196,7 @@ struct Shared {
 impl Shared {
     fn fatal(&self, e: JournalError) {
         error!("journal error, stopping: {e}");
+        crate::shutdown::notify_stopping();
         self.fatal.lock().unwrap().get_or_insert(e);
         self.cancel.cancel();
     }
@@ -388,12 +391,15 @@ pub async fn run(
     }
     tracker.close();
     tracker.wait().await;
-    journal.flush()?;
+    let flushed = journal.flush();
     if mode == Mode::Service {
         let _ = std::fs::remove_file(&settings.socket);
     }
-    if let Some(e) = shared.fatal.lock().unwrap().take() {
-        return Err(e.into());
+    if let Some(e) = shared.fatal.lock().unwrap().take().or(flushed.err()) {
+        return Err(ServiceError::JournalFailed {
+            path: settings.journal.clone(),
+            source: e,
+        });
     }
 
     let mut summary = Summary {

@@ -12,17 +12,23 @@ struct Report {
     failed: usize,
 }
 
+/// A closed stdout (`check | head -2`) is not an error worth a panic.
+fn say(line: String) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
 impl Report {
     fn ok(&mut self, what: &str, detail: impl AsRef<str>) {
-        println!("OK    {what:<12} {}", detail.as_ref());
+        say(format!("OK    {what:<12} {}", detail.as_ref()));
     }
     fn fail(&mut self, what: &str, detail: impl AsRef<str>, fix: impl AsRef<str>) {
         self.failed += 1;
-        println!("FAIL  {what:<12} {}", detail.as_ref());
-        println!("      fix: {}", fix.as_ref());
+        say(format!("FAIL  {what:<12} {}", detail.as_ref()));
+        say(format!("      fix: {}", fix.as_ref()));
     }
     fn skip(&mut self, what: &str, why: &str) {
-        println!("SKIP  {what:<12} {why}");
+        say(format!("SKIP  {what:<12} {why}"));
     }
 }
 
@@ -63,9 +69,9 @@ pub fn run(args: &ConfigArgs) -> anyhow::Result<bool> {
     }
     destination(&mut r, &s);
     if r.failed == 0 {
-        println!("all checks passed");
+        say("all checks passed".into());
     } else {
-        println!("{} check(s) failed", r.failed);
+        say(format!("{} check(s) failed", r.failed));
     }
     Ok(r.failed == 0)
 }

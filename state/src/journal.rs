@@ -68,6 +68,7 @@ pub struct Journal {
     entries: sled::Tree,
     by_name: sled::Tree,
     by_state: sled::Tree,
+    meta: sled::Tree,
 }
 
 impl Journal {
@@ -122,6 +123,7 @@ impl Journal {
             entries,
             by_name,
             by_state,
+            meta,
         })
     }
 
@@ -131,15 +133,25 @@ impl Journal {
 
     /// A new `pending` entry.
     pub fn insert(&self, new: NewEntry) -> Result<Record> {
-        let id = self.db.generate_id()?;
-        let rec = Record::new(id, new, crate::now_ms());
-        let value = encode(&rec);
-        (&self.entries, &self.by_name, &self.by_state)
-            .transaction(|(entries, by_name, by_state)| {
-                entries.insert(&keys::id(id), value.as_slice())?;
+        let at = crate::now_ms();
+        // Ids come from our own counter, in the same transaction: sled's
+        // `generate_id` jumps by a million at every reopening, and operators type ids.
+        let first = match self.entries.last()? {
+            Some((k, _)) => keys::parse_id(&k).map_or(0, |id| id + 1),
+            None => 1,
+        };
+        let rec = (&self.entries, &self.by_name, &self.by_state, &self.meta)
+            .transaction(|(entries, by_name, by_state, meta)| {
+                let id = match meta.get(keys::META_NEXT_ID)? {
+                    Some(v) => keys::parse_id(&v).unwrap_or(first),
+                    None => first,
+                };
+                meta.insert(keys::META_NEXT_ID, &keys::id(id + 1))?;
+                let rec = Record::new(id, new.clone(), at);
+                entries.insert(&keys::id(id), encode(&rec))?;
                 by_name.insert(keys::by_name(&rec.name, id), &[])?;
                 by_state.insert(&keys::by_state(rec.state(), id), &[])?;
-                Ok::<_, ConflictableTransactionError<()>>(())
+                Ok::<_, ConflictableTransactionError<()>>(rec)
             })
             .map_err(storage)?;
         Ok(rec)

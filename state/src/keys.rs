@@ -11,6 +11,7 @@ pub const TREE_BY_NAME: &str = "by_name";
 pub const TREE_BY_STATE: &str = "by_state";
 pub const TREE_META: &str = "meta";
 pub const META_SCHEMA: &[u8] = b"schema_version";
+pub const META_NEXT_ID: &[u8] = b"next_id";
 
 pub fn id(id: u64) -> [u8; 8] {
     id.to_be_bytes()

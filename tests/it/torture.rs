@@ -374,3 +374,180 @@ fn an_unusable_archive_folder_is_refused_at_start() {
         "{err}"
     );
 }
+
+/// A mount over `path` for the length of a test (root only; CI runs as root).
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn run(args: &[&str]) {
+        let out = std::process::Command::new("mount")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn tmpfs(path: &std::path::Path, size: &str) -> Mount {
+        Mount::require_root();
+        Mount::run(&[
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size}"),
+            "tmpfs",
+            path.to_str().unwrap(),
+        ]);
+        Mount(path.to_path_buf())
+    }
+
+    fn read_only(path: &std::path::Path) -> Mount {
+        Mount::require_root();
+        let p = path.to_str().unwrap();
+        Mount::run(&["--bind", p, p]);
+        Mount::run(&["-o", "remount,bind,ro", p]);
+        Mount(path.to_path_buf())
+    }
+
+    fn remount(&self, opts: &str) {
+        Mount::run(&["-o", &format!("remount,{opts}"), self.0.to_str().unwrap()]);
+    }
+
+    fn require_root() {
+        if unsafe { libc::geteuid() } != 0 {
+            panic!("this test mounts file systems and must run as root (CI does)");
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_inbox_pauses_delivery_and_it_resumes_when_space_returns() {
+    let sshd = Sshd::start();
+    let inbox = Mount::tmpfs(sshd.inbox(), "256k");
+    let spool = Spool::for_sshd(&sshd, "timeout = \"5s\"");
+    let mut svc = spool.start();
+    svc.wait_ready();
+    let orders: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|n| (format!("order-{n}.json"), order(n, 100_000)))
+        .collect();
+    for (n, b) in &orders {
+        spool.drop_order(n, b);
+    }
+    wait_for_log(&svc, "destination down", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    let stuck = spool.entries_while_running(&svc);
+    assert!(
+        stuck.iter().all(|r| r.state() != State::Failed),
+        "a full disk failed a file: {stuck:#?}"
+    );
+    // Nothing half-written under a final name, ever.
+    for n in names_in(sshd.inbox())
+        .iter()
+        .filter(|n| !n.ends_with(".part"))
+    {
+        let want = &orders.iter().find(|(o, _)| o == n).unwrap().1;
+        assert_eq!(&fs::read(sshd.inbox().join(n)).unwrap(), want, "{n}");
+    }
+    inbox.remount("size=10m");
+    wait_archived(&spool, &svc, orders.len(), Duration::from_secs(30));
+    svc.stop();
+    assert_delivered_exactly_once(&spool, sshd.inbox(), &orders);
+    assert!(
+        spool.entries().iter().all(|r| r.attempts == 0),
+        "no attempt was burned"
+    );
+}
+
+#[test]
+fn a_read_only_inbox_pauses_delivery_without_failing_files() {
+    let sshd = Sshd::start();
+    let ro = Mount::read_only(sshd.inbox());
+    let spool = Spool::for_sshd(&sshd, "timeout = \"5s\"");
+    let mut svc = spool.start();
+    svc.wait_ready();
+    let orders = orders(5);
+    for (n, b) in &orders {
+        spool.drop_order(n, b);
+    }
+    wait_for_log(&svc, "destination down", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(spool.archived().is_empty());
+    drop(ro);
+    wait_archived(&spool, &svc, orders.len(), Duration::from_secs(30));
+    svc.stop();
+    assert_delivered_exactly_once(&spool, sshd.inbox(), &orders);
+    assert!(
+        spool.entries().iter().all(|r| r.attempts == 0),
+        "no attempt was burned"
+    );
+}
+
+#[test]
+fn a_full_journal_disk_stops_the_service_and_never_costs_an_order() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    fs::create_dir_all(spool.journal_path()).unwrap();
+    let disk = Mount::tmpfs(
+        spool
+            .journal_path()
+            .parent()
+            .unwrap()
+            .join("journal")
+            .as_path(),
+        "1m",
+    );
+    let orders = orders(3000);
+    let mut svc = spool.start();
+    svc.wait_ready();
+    for (n, b) in &orders {
+        spool.drop_order(n, b);
+    }
+    let stopped = poll_until(Duration::from_secs(120), || !svc.is_running());
+    let log = svc.log_text();
+    assert!(
+        stopped,
+        "the service kept running on a full journal disk: {}",
+        tail(&log, 20)
+    );
+    eprintln!(
+        "stopped on a full journal disk after {} archived:\n{}",
+        spool.archived().len(),
+        tail(&log, 4)
+    );
+    assert!(
+        log.contains(&format!(
+            "error: {}: journal write failed",
+            spool.journal_path().display()
+        )) && log.contains("No space left"),
+        "{}",
+        tail(&log, 20)
+    );
+    // Whatever left the outbox is in the archive and verified in the inbox.
+    for (n, b) in &orders {
+        if !spool.outbox().join(n).exists() {
+            assert_eq!(
+                &fs::read(sshd.inbox().join(n)).unwrap(),
+                b,
+                "{n} left the outbox unverified"
+            );
+        }
+    }
+    disk.remount("size=64m");
+    let mut svc = spool.start();
+    svc.wait_ready();
+    wait_archived(&spool, &svc, orders.len(), Duration::from_secs(120));
+    svc.stop();
+    assert_delivered_exactly_once(&spool, sshd.inbox(), &orders);
+}

@@ -104,6 +104,15 @@ max_attempts = 3
         Journal::open(&self.journal_path(), &JournalOptions::default()).unwrap()
     }
 
+    /// The journal's entries through the running service's control socket.
+    pub fn entries_while_running(&self, _svc: &Service) -> Vec<Record> {
+        let (st, out, err) = self.cmd(&["journal", "list", "--json", "--limit", "1000000"]);
+        assert!(st.success(), "{err}");
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     pub fn entries(&self) -> Vec<Record> {
         self.journal().iter().map(|r| r.unwrap()).collect()
     }
