@@ -221,6 +221,8 @@ pub fn order(n: usize, size: usize) -> Vec<u8> {
 pub struct Service {
     child: Option<Child>,
     pub log: PathBuf,
+    /// Where this run's lines start in the shared log.
+    log_offset: usize,
 }
 
 impl Service {
@@ -232,6 +234,7 @@ impl Service {
             .append(true)
             .open(&log)
             .unwrap();
+        let log_offset = f.metadata().unwrap().len() as usize;
         let child = Command::new(BIN)
             .args(["run", "-c"])
             .arg(config)
@@ -244,6 +247,7 @@ impl Service {
         Service {
             child: Some(child),
             log,
+            log_offset,
         }
     }
 
@@ -251,16 +255,15 @@ impl Service {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Wait for the "ready" line of the newest run (the watch is registered by then).
+    /// Wait for the "ready" line of this run (the watch is registered by then).
     pub fn wait_ready(&mut self) {
-        let before = self.log_text().matches("ready: watching").count();
-        let _ = before;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let text = self.log_text();
-            let starts = text.matches(" starting config=").count();
-            let readies = text.matches("ready: watching").count();
-            if starts > 0 && readies >= starts {
+            if text
+                .get(self.log_offset..)
+                .is_some_and(|t| t.contains("ready: watching"))
+            {
                 return;
             }
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
