@@ -3,18 +3,19 @@
 //! 127.0.0.1 (the `tests/support` fixture).
 //!
 //! `cargo bench --bench latency` runs the full scenarios and writes
-//! `target/bench-results/latency.json`. Without `--bench` (as `cargo test
-//! --all-targets` runs it) it is a smoke run of 10 files, so CI exercises the code in
-//! a few seconds; that writes `latency-smoke.json` instead.
+//! `target/bench-results/latency.json` (plus each scenario's service log beside it).
+//! Without `--bench` (as `cargo test --all-targets` runs it) it is a smoke run of 10
+//! files, so CI exercises the code in a few seconds; that writes `latency-smoke.*`.
 //!
-//! Method: a producer thread writes each order with `std::fs::write` (which returns
-//! after close) at a fixed rate and takes `Instant::now()` right after; one poller
+//! Method: the main thread writes each order with `std::fs::write` (which returns
+//! after close) on a fixed schedule and takes `Instant::now()` right after. One poller
 //! thread stats the expected final path of every outstanding file, sleeping
-//! `POLL_SLEEP` between passes, and takes `Instant::now()` when the stat first
-//! succeeds. The service renames the temp file onto the final name only after the
-//! read-back check, so "exists" means "complete". A file is seen at most one pass
-//! interval after it appeared; the measured pass intervals are printed. At the end
-//! every file must be in the inbox and archive byte-identical, journaled once.
+//! `POLL_SLEEP` between passes, and takes `Instant::now()` when a stat first succeeds.
+//! The service renames the temp file onto the final name only after the read-back
+//! check, so "exists" means "complete". Each sample is therefore an upper bound; the
+//! start of the last stat that missed the file bounds it from below, and the width of
+//! that window is reported as the resolution. At the end every file must be in the
+//! inbox and the archive byte-identical and journaled exactly once.
 
 // Built without `--test`, the fixture's own `#[cfg(test)]` unit tests lose their
 // `#[test]` functions (cargo still sets `cfg(test)`), leaving their imports unused.
@@ -45,9 +46,18 @@ struct Scenario {
     per_second: f64,
 }
 
+/// When the poller first found a file, and when the last stat that missed it began.
+#[derive(Clone, Copy)]
+struct Sighting {
+    last_miss: Option<Instant>,
+    seen: Instant,
+}
+
 struct Outcome {
-    /// Close → final name seen, per measured file, in write order.
+    /// Close → final name seen (an upper bound), per measured file, in write order.
     latencies: Vec<Duration>,
+    /// How much earlier than measured each file may have appeared.
+    windows: Vec<Duration>,
     warmup: Duration,
     /// Intervals between the starts of consecutive polling passes.
     poll_intervals: Vec<Duration>,
@@ -56,6 +66,10 @@ struct Outcome {
     /// Worst lateness of a write against its schedule.
     max_write_lag: Duration,
     sizes: (usize, usize),
+    /// Share of the run's wall time with some task waiting for a CPU, and with all
+    /// tasks stalled on I/O (Linux PSI), in percent: other load on the machine.
+    cpu_pressure: Option<f64>,
+    io_pressure: Option<f64>,
 }
 
 fn main() {
@@ -108,7 +122,8 @@ fn main() {
         machine.openssh
     );
     println!(
-        "polling: one thread stats every outstanding inbox path, {} us sleep between passes",
+        "polling: one thread stats every outstanding inbox path, {} us sleep between passes; \
+         percentiles by nearest rank",
         POLL_SLEEP.as_micros()
     );
 
@@ -118,7 +133,12 @@ fn main() {
     for sc in scenarios {
         let out = run(sc, &dir);
         let lat = Summary::of(&out.latencies);
+        let win = Summary::of(&out.windows);
         let poll = Summary::of(&out.poll_intervals);
+        let worst = (0..out.latencies.len())
+            .max_by_key(|&i| out.latencies[i])
+            .unwrap();
+        let pct = |p: Option<f64>| p.map_or("n/a".to_string(), |p| format!("{p:.1}%"));
         println!();
         println!(
             "{}: {} files, {}-{} bytes, written in {:.2}s (max write lag {:.2} ms)",
@@ -130,12 +150,30 @@ fn main() {
             ms(out.max_write_lag)
         );
         println!(
-            "  latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  (min {:.2}, mean {:.2}; warm-up file {:.2}, not counted)",
-            lat.p50, lat.p90, lat.p99, lat.max, lat.min, lat.mean, ms(out.warmup)
+            "  latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  \
+             (min {:.2}, mean {:.2}; warm-up file {:.2}, not counted)",
+            lat.p50,
+            lat.p90,
+            lat.p99,
+            lat.max,
+            lat.min,
+            lat.mean,
+            ms(out.warmup)
         );
         println!(
-            "  poll pass interval ms: p50 {:.3}  p99 {:.3}  max {:.3}  (resolution: a file is seen at most one interval late)",
-            poll.p50, poll.p99, poll.max
+            "  resolution ms: a sample is at most this much late: p50 {:.3}  p99 {:.3}  \
+             max {:.3}  (max sample: {:.3}); poll pass every {:.3} (p50), max gap {:.3}",
+            win.p50,
+            win.p99,
+            win.max,
+            ms(out.windows[worst]),
+            poll.p50,
+            poll.max
+        );
+        println!(
+            "  other load during the run: CPU pressure {}, I/O full pressure {}",
+            pct(out.cpu_pressure),
+            pct(out.io_pressure)
         );
         results.push(json!({
             "name": sc.name,
@@ -147,8 +185,12 @@ fn main() {
             "max_write_lag_ms": ms(out.max_write_lag),
             "warmup_ms": ms(out.warmup),
             "latency_ms": lat.to_json(),
+            "resolution_ms": win.to_json(),
             "poll_interval_ms": poll.to_json(),
+            "cpu_pressure_some_pct": out.cpu_pressure,
+            "io_pressure_full_pct": out.io_pressure,
             "samples_ms": out.latencies.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+            "sample_windows_ms": out.windows.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
         }));
     }
 
@@ -177,9 +219,8 @@ fn main() {
     println!("\nwrote {}", path.display());
 }
 
-/// One scenario on a fresh sshd, spool and service.
-/// The service's debug log is kept as `<results>/latency-<slug>.service.log`, to see
-/// where the time went.
+/// One scenario on a fresh sshd, spool and service. The service's debug log is kept
+/// as `<results>/latency-<slug>.service.log`, to see where the time went.
 fn run(sc: &Scenario, results: &Path) -> Outcome {
     let sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, &format!("connections = {CONNECTIONS}"));
@@ -203,11 +244,10 @@ fn run(sc: &Scenario, results: &Path) -> Outcome {
     // delivered end to end means the pipeline is live. Not counted.
     let (warm_name, warm_body) = &orders[0];
     let warm_path = inbox.join(warm_name);
-    let t = Instant::now();
     fs::write(spool.outbox().join(warm_name), warm_body).unwrap();
     let closed = Instant::now();
     while !warm_path.exists() {
-        if t.elapsed() > Duration::from_secs(30) {
+        if closed.elapsed() > Duration::from_secs(30) {
             panic!(
                 "warm-up file not delivered within 30s; log tail:\n{}",
                 tail(&svc.log_text(), 60)
@@ -225,6 +265,7 @@ fn run(sc: &Scenario, results: &Path) -> Outcome {
     let outbox = spool.outbox();
     let mut closes = Vec::with_capacity(measured.len());
     let mut max_write_lag = Duration::ZERO;
+    let psi_before = (psi("cpu", "some"), psi("io", "full"));
     let start = Instant::now() + Duration::from_millis(50);
     for (i, (name, body)) in measured.iter().enumerate() {
         let due = start + period * i as u32;
@@ -240,9 +281,15 @@ fn run(sc: &Scenario, results: &Path) -> Outcome {
     }
     drop(tx);
     let write_span = closes[closes.len() - 1] - closes[0];
-    let (seen, poll_intervals) = poller.join().expect("poller panicked");
+    let (sightings, poll_intervals) = poller.join().expect("poller panicked");
+    let wall = start.elapsed();
+    let share = |before: Option<u64>, after: Option<u64>| {
+        Some(after?.saturating_sub(before?) as f64 / wall.as_micros() as f64 * 100.0)
+    };
+    let cpu_pressure = share(psi_before.0, psi("cpu", "some"));
+    let io_pressure = share(psi_before.1, psi("io", "full"));
 
-    let missing: Vec<&str> = seen
+    let missing: Vec<&str> = sightings
         .iter()
         .zip(measured)
         .filter(|(s, _)| s.is_none())
@@ -259,11 +306,18 @@ fn run(sc: &Scenario, results: &Path) -> Outcome {
             tail(&svc.log_text(), 60)
         );
     }
-    let latencies: Vec<Duration> = seen
+    let (latencies, windows): (Vec<Duration>, Vec<Duration>) = sightings
         .iter()
         .zip(&closes)
-        .map(|(s, c)| s.expect("checked above").saturating_duration_since(*c))
-        .collect();
+        .map(|(s, &closed)| {
+            let s = s.expect("checked above");
+            let not_before = s.last_miss.map_or(closed, |m| m.max(closed));
+            (
+                s.seen.saturating_duration_since(closed),
+                s.seen.saturating_duration_since(not_before),
+            )
+        })
+        .unzip();
 
     // Correctness: everything archived, clean exit, then the full delivery invariants
     // (byte-identical in inbox and archive, journaled once, no temp files).
@@ -285,20 +339,24 @@ fn run(sc: &Scenario, results: &Path) -> Outcome {
     let sizes = measured.iter().map(|(_, b)| b.len());
     Outcome {
         latencies,
+        windows,
         warmup,
         poll_intervals,
         write_span,
         max_write_lag,
         sizes: (sizes.clone().min().unwrap(), sizes.max().unwrap()),
+        cpu_pressure,
+        io_pressure,
     }
 }
 
 /// Stats every announced, not yet seen path once per pass until the producer is done
 /// and everything was seen (or `ARRIVAL_TIMEOUT` passed since the producer finished).
-/// Returns the instant each file was first seen, by index, and the pass intervals.
-fn poll_inbox(rx: mpsc::Receiver<(usize, PathBuf)>) -> (Vec<Option<Instant>>, Vec<Duration>) {
-    let mut seen: Vec<Option<Instant>> = Vec::new();
-    let mut outstanding: Vec<(usize, PathBuf)> = Vec::new();
+/// Returns the sighting of each file, by index, and the pass intervals.
+fn poll_inbox(rx: mpsc::Receiver<(usize, PathBuf)>) -> (Vec<Option<Sighting>>, Vec<Duration>) {
+    let mut sightings: Vec<Option<Sighting>> = Vec::new();
+    // (index, final path, start of the last stat that did not find it)
+    let mut outstanding: Vec<(usize, PathBuf, Option<Instant>)> = Vec::new();
     let mut intervals = Vec::new();
     let mut producer_done: Option<Instant> = None;
     let mut last_pass: Option<Instant> = None;
@@ -311,10 +369,10 @@ fn poll_inbox(rx: mpsc::Receiver<(usize, PathBuf)>) -> (Vec<Option<Instant>>, Ve
         loop {
             match rx.try_recv() {
                 Ok((i, p)) => {
-                    if seen.len() <= i {
-                        seen.resize(i + 1, None);
+                    if sightings.len() <= i {
+                        sightings.resize(i + 1, None);
                     }
-                    outstanding.push((i, p));
+                    outstanding.push((i, p, None));
                 }
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => {
@@ -323,21 +381,36 @@ fn poll_inbox(rx: mpsc::Receiver<(usize, PathBuf)>) -> (Vec<Option<Instant>>, Ve
                 }
             }
         }
-        outstanding.retain(|(i, p)| {
+        outstanding.retain_mut(|(i, p, last_miss)| {
+            let before = Instant::now();
             if fs::symlink_metadata(p).is_ok() {
-                seen[*i] = Some(Instant::now());
+                sightings[*i] = Some(Sighting {
+                    last_miss: *last_miss,
+                    seen: Instant::now(),
+                });
                 false
             } else {
+                *last_miss = Some(before);
                 true
             }
         });
         if let Some(done) = producer_done {
             if outstanding.is_empty() || done.elapsed() > ARRIVAL_TIMEOUT {
-                return (seen, intervals);
+                return (sightings, intervals);
             }
         }
         thread::sleep(POLL_SLEEP);
     }
+}
+
+/// The `total=` (microseconds stalled) of one line of `/proc/pressure/<resource>`.
+fn psi(resource: &str, kind: &str) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/pressure/{resource}")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(kind))?;
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?
+        .parse()
+        .ok()
 }
 
 fn ms(d: Duration) -> f64 {
