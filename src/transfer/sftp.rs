@@ -77,6 +77,10 @@ impl Transport for SftpTransport {
         // Small files are a handful of small packets each: Nagle would add its delay
         // to every round trip.
         let _ = tcp.set_nodelay(true);
+        // Kept to tear the connection down at once when we throw it away (see Drop).
+        let sock = tcp
+            .try_clone()
+            .map_err(|e| self.connect_err(e.to_string()))?;
 
         let mut sess = Session::new().map_err(|e| self.connect_err(e.to_string()))?;
         sess.set_tcp_stream(tcp);
@@ -163,8 +167,9 @@ impl Transport for SftpTransport {
             .sftp()
             .map_err(|e| self.connect_err(format!("cannot start the SFTP subsystem: {e}")))?;
         Ok(Box::new(SftpConn {
-            sftp,
+            sftp: Some(sftp),
             sess,
+            sock,
             inbox: self.inbox.clone(),
             temp_suffix: self.temp_suffix.clone(),
             fsync: None,
@@ -173,9 +178,10 @@ impl Transport for SftpTransport {
 }
 
 struct SftpConn {
-    // Dropped before the session it runs on.
-    sftp: Sftp,
+    // Taken in Drop, before the session it runs on.
+    sftp: Option<Sftp>,
     sess: Session,
+    sock: TcpStream,
     inbox: String,
     temp_suffix: String,
     /// Learnt by trying: `None` until the first fsync.
@@ -202,12 +208,44 @@ pub(crate) fn ssh_fault(op: &'static str, path: &str, e: &ssh2::Error) -> Remote
     }
 }
 
+impl SftpConn {
+    fn sftp(&self) -> &Sftp {
+        self.sftp.as_ref().expect("present until drop")
+    }
+}
+
+impl Drop for SftpConn {
+    /// A connection is thrown away after any error, often because the peer stopped
+    /// answering. libssh2's polite teardown (close the SFTP channel, wait for the
+    /// reply) would then block for a whole timeout, and requests still queued in the
+    /// socket could reach the server later and leave a stray temp file. Reset the TCP
+    /// connection first: the teardown fails at once and the queued requests die with it.
+    fn drop(&mut self) {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid socket fd and a correctly sized `linger` for SO_LINGER.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&self.sock),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &linger as *const libc::linger as *const libc::c_void,
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        drop(self.sftp.take());
+    }
+}
+
 impl Remote for SftpConn {
     type Writer = ssh2::File;
     type Reader = ssh2::File;
 
     fn create(&mut self, path: &str) -> Result<ssh2::File, RemoteError> {
-        self.sftp
+        self.sftp()
             .open_mode(
                 Path::new(path),
                 OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
@@ -241,7 +279,7 @@ impl Remote for SftpConn {
     }
 
     fn open(&mut self, path: &str) -> Result<ssh2::File, RemoteError> {
-        self.sftp
+        self.sftp()
             .open(Path::new(path))
             .map_err(|e| ssh_fault("open", path, &e))
     }
@@ -249,13 +287,13 @@ impl Remote for SftpConn {
     fn rename(&mut self, from: &str, to: &str) -> Result<(), RemoteError> {
         // No OVERWRITE flag: the server must refuse an existing target (SFTP v3 drops
         // the flags anyway, and both OpenSSH and Win32-OpenSSH then refuse).
-        self.sftp
+        self.sftp()
             .rename(Path::new(from), Path::new(to), Some(RenameFlags::ATOMIC))
             .map_err(|e| ssh_fault("rename", to, &e))
     }
 
     fn size(&mut self, path: &str) -> Result<Option<u64>, RemoteError> {
-        match self.sftp.stat(Path::new(path)) {
+        match self.sftp().stat(Path::new(path)) {
             Ok(st) => Ok(Some(st.size.unwrap_or(0))),
             Err(e) if matches!(e.code(), ErrorCode::SFTP(2) | ErrorCode::SFTP(10)) => Ok(None),
             Err(e) => Err(ssh_fault("stat", path, &e)),
@@ -263,14 +301,14 @@ impl Remote for SftpConn {
     }
 
     fn remove(&mut self, path: &str) -> Result<(), RemoteError> {
-        self.sftp
+        self.sftp()
             .unlink(Path::new(path))
             .map_err(|e| ssh_fault("remove", path, &e))
     }
 
     fn list(&mut self) -> Result<Vec<String>, RemoteError> {
         let entries = self
-            .sftp
+            .sftp()
             .readdir(Path::new(&self.inbox))
             .map_err(|e| ssh_fault("list", &self.inbox, &e))?;
         Ok(entries
@@ -293,7 +331,7 @@ impl Remote for SftpConn {
         self.sess
             .keepalive_send()
             .map_err(|e| ssh_fault("ping", &self.inbox, &e))?;
-        self.sftp
+        self.sftp()
             .stat(Path::new(&self.inbox))
             .map(|_| ())
             .map_err(|e| ssh_fault("list", &self.inbox, &e))

@@ -161,10 +161,19 @@ fn a_stalled_connection_times_out_and_delivery_recovers() {
     wait_archived(&spool, &svc, 10, Duration::from_secs(20));
     // The server stops answering without closing anything.
     sshd.pause();
+    let paused = Instant::now();
     for (n, b) in &orders[10..] {
         spool.drop_order(n, b);
     }
     wait_for_log(&svc, "destination down", Duration::from_secs(15));
+    // One timeout (2 s) to notice, not several: a dead connection is reset, not
+    // politely closed with another timeout.
+    eprintln!("stall noticed after {:?}", paused.elapsed());
+    assert!(
+        paused.elapsed() < Duration::from_millis(3500),
+        "stall noticed after {:?}",
+        paused.elapsed()
+    );
     // The operator's view still answers while the workers are stuck in timeouts.
     let t = Instant::now();
     let stats = spool.ok(&["journal", "stats", "--json"]);
