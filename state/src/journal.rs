@@ -13,6 +13,8 @@ use crate::record::{NewEntry, Record};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -65,6 +67,11 @@ impl Default for JournalOptions {
 pub struct Journal {
     path: PathBuf,
     db: sled::Db,
+    /// Writes committed so far, and how many of them a flush has covered: the
+    /// bookkeeping of the group commit in `flush`.
+    writes: AtomicU64,
+    flushed: AtomicU64,
+    flush_lock: Mutex<()>,
     entries: sled::Tree,
     by_name: sled::Tree,
     by_state: sled::Tree,
@@ -120,6 +127,9 @@ impl Journal {
         Ok(Journal {
             path: path.to_path_buf(),
             db,
+            writes: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
+            flush_lock: Mutex::new(()),
             entries,
             by_name,
             by_state,
@@ -154,6 +164,7 @@ impl Journal {
                 Ok::<_, ConflictableTransactionError<()>>(rec)
             })
             .map_err(storage)?;
+        self.wrote();
         Ok(rec)
     }
 
@@ -189,16 +200,37 @@ impl Journal {
             Ok(rec)
         });
         match out {
-            Ok(rec) => Ok(rec),
+            Ok(rec) => {
+                self.wrote();
+                Ok(rec)
+            }
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(JournalError::Storage(e)),
         }
     }
 
-    /// Make every write so far durable (as durable as sled makes it).
+    /// Make every write the caller has made so far durable (as durable as sled makes
+    /// it). Callers that arrive together share one flush (group commit): a flush that
+    /// started after my write covers it, so I need not start another.
     pub fn flush(&self) -> Result<()> {
+        let mine = self.writes.load(Ordering::SeqCst);
+        if self.flushed.load(Ordering::SeqCst) >= mine {
+            return Ok(());
+        }
+        let _one_at_a_time = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.flushed.load(Ordering::SeqCst) >= mine {
+            return Ok(());
+        }
+        // Everything counted here was applied before the flush starts, so it is in it.
+        let target = self.writes.load(Ordering::SeqCst);
         self.db.flush()?;
+        self.flushed.fetch_max(target, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Called after each committed write.
+    fn wrote(&self) {
+        self.writes.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn get(&self, id: u64) -> Result<Option<Record>> {
@@ -337,6 +369,7 @@ impl Journal {
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(storage)?;
+        self.wrote();
         Ok(())
     }
 
@@ -500,6 +533,34 @@ mod tests {
         assert_eq!(left, vec![ids[3]], "the failed entry stays");
         assert!(j.history_of("o0.json").unwrap().is_empty());
         assert!(j.in_state(State::Archived).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_flush_with_nothing_new_to_write_is_free_and_concurrent_flushes_all_return() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = std::sync::Arc::new(open(dir.path()));
+        j.flush().unwrap();
+        let before = j.flushed.load(Ordering::SeqCst);
+        j.flush().unwrap();
+        assert_eq!(j.flushed.load(Ordering::SeqCst), before);
+        let handles: Vec<_> = (0..8)
+            .map(|n| {
+                let j = j.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        j.insert(new(&format!("t{n}-{i}.json"), i)).unwrap();
+                        j.flush().unwrap();
+                        // Everything this thread wrote is covered by a finished flush.
+                        assert!(j.flushed.load(Ordering::SeqCst) >= 1);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(j.flushed.load(Ordering::SeqCst), j.writes.load(Ordering::SeqCst));
+        assert_eq!(j.len(), 400);
     }
 
     #[derive(Clone, Debug)]
