@@ -262,7 +262,6 @@ pub async fn run(
         outbox = %settings.outbox.display(),
         destination = %transport.describe(),
         journal = %settings.journal.display(),
-        entries = journal.len(),
         "starting"
     );
 

@@ -560,3 +560,25 @@ fn a_full_journal_disk_stops_the_service_and_never_costs_an_order() {
     svc.stop();
     assert_delivered_exactly_once(&spool, sshd.inbox(), &orders);
 }
+
+#[test]
+fn a_journal_folder_that_is_not_writable_is_refused_at_start() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    fs::create_dir_all(spool.journal_path()).unwrap();
+    // Root ignores permission bits; a read-only mount stops root too.
+    let _ro = Mount::read_only(&spool.journal_path());
+    spool.drop_order("order-1.json", &order(1, 1000));
+    let (st, _, err) = spool.cmd(&["run"]);
+    assert_eq!(st.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: cannot open journal",
+            spool.journal_path().display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert_eq!(names_in(&spool.outbox()), vec!["order-1.json".to_string()]);
+    assert!(names_in(sshd.inbox()).is_empty());
+}
