@@ -559,7 +559,10 @@ mod tests {
         for h in handles {
             h.join().unwrap();
         }
-        assert_eq!(j.flushed.load(Ordering::SeqCst), j.writes.load(Ordering::SeqCst));
+        assert_eq!(
+            j.flushed.load(Ordering::SeqCst),
+            j.writes.load(Ordering::SeqCst)
+        );
         assert_eq!(j.len(), 400);
     }
 
