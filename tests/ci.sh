@@ -10,7 +10,11 @@ step() { printf '\n==> %s\n' "$*"; }
 
 # The integration tests run a real sshd and the OpenSSH client against it;
 # building ssh2 (libssh2-sys/openssl-sys) needs OpenSSL headers via pkg-config.
-packages=(openssh-server openssh-client libssl-dev pkg-config)
+packages=(openssh-server openssh-client libssl-dev pkg-config
+  # tests/it/packaging.rs: systemd-analyze (systemd); the .deb's Depends, found
+  # by cargo-deb with dpkg-shlibdeps (dpkg-dev); a throwaway root to install it
+  # in (debootstrap); lintian.
+  systemd dpkg-dev debootstrap lintian)
 
 missing=()
 for pkg in "${packages[@]}"; do
@@ -38,6 +42,13 @@ if command -v rustup >/dev/null && ! { cargo fmt --version && cargo clippy --ver
   rustup component add rustfmt clippy
 fi
 
+# tests/it/packaging.rs installs the .deb that cargo-deb builds below.
+cargo_deb_version=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -qx "cargo-deb $cargo_deb_version"; then
+  step "Installing cargo-deb $cargo_deb_version"
+  cargo install cargo-deb --locked --version "$cargo_deb_version"
+fi
+
 # Only pin to Cargo.lock once it is committed; an untracked lock file may be
 # stale relative to Cargo.toml.
 locked=()
@@ -50,6 +61,13 @@ cargo fmt --all -- --check
 
 step "cargo clippy --workspace --all-targets ${locked[*]} -- -D warnings"
 cargo clippy --workspace --all-targets "${locked[@]}" -- -D warnings
+
+# Built before the tests, not by them: a release build inside `cargo test` would
+# wait on its build lock, or take the cores from the timing-sensitive tests.
+step "cargo deb ${locked[*]} (the package tests/it/packaging.rs installs)"
+PLUTUS_DEB=$(cargo deb "${locked[@]}" | grep '\.deb$' | tail -n 1)
+export PLUTUS_DEB
+echo "PLUTUS_DEB=$PLUTUS_DEB"
 
 step "cargo test --workspace --all-targets ${locked[*]}"
 cargo test --workspace --all-targets "${locked[@]}"

@@ -1,1 +1,760 @@
 //! Packaging checks: the systemd unit's hardening and the .deb (see packaging/).
+//!
+//! The .deb tests take the package from `$PLUTUS_DEB`, which tests/ci.sh builds with
+//! `cargo deb` before `cargo test`. Building it from here is no option: the release
+//! build would wait on the build lock this very `cargo test` holds, or, in a target
+//! dir of its own, take both cores from the timing-sensitive tests running beside it.
+//! Without `$PLUTUS_DEB` those tests say so and pass locally, and fail under CI.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+const UNIT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/packaging/systemd/plutus-sync.service"
+);
+
+// ---------------------------------------------------------------------------
+// The systemd unit
+
+#[test]
+fn the_systemd_unit_scores_2_0_or_lower_on_systemd_analyze_security() {
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager", UNIT])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run systemd-analyze: {e}\n  hint: tests/ci.sh installs it (Debian package systemd)"
+            )
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| {
+            panic!(
+                "systemd-analyze printed no overall exposure level ({}):\n{stdout}\n{stderr}",
+                out.status
+            )
+        });
+    let score: f64 = line
+        .rsplit_once(": ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read the score in {line:?}"));
+    let flagged: Vec<&str> = stdout.lines().filter(|l| l.starts_with('✗')).collect();
+    assert!(
+        score <= 2.0,
+        "{line}\n  the unit must score 2.0 or lower; flagged:\n{}",
+        flagged.join("\n")
+    );
+    // A misspelt setting is ignored with a warning, and would only show as a worse
+    // score once it mattered.
+    let ignored: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("ignoring") || l.contains("Unknown"))
+        .collect();
+    assert!(
+        ignored.is_empty(),
+        "systemd ignores part of the unit:\n{}",
+        ignored.join("\n")
+    );
+    eprintln!("{line}");
+}
+
+/// `key=value` settings of one section of a unit file, in order; a key may repeat.
+fn unit_settings(section: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(UNIT).unwrap();
+    let mut current = String::new();
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            current = line.trim_matches(['[', ']']).to_string();
+        } else if !line.is_empty() && !line.starts_with('#') && current == section {
+            let (k, v) = line.split_once('=').expect("key=value");
+            out.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    out
+}
+
+fn unit_values(settings: &[(String, String)], key: &str) -> Vec<String> {
+    settings
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+#[test]
+fn the_systemd_unit_runs_the_service_the_way_the_service_expects() {
+    let s = unit_settings("Service");
+    let one = |key: &str| {
+        let v = unit_values(&s, key);
+        assert_eq!(v.len(), 1, "{key} must be set once in {UNIT}, found {v:?}");
+        v[0].clone()
+    };
+    // READY=1, WATCHDOG=1 and STOPPING=1 come from the main process (src/shutdown.rs).
+    assert_eq!(one("Type"), "notify");
+    assert_eq!(one("NotifyAccess"), "main");
+    assert_eq!(one("WatchdogSec"), "30s");
+    assert_eq!(one("Restart"), "on-failure");
+    assert_eq!(one("User"), "plutus-sync");
+    assert_eq!(one("Group"), "plutus-sync");
+    assert_eq!(
+        one("ExecStart"),
+        format!(
+            "/usr/bin/plutus-sync run -c {}",
+            plutus_sync::config::DEFAULT_PATH
+        )
+    );
+    assert_eq!(
+        unit_values(&unit_settings("Install"), "WantedBy"),
+        ["multi-user.target"]
+    );
+}
+
+#[test]
+fn the_systemd_unit_lets_the_service_write_every_path_the_shipped_config_names() {
+    let s = unit_settings("Service");
+    assert_eq!(unit_values(&s, "ProtectSystem"), ["strict"]);
+    let mut writable: Vec<PathBuf> = unit_values(&s, "ReadWritePaths")
+        .iter()
+        .flat_map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .map(|p| PathBuf::from(p.trim_start_matches('-')))
+        .collect();
+    for (key, base) in [
+        ("StateDirectory", "/var/lib"),
+        ("LogsDirectory", "/var/log"),
+        ("RuntimeDirectory", "/run"),
+        ("CacheDirectory", "/var/cache"),
+    ] {
+        for v in unit_values(&s, key) {
+            writable.extend(v.split_whitespace().map(|d| Path::new(base).join(d)));
+        }
+    }
+
+    let example = Path::new(MANIFEST_DIR).join("packaging/config/example.toml");
+    let text = std::fs::read_to_string(&example).unwrap();
+    let c = plutus_sync::config::parse(&text, &example, Path::new("/etc/plutus-sync"))
+        .unwrap_or_else(|e| panic!("the shipped config does not load: {e}"));
+    let mut needed = vec![
+        ("source.outbox", c.outbox.clone()),
+        ("source.archive", c.archive.clone()),
+        ("source.quarantine", c.quarantine.clone()),
+        ("journal.path", c.journal.clone()),
+        ("control.socket", c.socket.clone()),
+    ];
+    // The log file's folder, whether the example turns the log file on or not.
+    needed.push((
+        "log.file",
+        c.log_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/log/plutus-sync/plutus-sync.log")),
+    ));
+    for (key, path) in needed {
+        assert!(
+            writable.iter().any(|w| path.starts_with(w)),
+            "{key} = {} is read-only under the unit (ProtectSystem=strict); writable: {writable:?}",
+            path.display()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The .deb
+
+#[test]
+fn the_debian_changelog_starts_with_the_crate_version() {
+    let path = Path::new(MANIFEST_DIR).join("packaging/deb/changelog");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let first = text.lines().next().unwrap_or_default();
+    let want = format!("plutus-sync ({}-", env!("CARGO_PKG_VERSION"));
+    assert!(
+        first.starts_with(&want),
+        "{}: the newest entry is {first:?}, the crate is {}\n  hint: add an entry on top (dch -v {}-1), or lintian and users see a stale changelog",
+        path.display(),
+        env!("CARGO_PKG_VERSION"),
+        env!("CARGO_PKG_VERSION")
+    );
+}
+
+/// The package tests/ci.sh built, or `None` (after saying so) outside CI.
+fn package_under_test() -> Option<PathBuf> {
+    match std::env::var_os("PLUTUS_DEB") {
+        Some(p) if !p.is_empty() => {
+            let p = PathBuf::from(p);
+            assert!(p.is_file(), "PLUTUS_DEB={}: no such file", p.display());
+            Some(p)
+        }
+        _ if std::env::var_os("CI").is_some() => panic!(
+            "PLUTUS_DEB is not set: under CI the .deb tests must run\n  hint: tests/ci.sh builds the package with `cargo deb` and exports PLUTUS_DEB"
+        ),
+        _ => {
+            eprintln!(
+                "SKIPPED: set PLUTUS_DEB to a package built by `cargo deb` to test it \
+                 (tests/ci.sh does): PLUTUS_DEB=$(ls target/debian/plutus-sync_*.deb)"
+            );
+            None
+        }
+    }
+}
+
+fn output(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Run `cmd`, panic with its output unless it succeeds, return its stdout.
+fn ok(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn need_tool(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|d| d.join(tool).is_file())
+            || ["/usr/sbin", "/sbin"]
+                .iter()
+                .any(|d| Path::new(d).join(tool).is_file())
+    });
+    assert!(
+        found,
+        "{tool} is missing\n  hint: tests/ci.sh installs it (Debian package {package})"
+    );
+}
+
+fn deb_field(deb: &Path, field: &str) -> String {
+    ok(Command::new("dpkg-deb").arg("-f").arg(deb).arg(field))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn lintian_finds_nothing_in_the_package_that_is_not_explained() {
+    let Some(deb) = package_under_test() else {
+        return;
+    };
+    need_tool("lintian", "lintian");
+    let out = output(
+        Command::new("lintian")
+            .args(["--display-info", "--no-tag-display-limit"])
+            .arg(&deb),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("lintian:\n{text}");
+    let bad: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("E:")
+                || l.starts_with("W:")
+                || l.contains("unused-override")
+                || l.contains("mismatched-override")
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "lintian on {}:\n{}\n  fix them, or override one in packaging/deb/lintian-overrides with its reason there and in packaging/deb/README.md",
+        deb.display(),
+        bad.join("\n")
+    );
+
+    // Every override is explained in the README.
+    let readme =
+        std::fs::read_to_string(Path::new(MANIFEST_DIR).join("packaging/deb/README.md")).unwrap();
+    let overrides =
+        std::fs::read_to_string(Path::new(MANIFEST_DIR).join("packaging/deb/lintian-overrides"))
+            .unwrap();
+    for line in overrides
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+    {
+        let tag = line
+            .split_once(':')
+            .map(|(_, t)| t)
+            .unwrap_or(line)
+            .split_whitespace()
+            .next()
+            .unwrap();
+        assert!(
+            readme.contains(tag),
+            "the lintian override {tag} is not explained in packaging/deb/README.md"
+        );
+    }
+}
+
+/// A root file system to install into: a copy of a cached debootstrap, removed on drop.
+struct Root {
+    dir: tempfile::TempDir,
+}
+
+const CHROOT_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl Root {
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn file(&self, p: &str) -> PathBuf {
+        self.path().join(p.trim_start_matches('/'))
+    }
+
+    fn sh_cmd(&self, script: &str) -> Command {
+        let mut c = Command::new("chroot");
+        c.arg(self.path())
+            .args(["/usr/bin/env", "-i"])
+            .arg(format!("PATH={CHROOT_PATH}"))
+            .args([
+                "DEBIAN_FRONTEND=noninteractive",
+                "LC_ALL=C",
+                "/bin/sh",
+                "-ec",
+                script,
+            ]);
+        c
+    }
+
+    /// Run a shell script as root inside; panic unless it succeeds.
+    fn sh(&self, script: &str) -> String {
+        ok(&mut self.sh_cmd(script))
+    }
+
+    /// Run a shell script inside as `user` with primary group `group` and the
+    /// supplementary `groups` (comma-separated, may be empty); its output either way.
+    fn sh_as(&self, user: &str, group: &str, groups: &str, script: &str) -> Output {
+        let groups = if groups.is_empty() {
+            "--clear-groups".to_string()
+        } else {
+            format!("--groups={groups}")
+        };
+        output(&mut self.sh_cmd(&format!(
+            "exec setpriv --reuid={user} --regid={group} {groups} -- /bin/sh -c '{}'",
+            script.replace('\'', r"'\''")
+        )))
+    }
+
+    /// `user:group mode` of a path, names as the root's own passwd and group say.
+    fn stat(&self, p: &str) -> String {
+        self.sh(&format!("stat -c '%U:%G %a' {p}"))
+            .trim()
+            .to_string()
+    }
+
+    fn exists(&self, p: &str) -> bool {
+        self.file(p).symlink_metadata().is_ok()
+    }
+
+    fn has_account(&self, db: &str, name: &str) -> bool {
+        output(&mut self.sh_cmd(&format!("getent {db} {name}")))
+            .status
+            .success()
+    }
+
+    fn dpkg(&self, args: &str) -> String {
+        let out = output(&mut self.sh_cmd(&format!("dpkg {args}")));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "dpkg {args} failed ({}):\n{text}",
+            out.status
+        );
+        text
+    }
+
+    fn status(&self) -> String {
+        let out = output(
+            &mut self.sh_cmd("dpkg-query -W -f='${db:Status-Abbrev}${Version}' plutus-sync"),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Unmount anything mounted below `dir` (a debootstrap that died leaves /proc and
+/// /sys mounted in its target), so that removing `dir` cannot reach into them.
+fn unmount_below(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut below: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|m| Path::new(m).starts_with(dir))
+        .collect();
+    below.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in below {
+        let _ = Command::new("umount").args(["-l", m]).status();
+    }
+}
+
+/// A minimal Debian root with the package's dependencies, made by debootstrap once and
+/// kept in the target dir: about 40 s and 215 MB the first time, nothing after.
+fn base_root(deb: &Path) -> PathBuf {
+    // The host's release (the binary is linked against its libraries) from its
+    // Debian mirror; both can be overridden.
+    let suite = std::env::var("PLUTUS_DEBOOTSTRAP_SUITE").unwrap_or_else(|_| {
+        std::fs::read_to_string("/etc/os-release")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+            .map(|v| v.trim_matches('"').to_string())
+            .filter(|v| !v.is_empty())
+            .expect("/etc/os-release names no VERSION_CODENAME; set PLUTUS_DEBOOTSTRAP_SUITE")
+    });
+    let mirror = std::env::var("PLUTUS_DEBOOTSTRAP_MIRROR")
+        .unwrap_or_else(|_| "http://deb.debian.org/debian".to_string());
+    let include: Vec<String> = deb_field(deb, "Depends")
+        .split(',')
+        .map(|d| {
+            d.split('|')
+                .next()
+                .unwrap()
+                .split('(')
+                .next()
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+        .filter(|d| !d.is_empty())
+        .collect();
+    let include = include.join(",");
+
+    let key = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&suite, &mirror, &include).hash(&mut h);
+        format!("{suite}-minbase-{:016x}", h.finish())
+    };
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("packaging");
+    let done = cache.join(&key);
+    if done.is_dir() {
+        eprintln!("debootstrap: cached {}", done.display());
+        return done;
+    }
+    need_tool("debootstrap", "debootstrap");
+    std::fs::create_dir_all(&cache).unwrap();
+    let partial = cache.join(format!("{key}.partial"));
+    if partial.exists() {
+        unmount_below(&partial);
+        std::fs::remove_dir_all(&partial).unwrap();
+    }
+    let t = Instant::now();
+    let out = output(
+        Command::new("debootstrap")
+            .args(["--variant=minbase", &format!("--include={include}"), &suite])
+            .arg(&partial)
+            .arg(&mirror),
+    );
+    if !out.status.success() {
+        unmount_below(&partial);
+        let log = std::fs::read_to_string(partial.join("debootstrap/debootstrap.log"))
+            .unwrap_or_default();
+        panic!(
+            "debootstrap {suite} from {mirror} failed ({}):\n{}\n{}\n{log}\n  hint: set PLUTUS_DEBOOTSTRAP_MIRROR or PLUTUS_DEBOOTSTRAP_SUITE",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::rename(&partial, &done).unwrap();
+    eprintln!("debootstrap {suite} with {include}: {:.1?}", t.elapsed());
+    done
+}
+
+/// A copy of `deb` with another version, and `edit` applied to its unpacked tree.
+fn repack(deb: &Path, version: &str, out: &Path, edit: impl FnOnce(&Path)) {
+    let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let tree = work.path().join("tree");
+    ok(Command::new("dpkg-deb").arg("-R").arg(deb).arg(&tree));
+    let control = tree.join("DEBIAN/control");
+    let text = std::fs::read_to_string(&control).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("Version:") {
+                format!("Version: {version}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&control, text).unwrap();
+    edit(&tree);
+    // gzip: the copies live for one test only; xz would take longer than the test.
+    ok(Command::new("dpkg-deb")
+        .args(["-Zgzip", "-z1", "-b"])
+        .arg(&tree)
+        .arg(out));
+}
+
+#[test]
+fn the_deb_installs_upgrades_keeping_the_edited_config_and_purges_in_a_throwaway_root() {
+    let Some(deb) = package_under_test() else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test installs a package in a chroot and must run as root (CI does)"
+    );
+    for (tool, package) in [("chroot", "coreutils"), ("dpkg-deb", "dpkg")] {
+        need_tool(tool, package);
+    }
+    let started = Instant::now();
+    let base = base_root(&deb);
+    let after_debootstrap = started.elapsed();
+
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("packaging");
+    std::fs::create_dir_all(&work).unwrap();
+    let root = Root {
+        dir: tempfile::Builder::new()
+            .prefix("throwaway-")
+            .tempdir_in(&work)
+            .unwrap(),
+    };
+    ok(Command::new("cp").arg("-a").arg(&base).arg(root.path()));
+    // No name server: nothing run inside may reach past this machine.
+    let _ = std::fs::remove_file(root.file("/etc/resolv.conf"));
+
+    let v1 = deb_field(&deb, "Version");
+    let (v2, v3) = (format!("{v1}+test2"), format!("{v1}+test3"));
+    std::fs::copy(&deb, root.file("/tmp/v1.deb")).unwrap();
+    repack(&deb, &v2, &root.file("/tmp/v2.deb"), |_| {});
+    repack(&deb, &v3, &root.file("/tmp/v3.deb"), |tree| {
+        let conf = tree.join("etc/plutus-sync/config.toml");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str("\n# A line the next version of the package adds.\n");
+        std::fs::write(conf, text).unwrap();
+    });
+
+    // --- Install -----------------------------------------------------------
+    root.dpkg("-i /tmp/v1.deb");
+    assert_eq!(root.status(), format!("ii {v1}"));
+    assert!(root.has_account("passwd", "plutus-sync"));
+    assert!(root.has_account("group", "plutus-sync"));
+    let account = root.sh("getent passwd plutus-sync");
+    assert!(
+        account
+            .trim_end()
+            .ends_with(":/var/lib/plutus-sync:/usr/sbin/nologin"),
+        "{account}"
+    );
+    let expect_modes = |when: &str| {
+        for (path, want) in [
+            ("/etc/plutus-sync", "root:plutus-sync 750"),
+            ("/etc/plutus-sync/config.toml", "root:plutus-sync 640"),
+            ("/var/spool/plutus-sync", "root:plutus-sync 750"),
+            (
+                "/var/spool/plutus-sync/outbox",
+                "plutus-sync:plutus-sync 2770",
+            ),
+            (
+                "/var/spool/plutus-sync/archive",
+                "plutus-sync:plutus-sync 2750",
+            ),
+            (
+                "/var/spool/plutus-sync/quarantine",
+                "plutus-sync:plutus-sync 2750",
+            ),
+            ("/var/lib/plutus-sync", "plutus-sync:plutus-sync 750"),
+            ("/var/log/plutus-sync", "plutus-sync:plutus-sync 750"),
+            ("/usr/bin/plutus-sync", "root:root 755"),
+            (
+                "/usr/lib/systemd/system/plutus-sync.service",
+                "root:root 644",
+            ),
+        ] {
+            assert_eq!(root.stat(path), want, "{path} {when}");
+        }
+    };
+    expect_modes("after install");
+    let conffiles = root.sh("dpkg-query -W -f='${Conffiles}' plutus-sync");
+    assert!(
+        conffiles.contains("/etc/plutus-sync/config.toml"),
+        "not a conffile: {conffiles}"
+    );
+    assert!(
+        root.exists("/etc/systemd/system/multi-user.target.wants/plutus-sync.service"),
+        "the unit is not enabled"
+    );
+    let version = root.sh("plutus-sync --version");
+    assert!(
+        version.starts_with(&format!("plutus-sync {}", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+
+    // The service's account reads the config and writes every folder it needs. The
+    // key and known_hosts do not exist yet: check fails on those, and stops before
+    // any connection.
+    let check = root.sh_as(
+        "plutus-sync",
+        "plutus-sync",
+        "",
+        "plutus-sync check -c /etc/plutus-sync/config.toml",
+    );
+    let check = String::from_utf8_lossy(&check.stdout).into_owned();
+    for line in [
+        "OK    config",
+        "OK    outbox",
+        "OK    archive",
+        "OK    quarantine",
+        "OK    filesystem",
+        "OK    journal",
+        "FAIL  identity",
+    ] {
+        assert!(check.contains(line), "no {line:?} in check:\n{check}");
+    }
+    assert!(
+        !root
+            .sh_as(
+                "plutus-sync",
+                "plutus-sync",
+                "",
+                "test -w /etc/plutus-sync/config.toml"
+            )
+            .status
+            .success(),
+        "the service can write its own config"
+    );
+
+    // The web shop's account, in the plutus-sync group, writes into the outbox; the
+    // file keeps the group and the service can read it. It cannot touch the archive.
+    root.sh("adduser --system --group --quiet webshop && adduser --quiet webshop plutus-sync");
+    let wrote = root.sh_as(
+        "webshop",
+        "webshop",
+        "plutus-sync",
+        "umask 0027 && echo '{\"order\": 1}' > /var/spool/plutus-sync/outbox/order-1.json",
+    );
+    assert!(
+        wrote.status.success(),
+        "the web shop cannot write: {wrote:?}"
+    );
+    assert_eq!(
+        root.stat("/var/spool/plutus-sync/outbox/order-1.json"),
+        "webshop:plutus-sync 640"
+    );
+    assert!(root
+        .sh_as(
+            "plutus-sync",
+            "plutus-sync",
+            "",
+            "cat /var/spool/plutus-sync/outbox/order-1.json"
+        )
+        .status
+        .success());
+    assert!(!root
+        .sh_as(
+            "webshop",
+            "webshop",
+            "plutus-sync",
+            "touch /var/spool/plutus-sync/archive/forged.json"
+        )
+        .status
+        .success());
+
+    // --- Upgrade with an edited config ----------------------------------------
+    root.sh("sed -i 's/^connections = 2$/connections = 3/' /etc/plutus-sync/config.toml");
+    let edited = std::fs::read_to_string(root.file("/etc/plutus-sync/config.toml")).unwrap();
+    assert!(edited.contains("connections = 3"));
+    root.dpkg("-i /tmp/v2.deb");
+    assert_eq!(root.status(), format!("ii {v2}"));
+    assert_eq!(
+        std::fs::read_to_string(root.file("/etc/plutus-sync/config.toml")).unwrap(),
+        edited,
+        "the upgrade lost the edit"
+    );
+    assert!(!root.exists("/etc/plutus-sync/config.toml.dpkg-dist"));
+    expect_modes("after an upgrade");
+
+    // The next version changes the shipped config too: the edit is kept, the new one
+    // is put beside it.
+    root.dpkg("-i --force-confdef --force-confold /tmp/v3.deb");
+    assert_eq!(root.status(), format!("ii {v3}"));
+    assert_eq!(
+        std::fs::read_to_string(root.file("/etc/plutus-sync/config.toml")).unwrap(),
+        edited,
+        "the upgrade over a changed conffile lost the edit"
+    );
+    let dist = std::fs::read_to_string(root.file("/etc/plutus-sync/config.toml.dpkg-dist"))
+        .expect("the new config is beside the edited one");
+    assert!(dist.contains("A line the next version of the package adds."));
+    root.sh("rm /etc/plutus-sync/config.toml.dpkg-dist");
+    expect_modes("after an upgrade with a changed conffile");
+    assert!(root.exists("/var/spool/plutus-sync/outbox/order-1.json"));
+
+    // --- Remove, then purge ------------------------------------------------
+    // What an operator adds: the host key file (and, in real life, the key).
+    root.sh("echo 'erp.plutus.local ssh-ed25519 AAAA' > /etc/plutus-sync/known_hosts");
+    root.dpkg("-r plutus-sync");
+    assert!(root.status().starts_with("rc "), "{}", root.status());
+    assert!(!root.exists("/usr/bin/plutus-sync"));
+    assert!(
+        root.exists("/etc/plutus-sync/config.toml"),
+        "remove took the config"
+    );
+    assert!(root.exists("/var/lib/plutus-sync"));
+
+    let purged = root.dpkg("-P plutus-sync");
+    assert_eq!(root.status(), "", "still known to dpkg after purge");
+    assert!(!root.exists("/etc/plutus-sync/config.toml"));
+    assert!(
+        root.exists("/etc/plutus-sync/known_hosts"),
+        "purge took a file the operator made"
+    );
+    assert!(
+        purged.contains("directory '/etc/plutus-sync' not empty so not removed"),
+        "{purged}"
+    );
+    assert!(!root.exists("/var/lib/plutus-sync"));
+    assert!(!root.exists("/var/log/plutus-sync"));
+    // The undelivered order stays; the empty folders go.
+    assert!(root.exists("/var/spool/plutus-sync/outbox/order-1.json"));
+    assert!(!root.exists("/var/spool/plutus-sync/archive"));
+    assert!(!root.exists("/var/spool/plutus-sync/quarantine"));
+    assert!(
+        purged.contains("/var/spool/plutus-sync still holds order files"),
+        "{purged}"
+    );
+    // The account stays (packaging/deb/README.md says why).
+    assert!(root.has_account("passwd", "plutus-sync"));
+    assert!(root.has_account("group", "plutus-sync"));
+    assert_eq!(root.sh("dpkg-statoverride --list || true"), "");
+    assert!(!root.exists("/etc/systemd/system/multi-user.target.wants/plutus-sync.service"));
+    assert!(!root.exists("/etc/systemd/system/plutus-sync.service"));
+
+    // --- Install again over what purge kept, then purge an empty install --------
+    root.dpkg("-i /tmp/v1.deb");
+    assert_eq!(root.status(), format!("ii {v1}"));
+    expect_modes("after a reinstall");
+    root.sh("rm /etc/plutus-sync/known_hosts /var/spool/plutus-sync/outbox/order-1.json");
+    root.dpkg("-P plutus-sync");
+    for gone in [
+        "/etc/plutus-sync",
+        "/var/spool/plutus-sync",
+        "/var/lib/plutus-sync",
+    ] {
+        assert!(
+            !root.exists(gone),
+            "{gone} is left after purging an empty install"
+        );
+    }
+
+    eprintln!(
+        "packaging lifecycle: {:.1?} (debootstrap {:.1?})",
+        started.elapsed(),
+        after_debootstrap
+    );
+}
