@@ -20,8 +20,32 @@ pub enum ArchiveError {
         to: PathBuf,
         source: io::Error,
     },
+    #[error("{path}: not the file that was sent any more")]
+    Replaced { path: PathBuf },
     #[error("{name}: the local file is gone from the outbox and not at {to}")]
     Lost { name: String, to: PathBuf },
+}
+
+/// Which file a path held, and in what state: to tell, before archiving, that the
+/// file under the name is still the one whose bytes were sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalId {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl LocalId {
+    pub fn of(m: &fs::Metadata) -> LocalId {
+        use std::os::unix::fs::MetadataExt;
+        LocalId {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+        }
+    }
 }
 
 /// Where `name` goes if archived at `now`: a path not yet taken.
@@ -58,13 +82,26 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Move the verified local file `outbox/<name>` to the archive path the journal
 /// recorded. Idempotent: a file already moved (crash before the journal said so) is
-/// found there and counts as archived.
-pub fn archive(rec: &Record, outbox: &Path) -> Result<PathBuf, ArchiveError> {
+/// found there and counts as archived. With `sent`, the file under the name must
+/// still be the one the delivered bytes were read from, or nothing moves.
+pub fn archive(
+    rec: &Record,
+    outbox: &Path,
+    sent: Option<LocalId>,
+) -> Result<PathBuf, ArchiveError> {
     if rec.state() != State::Verified {
         return Err(ArchiveError::NotVerified {
             name: rec.name.clone(),
             state: rec.state(),
         });
+    }
+    if let Some(sent) = sent {
+        let path = outbox.join(&rec.name);
+        if let Ok(now) = fs::symlink_metadata(&path) {
+            if LocalId::of(&now) != sent {
+                return Err(ArchiveError::Replaced { path });
+            }
+        }
     }
     let to = PathBuf::from(
         rec.archive_path
@@ -103,6 +140,58 @@ pub fn archive(rec: &Record, outbox: &Path) -> Result<PathBuf, ArchiveError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plutus_state::{Event, Journal, JournalOptions, NewEntry};
+
+    fn verified(dir: &Path, name: &str) -> Record {
+        let j = Journal::open(&dir.join("journal"), &JournalOptions::default()).unwrap();
+        let r = j
+            .insert(NewEntry {
+                name: name.into(),
+                size: 2,
+                crc32: 0,
+                batch: "b".into(),
+                source_path: "s".into(),
+                found_by: "watch".into(),
+            })
+            .unwrap();
+        j.apply(
+            r.id,
+            Event::Verified {
+                remote_path: "r".into(),
+                archive_path: dir
+                    .join("archive/2026/11/23")
+                    .join(name)
+                    .display()
+                    .to_string(),
+                note: None,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_file_replaced_after_it_was_sent_is_not_archived() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = dir.path().join("outbox");
+        fs::create_dir(&outbox).unwrap();
+        fs::write(outbox.join("o.json"), b"{}").unwrap();
+        let sent = LocalId::of(&fs::metadata(outbox.join("o.json")).unwrap());
+        // Replaced the way careful writers do it: a new file renamed over the name.
+        fs::write(dir.path().join("new"), b"[1]").unwrap();
+        fs::rename(dir.path().join("new"), outbox.join("o.json")).unwrap();
+        let rec = verified(dir.path(), "o.json");
+        let err = archive(&rec, &outbox, Some(sent)).unwrap_err();
+        assert!(matches!(err, ArchiveError::Replaced { .. }), "{err}");
+        assert_eq!(
+            fs::read(outbox.join("o.json")).unwrap(),
+            b"[1]",
+            "the new content stays"
+        );
+        // The same file, untouched, moves.
+        let sent = LocalId::of(&fs::metadata(outbox.join("o.json")).unwrap());
+        let to = archive(&rec, &outbox, Some(sent)).unwrap();
+        assert_eq!(fs::read(to).unwrap(), b"[1]");
+    }
 
     #[test]
     fn archive_paths_are_dated_and_never_reuse_a_name() {

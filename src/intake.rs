@@ -195,16 +195,24 @@ pub fn take(
         if age < s.settle {
             return Ok(Outcome::Wait(s.settle - age));
         }
-        let rec = journal.insert(new)?;
-        let rec = quarantine_entry(journal, s, rec.id, path, name, reason)?;
+        // The file moves first, and its entry is born quarantined: no moment exists in
+        // which a crash leaves a `pending` entry that recovery would send.
+        let dest = quarantine(s, path, name, &reason).map_err(io_err)?;
+        let rec = journal.insert_as(
+            new,
+            Event::Quarantined {
+                reason,
+                path: dest.display().to_string(),
+            },
+        )?;
         return Ok(Outcome::Quarantined(rec));
     }
 
     if let Some(prev) = journal.find_archived(name, scan.size, scan.crc32)? {
-        let rec = journal.insert(new)?;
         let archive_path = crate::archive::plan(&s.archive, name, SystemTime::now());
-        let rec = journal.apply(
-            rec.id,
+        // Born verified, in one write: never a `pending` entry that could be sent.
+        let rec = journal.insert_as(
+            new,
             Event::Verified {
                 remote_path: prev.remote_path.clone().unwrap_or_default(),
                 archive_path: archive_path.display().to_string(),

@@ -38,6 +38,8 @@ pub enum Step {
     RetryAt(u64),
     /// The destination is down; the entry keeps its state and its attempts.
     DestinationDown(TransferError),
+    /// Done, and the outbox holds new content under the same name: look again now.
+    Rescan,
 }
 
 /// A worker's connection, made on first use and thrown away after any error (libssh2
@@ -97,7 +99,7 @@ pub fn process(ctx: &Ctx, slot: &mut Slot, id: u64) -> Result<Step, JournalError
     let span = tracing::info_span!("file", file = %rec.name, batch = %rec.batch, id = rec.id);
     let _g = span.enter();
     match rec.state() {
-        State::Verified => archive_step(ctx, rec),
+        State::Verified => archive_step(ctx, rec, None),
         State::Pending | State::Sent => deliver_step(ctx, slot, rec),
         _ => Ok(Step::Done),
     }
@@ -136,6 +138,8 @@ fn deliver_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, Journal
             )
         }
     };
+    // What the bytes we send come from; checked again before the archive move.
+    let sent_as = file.metadata().ok().map(|m| archive::LocalId::of(&m));
     let job = Job {
         name: &rec.name,
         size: rec.size,
@@ -162,6 +166,7 @@ fn deliver_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, Journal
                     remote,
                     Some("found complete in the inbox after a restart".into()),
                     started,
+                    sent_as,
                 );
             }
             Ok(Found::Different { .. }) | Ok(Found::Absent) => {}
@@ -194,7 +199,7 @@ fn deliver_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, Journal
                 .transfer_seconds
                 .observe(started.elapsed().as_secs_f64());
             let note = (!fsynced).then(|| "server has no fsync; verified by read-back".to_string());
-            verified(ctx, rec, remote_path, note, started)
+            verified(ctx, rec, remote_path, note, started, sent_as)
         }
         Ok(Delivered::AlreadyThere { remote_path }) => verified(
             ctx,
@@ -202,6 +207,7 @@ fn deliver_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, Journal
             remote_path,
             Some("already in the inbox with the same size and CRC32; not overwritten".into()),
             started,
+            sent_as,
         ),
         Err(e) => handle_error(ctx, slot, &rec, e, Some(ms(started))),
     }
@@ -213,6 +219,7 @@ fn verified(
     remote_path: String,
     note: Option<String>,
     started: Instant,
+    sent_as: Option<archive::LocalId>,
 ) -> Result<Step, JournalError> {
     let archive_path = archive::plan(&ctx.settings.archive, &rec.name, SystemTime::now());
     let rec = ctx.journal.apply_timed(
@@ -244,15 +251,32 @@ fn verified(
         "verified as {remote_path}{}",
         note.map(|n| format!(" ({n})")).unwrap_or_default()
     );
-    archive_step(ctx, rec)
+    archive_step(ctx, rec, sent_as)
 }
 
-fn archive_step(ctx: &Ctx, rec: Record) -> Result<Step, JournalError> {
-    match archive::archive(&rec, &ctx.settings.outbox) {
+/// `sent_as`: the file the delivered bytes were read from, when this run read them.
+fn archive_step(
+    ctx: &Ctx,
+    rec: Record,
+    sent_as: Option<archive::LocalId>,
+) -> Result<Step, JournalError> {
+    match archive::archive(&rec, &ctx.settings.outbox, sent_as) {
         Ok(path) => {
             let rec = ctx.journal.apply(rec.id, Event::Archived)?;
             info!(state = %rec.state(), "archived to {}", path.display());
             Ok(Step::Done)
+        }
+        Err(archive::ArchiveError::Replaced { path }) => {
+            // Moving it would archive content that was never sent, and lose it.
+            let note = format!(
+                "{}: replaced by new content after its delivery was verified; the delivered copy is gone, the new content is taken as a new file",
+                path.display()
+            );
+            let rec = ctx
+                .journal
+                .apply(rec.id, Event::LocalReplaced { note: note.clone() })?;
+            warn!(state = %rec.state(), "{note}");
+            Ok(Step::Rescan)
         }
         Err(archive::ArchiveError::Lost { name, to }) => {
             // Delivered, but the local copy is gone: nothing to archive, nothing to
@@ -371,6 +395,7 @@ fn rehash(ctx: &Ctx, rec: &Record) -> Result<Step, JournalError> {
             reason,
         ) {
             Ok(r) => {
+                ctx.metrics.quarantined.inc();
                 warn!(state = %r.state(), "changed after intake and is no longer valid JSON: quarantined to {}", r.quarantine_path.as_deref().unwrap_or("?"));
                 Ok(Step::Done)
             }

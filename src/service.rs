@@ -191,6 +191,8 @@ struct Shared {
     seen: Mutex<Vec<u64>>,
     destination_error: Mutex<Option<String>>,
     fatal: Mutex<Option<JournalError>>,
+    /// Ask the sweep task for a sweep now.
+    sweep_now: Arc<Notify>,
 }
 
 impl Shared {
@@ -280,6 +282,7 @@ pub async fn run(
         seen: Mutex::new(Vec::new()),
         destination_error: Mutex::new(None),
         fatal: Mutex::new(None),
+        sweep_now: Arc::new(Notify::new()),
     });
 
     // Recovery: whatever was in flight when the last run stopped goes first.
@@ -332,7 +335,7 @@ pub async fn run(
     // Bounded so a burst cannot grow memory without limit; when it is full the
     // watcher asks for a sweep instead of dropping anything.
     let (tx, rx) = mpsc::channel::<Candidate>(4096);
-    let sweep_now = Arc::new(Notify::new());
+    let sweep_now = shared.sweep_now.clone();
     {
         let shared = shared.clone();
         let retry_tx = (mode == Mode::Service).then(|| tx.clone());
@@ -679,6 +682,10 @@ async fn worker(n: usize, shared: Arc<Shared>) {
                     destination_up(&shared);
                 }
                 shared.queue.done(id);
+            }
+            Ok(Step::Rescan) => {
+                shared.queue.done(id);
+                shared.sweep_now.notify_one();
             }
             Ok(Step::RetryAt(at)) => {
                 if shared.mode == Mode::Service {

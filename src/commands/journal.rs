@@ -175,6 +175,7 @@ fn print_show(out: &mut impl Write, r: &Record) -> anyhow::Result<()> {
                 note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
             ),
             Some(Event::Archived) => "archived".into(),
+            Some(Event::LocalReplaced { note }) => note.clone(),
             Some(Event::Retry {
                 error,
                 next_attempt_at,

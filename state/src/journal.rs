@@ -141,8 +141,19 @@ impl Journal {
         &self.path
     }
 
+    /// A new entry that is created already past `pending`: the entry and its first
+    /// event are one write, so a crash cannot leave a `pending` entry behind for a
+    /// file that must never be sent (quarantined) or sent again (a duplicate).
+    pub fn insert_as(&self, new: NewEntry, event: Event) -> Result<Record> {
+        self.insert_inner(new, Some(event))
+    }
+
     /// A new `pending` entry.
     pub fn insert(&self, new: NewEntry) -> Result<Record> {
+        self.insert_inner(new, None)
+    }
+
+    fn insert_inner(&self, new: NewEntry, event: Option<Event>) -> Result<Record> {
         let at = crate::now_ms();
         // Ids come from our own counter, in the same transaction: sled's
         // `generate_id` jumps by a million at every reopening, and operators type ids.
@@ -150,22 +161,37 @@ impl Journal {
             Some((k, _)) => keys::parse_id(&k).map_or(0, |id| id + 1),
             None => 1,
         };
-        let rec = (&self.entries, &self.by_name, &self.by_state, &self.meta)
-            .transaction(|(entries, by_name, by_state, meta)| {
+        let out = (&self.entries, &self.by_name, &self.by_state, &self.meta).transaction(
+            |(entries, by_name, by_state, meta)| {
                 let id = match meta.get(keys::META_NEXT_ID)? {
                     Some(v) => keys::parse_id(&v).unwrap_or(first),
                     None => first,
                 };
+                let mut rec = Record::new(id, new.clone(), at);
+                if let Some(event) = &event {
+                    rec.apply(event.clone(), at, None).map_err(|source| {
+                        ConflictableTransactionError::Abort(JournalError::Illegal {
+                            id,
+                            name: rec.name.clone(),
+                            source,
+                        })
+                    })?;
+                }
                 meta.insert(keys::META_NEXT_ID, &keys::id(id + 1))?;
-                let rec = Record::new(id, new.clone(), at);
                 entries.insert(&keys::id(id), encode(&rec))?;
                 by_name.insert(keys::by_name(&rec.name, id), &[])?;
                 by_state.insert(&keys::by_state(rec.state(), id), &[])?;
-                Ok::<_, ConflictableTransactionError<()>>(rec)
-            })
-            .map_err(storage)?;
-        self.wrote();
-        Ok(rec)
+                Ok(rec)
+            },
+        );
+        match out {
+            Ok(rec) => {
+                self.wrote();
+                Ok(rec)
+            }
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(JournalError::Storage(e)),
+        }
     }
 
     /// Apply one event to entry `id` atomically, through the transition table.
@@ -584,6 +610,7 @@ mod tests {
                 note: None
             }),
             Just(Event::Archived),
+            Just(Event::LocalReplaced { note: "n".into() }),
             (0u64..100).prop_map(|n| Event::Retry {
                 error: "e".into(),
                 next_attempt_at: n

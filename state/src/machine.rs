@@ -111,6 +111,10 @@ pub enum Event {
     },
     /// The local copy is in the archive.
     Archived,
+    /// Delivered and verified, but the local file was replaced by new content before
+    /// it could be archived: nothing of this delivery is left to move, and the new
+    /// content is a new file of its own.
+    LocalReplaced { note: String },
     /// An attempt failed; try again at `next_attempt_at` (ms since epoch).
     Retry { error: String, next_attempt_at: u64 },
     /// Give up until an operator replays it.
@@ -131,6 +135,7 @@ impl Event {
             Event::Uploaded { .. } => "uploaded",
             Event::Verified { .. } => "verified",
             Event::Archived => "archived",
+            Event::LocalReplaced { .. } => "local_replaced",
             Event::Retry { .. } => "retry",
             Event::Failed { .. } => "failed",
             Event::Quarantined { .. } => "quarantined",
@@ -156,7 +161,7 @@ pub fn next(from: State, event: &Event) -> Result<State, IllegalTransition> {
     let to = match (from, event) {
         (Pending, Event::Uploaded { .. }) => Sent,
         (Pending | Sent, Event::Verified { .. }) => Verified,
-        (Verified, Event::Archived) => Archived,
+        (Verified, Event::Archived | Event::LocalReplaced { .. }) => Archived,
         (Pending | Sent, Event::Retry { .. }) => Pending,
         (Pending | Sent, Event::Failed { .. }) => Failed,
         (Pending | Sent, Event::Quarantined { .. }) => Quarantined,
@@ -188,6 +193,7 @@ mod tests {
                 note: None,
             },
             Event::Archived,
+            Event::LocalReplaced { note: "n".into() },
             Event::Retry {
                 error: "e".into(),
                 next_attempt_at: 1,
@@ -215,6 +221,7 @@ mod tests {
             (Pending, "verified", Verified),
             (Sent, "verified", Verified),
             (Verified, "archived", Archived),
+            (Verified, "local_replaced", Archived),
             (Pending, "retry", Pending),
             (Sent, "retry", Pending),
             (Pending, "failed", Failed),
@@ -247,7 +254,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 6 * 9);
+        assert_eq!(checked, 6 * 10);
     }
 
     #[test]

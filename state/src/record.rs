@@ -124,6 +124,10 @@ impl Record {
                 self.next_attempt_at = None;
             }
             Event::Archived => {}
+            Event::LocalReplaced { note } => {
+                self.archive_path = None;
+                self.last_error = Some(note.clone());
+            }
             Event::Retry {
                 error,
                 next_attempt_at,

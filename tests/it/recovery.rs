@@ -237,3 +237,54 @@ fn a_missing_inbox_pauses_the_destination_without_burning_attempts() {
     assert_eq!((rec.state(), rec.attempts), (State::Pending, 0));
     assert_eq!(fs::read(spool.outbox().join("order-8.json")).unwrap(), body);
 }
+
+#[test]
+fn an_invalid_file_that_cannot_be_quarantined_is_never_left_pending() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let ctx = ctx(&spool);
+    // The move to quarantine fails (a file stands where the folder should be). Were
+    // the entry written before the move, a `pending` entry would be left for the
+    // pipeline to send.
+    fs::remove_dir(spool.quarantine()).unwrap();
+    fs::write(spool.quarantine(), b"in the way").unwrap();
+    spool.drop_order("bad.json", b"{\"truncated\": ");
+    let path = spool.outbox().join("bad.json");
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let r = plutus_sync::intake::take(
+        &ctx.journal,
+        &ctx.settings,
+        &path,
+        plutus_sync::intake::Found::Sweep,
+    );
+    assert!(r.is_err(), "{r:?}");
+    assert!(
+        ctx.journal.is_empty(),
+        "{:?}",
+        ctx.journal.iter().collect::<Vec<_>>()
+    );
+    assert!(path.exists(), "the file stays in the outbox");
+
+    // Once the folder is back, it is quarantined, and its entry is born that way.
+    fs::remove_file(spool.quarantine()).unwrap();
+    fs::create_dir(spool.quarantine()).unwrap();
+    let r = plutus_sync::intake::take(
+        &ctx.journal,
+        &ctx.settings,
+        &path,
+        plutus_sync::intake::Found::Sweep,
+    )
+    .unwrap();
+    let plutus_sync::intake::Outcome::Quarantined(rec) = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(rec.history.len(), 2);
+    assert_eq!(rec.state(), State::Quarantined);
+    assert!(names_in(sshd.inbox()).is_empty());
+}
