@@ -57,7 +57,13 @@ impl Remote for LocalConn {
     type Reader = fs::File;
 
     fn create(&mut self, path: &str) -> Result<fs::File, RemoteError> {
-        fs::File::create(path).map_err(|e| fault("create", path, e))
+        fs::File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| fault("create", path, e))
     }
 
     fn sync(&mut self, w: &mut fs::File, path: &str) -> Result<bool, RemoteError> {

@@ -18,7 +18,7 @@
 pub mod local;
 pub mod sftp;
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 /// Why a remote operation failed, as far as the protocol needs to know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,9 +122,10 @@ impl TransferError {
 
 /// The primitive operations of an inbox. Paths are full remote paths.
 pub trait Remote {
-    type Writer: Write;
+    /// The temp file, open for writing and reading back through the same handle.
+    type Writer: Write + Read + Seek;
     type Reader: Read;
-    /// Create or truncate `path` for writing.
+    /// Create or truncate `path` for writing and reading.
     fn create(&mut self, path: &str) -> Result<Self::Writer, RemoteError>;
     /// Flush `w` to stable storage. `Ok(false)`: the server cannot, and that is fine.
     fn sync(&mut self, w: &mut Self::Writer, path: &str) -> Result<bool, RemoteError>;
@@ -334,11 +335,18 @@ fn deliver<R: Remote>(
     w.flush()
         .map_err(|e| TransferError::Remote(io_fault("write", &temp_path, e)))?;
     let fsynced = r.sync(&mut w, &temp_path).map_err(TransferError::Remote)?;
-    r.close(w, &temp_path).map_err(TransferError::Remote)?;
     uploaded(&temp_path);
 
-    // 2. read back
-    let (rsize, rcrc) = read_crc(r, &temp_path)?;
+    // 2. read back, through the handle we wrote with: the server reads the file's
+    // bytes either way, and a second open and close would cost two round trips per
+    // file. Exactly `size` bytes: the file was created empty (truncated) and only we
+    // wrote to it, so asking for an end-of-file would be one more round trip for nothing.
+    let back = w
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| crc_of(&mut w, job.size, &mut buf))
+        .map_err(|e| TransferError::Remote(io_fault("read", &temp_path, e)));
+    r.close(w, &temp_path).map_err(TransferError::Remote)?;
+    let (rsize, rcrc) = back?;
     if (rsize, rcrc) != (job.size, job.crc32) {
         let _ = r.remove(&temp_path);
         return Err(TransferError::VerifyMismatch {
@@ -408,23 +416,29 @@ fn clean_temps<R: Remote>(r: &mut R) -> Result<Vec<String>, TransferError> {
     Ok(removed)
 }
 
-fn read_crc<R: Remote>(r: &mut R, path: &str) -> Result<(u64, u32), TransferError> {
-    let mut rd = r.open(path).map_err(TransferError::Remote)?;
+/// Size and CRC32 of the first `limit` bytes `rd` gives (fewer at end of file).
+fn crc_of(rd: &mut impl Read, limit: u64, buf: &mut [u8]) -> io::Result<(u64, u32)> {
     let mut hasher = crc32fast::Hasher::new();
     let mut size = 0u64;
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        match rd.read(&mut buf) {
+    while size < limit {
+        let want = buf.len().min((limit - size) as usize);
+        match rd.read(&mut buf[..want]) {
             Ok(0) => break,
             Ok(n) => {
                 hasher.update(&buf[..n]);
                 size += n as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(TransferError::Remote(io_fault("read", path, e))),
+            Err(e) => return Err(e),
         }
     }
     Ok((size, hasher.finalize()))
+}
+
+fn read_crc<R: Remote>(r: &mut R, path: &str) -> Result<(u64, u32), TransferError> {
+    let mut rd = r.open(path).map_err(TransferError::Remote)?;
+    crc_of(&mut rd, u64::MAX, &mut vec![0u8; CHUNK])
+        .map_err(|e| TransferError::Remote(io_fault("read", path, e)))
 }
 
 /// Map an `io::Error` from a remote read or write to a fault. (ssh2's `Read`/`Write`

@@ -248,7 +248,7 @@ impl Remote for SftpConn {
         self.sftp()
             .open_mode(
                 Path::new(path),
-                OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+                OpenFlags::READ | OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
                 0o644,
                 OpenType::File,
             )
