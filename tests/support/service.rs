@@ -153,17 +153,7 @@ max_attempts = 3
 
     /// `plutus-sync sync`: (exit status, stdout, stderr).
     pub fn sync(&self) -> (ExitStatus, String, String) {
-        let out = Command::new(BIN)
-            .args(["sync", "-c"])
-            .arg(&self.config)
-            .env("PLUTUS_SYNC_LOG", "info,plutus_sync=debug")
-            .output()
-            .unwrap();
-        (
-            out.status,
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        self.cmd(&["sync"])
     }
 }
 
