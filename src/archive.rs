@@ -76,6 +76,26 @@ pub fn unique(path: &Path) -> PathBuf {
         .expect("some suffix is free")
 }
 
+/// Size and CRC32 of a local file, in one streamed read.
+fn content_of(path: &Path) -> io::Result<(u64, u32)> {
+    use std::io::Read;
+    let mut f = fs::File::open(path)?;
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 128 * 1024];
+    let mut size = 0u64;
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return Ok((size, h.finalize())),
+            Ok(n) => {
+                h.update(&buf[..n]);
+                size += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
@@ -95,13 +115,29 @@ pub fn archive(
             state: rec.state(),
         });
     }
-    if let Some(sent) = sent {
-        let path = outbox.join(&rec.name);
-        if let Ok(now) = fs::symlink_metadata(&path) {
-            if LocalId::of(&now) != sent {
-                return Err(ArchiveError::Replaced { path });
+    let path = outbox.join(&rec.name);
+    match sent {
+        Some(sent) => {
+            if let Ok(now) = fs::symlink_metadata(&path) {
+                if LocalId::of(&now) != sent {
+                    return Err(ArchiveError::Replaced { path });
+                }
             }
         }
+        // No view of the file from this run's upload (a restart, a duplicate, a retry
+        // of the move): only its content can prove it is what was delivered.
+        None => match content_of(&path) {
+            Ok(got) if got != (rec.size, rec.crc32) => return Err(ArchiveError::Replaced { path }),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(ArchiveError::Move {
+                    from: path.clone(),
+                    to: PathBuf::from(rec.archive_path.clone().unwrap_or_default()),
+                    source,
+                })
+            }
+        },
     }
     let to = PathBuf::from(
         rec.archive_path
@@ -191,6 +227,19 @@ mod tests {
         let sent = LocalId::of(&fs::metadata(outbox.join("o.json")).unwrap());
         let to = archive(&rec, &outbox, Some(sent)).unwrap();
         assert_eq!(fs::read(to).unwrap(), b"[1]");
+    }
+
+    #[test]
+    fn without_a_view_from_the_upload_the_content_must_match_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = dir.path().join("outbox");
+        fs::create_dir(&outbox).unwrap();
+        // The journal says 2 bytes with CRC32 0; the file holds something else.
+        fs::write(outbox.join("o.json"), b"{}").unwrap();
+        let rec = verified(dir.path(), "o.json");
+        let err = archive(&rec, &outbox, None).unwrap_err();
+        assert!(matches!(err, ArchiveError::Replaced { .. }), "{err}");
+        assert!(outbox.join("o.json").exists());
     }
 
     #[test]

@@ -337,7 +337,13 @@ pub fn replay(
                             from_path: from.clone(),
                         },
                     )?;
-                    if let Err(e) = std::fs::rename(&from, &local) {
+                    // Durable first: were the move to happen and the `resend` write be
+                    // lost, the file would look like a duplicate and never be sent.
+                    j.flush()?;
+                    // A link never replaces a file the web shop just wrote under the name.
+                    let moved = std::fs::hard_link(&from, &local)
+                        .and_then(|()| std::fs::remove_file(&from));
+                    if let Err(e) = moved {
                         j.apply(
                             rec.id,
                             Event::Failed {

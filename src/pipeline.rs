@@ -166,7 +166,9 @@ fn deliver_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, Journal
                     remote,
                     Some("found complete in the inbox after a restart".into()),
                     started,
-                    sent_as,
+                    // The inbox copy matches the journal, not necessarily the file now
+                    // in the outbox: let the archive check its content.
+                    None,
                 );
             }
             Ok(Found::Different { .. }) | Ok(Found::Absent) => {}

@@ -670,7 +670,10 @@ async fn worker(n: usize, shared: Arc<Shared>) {
             Err(e) => {
                 error!(worker = n, id, "worker step panicked: {e}");
                 slot = Some(Slot::default());
-                shared.queue.done(id);
+                // Not dropped: the entry is still live in the journal, and only the
+                // queue brings it back before the next restart.
+                let later = now_ms() + shared.ctx.settings.retry_max.as_millis() as u64;
+                shared.queue.requeue_at(id, later, &shared.cancel);
                 continue;
             }
         };

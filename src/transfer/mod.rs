@@ -103,10 +103,10 @@ impl TransferError {
             | TransferError::Auth { .. } => Scope::Destination,
             TransferError::Remote(e) => match (e.op, e.fault) {
                 (_, Fault::Connection) => Scope::Destination,
-                // Inbox missing or not writable: no file can get through. A bare
-                // "failure" on create is about this name (a folder in the way, a name
-                // the server rejects), so it stays with the file.
-                ("create", Fault::NotFound | Fault::PermissionDenied) => Scope::Destination,
+                // A refused create may be the inbox (missing, not writable) or this
+                // name (rejected by the server, a stale temp in the way): it stays with
+                // the file, and the pipeline's probe file decides which.
+
                 // A write that fails is a full disk or a dying connection.
                 ("write" | "close" | "fsync", _) => Scope::Destination,
                 ("list", _) => Scope::Destination,
@@ -196,6 +196,9 @@ pub trait Connection: Send {
     fn probe(&mut self) -> Result<(), TransferError>;
 }
 
+/// Probes of concurrent workers must not share a file name.
+static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Every `Remote` speaks the protocol; transports only provide the primitives.
 impl<R: Remote + Send> Connection for R {
     fn deliver(
@@ -226,8 +229,9 @@ impl<R: Remote + Send> Connection for R {
         let path = join(
             self.inbox(),
             &format!(
-                "plutus-sync-check-{}{}",
+                "plutus-sync-check-{}-{}{}",
                 std::process::id(),
+                PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 self.temp_suffix()
             ),
         );
@@ -409,8 +413,14 @@ fn clean_temps<R: Remote>(r: &mut R) -> Result<Vec<String>, TransferError> {
     for name in r.list().map_err(TransferError::Remote)? {
         if name.ends_with(&temp_suffix) && name.len() > temp_suffix.len() {
             let path = join(r.inbox(), &name);
-            r.remove(&path).map_err(TransferError::Remote)?;
-            removed.push(name);
+            // Best effort: one temp we cannot remove (a folder of that name, a file
+            // the ERP holds open) must not stop every delivery. Our own upload of that
+            // name truncates it anyway.
+            match r.remove(&path) {
+                Ok(()) => removed.push(name),
+                Err(e) if e.fault == Fault::Connection => return Err(TransferError::Remote(e)),
+                Err(e) => tracing::warn!("cannot remove a leftover temp file: {e}"),
+            }
         }
     }
     Ok(removed)

@@ -497,3 +497,25 @@ fn a_file_created_empty_then_written_in_a_second_open_is_delivered_not_quarantin
     );
     assert_delivered_exactly_once(&spool, sshd.inbox(), &[(name.into(), body)]);
 }
+
+#[test]
+fn a_leftover_temp_name_that_cannot_be_removed_does_not_stop_delivery() {
+    let sshd = Sshd::start();
+    // A folder with a temp name (non-empty, so it cannot be unlinked) sits in the inbox.
+    fs::create_dir_all(sshd.inbox().join("stuck.json.part/inside")).unwrap();
+    let spool = Spool::for_sshd(&sshd, "");
+    let mut svc = spool.start();
+    svc.wait_ready();
+    let body = order(8, 1500);
+    spool.drop_order("order-2026-000008.json", &body);
+    wait_archived(&spool, &svc, 1, Duration::from_secs(20));
+    svc.stop();
+    assert_eq!(
+        fs::read(sshd.inbox().join("order-2026-000008.json")).unwrap(),
+        body
+    );
+    assert!(svc
+        .log_text()
+        .contains("cannot remove a leftover temp file"));
+    assert!(!svc.log_text().contains("destination down"));
+}
