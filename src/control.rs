@@ -115,27 +115,42 @@ pub async fn serve(listener: UnixListener, handler: Arc<dyn Handler>, cancel: Ca
             continue;
         };
         let handler = handler.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = tokio::time::timeout(IO_TIMEOUT, one(stream, handler)).await {
-                debug!("control connection timed out: {e}");
-            }
-        });
+        tokio::spawn(one(stream, handler, permit));
     }
 }
 
-async fn one(stream: tokio::net::UnixStream, handler: Arc<dyn Handler>) {
+/// One connection. The timeouts bound the client (a request that never comes, an
+/// answer nobody reads), not the work: a long export still gets its answer. The
+/// permit lives as long as the work, so the limit bounds work as well as sockets.
+async fn one(
+    stream: tokio::net::UnixStream,
+    handler: Arc<dyn Handler>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
     let (rd, mut wr) = stream.into_split();
     let mut line = Vec::new();
     let mut limited = tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(rd, MAX_REQUEST + 1));
-    let resp = match limited.read_until(b'\n', &mut line).await {
+    let read = tokio::time::timeout(IO_TIMEOUT, limited.read_until(b'\n', &mut line)).await;
+    let read = match read {
+        Ok(r) => r,
+        Err(_) => {
+            debug!("control client sent no request within {IO_TIMEOUT:?}");
+            return;
+        }
+    };
+    let resp = match read {
         Err(e) => Response::Error(format!("cannot read request: {e}")),
         Ok(_) if line.len() as u64 > MAX_REQUEST => {
             Response::Error(format!("request longer than {MAX_REQUEST} bytes"))
         }
         Ok(_) => match serde_json::from_slice::<Request>(&line) {
             Err(e) => Response::Error(format!("malformed request: {e}")),
-            Ok(req) => match tokio::task::spawn_blocking(move || handler.handle(req)).await {
+            Ok(req) => match tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                handler.handle(req)
+            })
+            .await
+            {
                 Ok(Ok(v)) => Response::Ok(v),
                 Ok(Err(e)) => Response::Error(e),
                 Err(e) => Response::Error(format!("request failed: {e}")),
@@ -145,8 +160,11 @@ async fn one(stream: tokio::net::UnixStream, handler: Arc<dyn Handler>) {
     let mut out =
         serde_json::to_vec(&resp).unwrap_or_else(|_| b"{\"error\":\"unencodable\"}".to_vec());
     out.push(b'\n');
-    let _ = wr.write_all(&out).await;
-    let _ = wr.shutdown().await;
+    let _ = tokio::time::timeout(IO_TIMEOUT, async {
+        let _ = wr.write_all(&out).await;
+        let _ = wr.shutdown().await;
+    })
+    .await;
 }
 
 /// Ask the running service. `NotRunning` means: open the journal yourself.
