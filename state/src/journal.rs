@@ -124,6 +124,15 @@ impl Journal {
                 })
             }
         }
+        // The id counter, seeded once from the newest entry (journals written before
+        // it existed), so `insert` never has to look.
+        if meta.get(keys::META_NEXT_ID)?.is_none() {
+            let next = match entries.last()? {
+                Some((k, _)) => keys::parse_id(&k).map_or(1, |id| id + 1),
+                None => 1,
+            };
+            meta.insert(keys::META_NEXT_ID, &keys::id(next))?;
+        }
         Ok(Journal {
             path: path.to_path_buf(),
             db,
@@ -157,16 +166,13 @@ impl Journal {
         let at = crate::now_ms();
         // Ids come from our own counter, in the same transaction: sled's
         // `generate_id` jumps by a million at every reopening, and operators type ids.
-        let first = match self.entries.last()? {
-            Some((k, _)) => keys::parse_id(&k).map_or(0, |id| id + 1),
-            None => 1,
-        };
         let out = (&self.entries, &self.by_name, &self.by_state, &self.meta).transaction(
             |(entries, by_name, by_state, meta)| {
-                let id = match meta.get(keys::META_NEXT_ID)? {
-                    Some(v) => keys::parse_id(&v).unwrap_or(first),
-                    None => first,
-                };
+                // `open` made sure the counter exists.
+                let id = meta
+                    .get(keys::META_NEXT_ID)?
+                    .and_then(|v| keys::parse_id(&v))
+                    .unwrap_or(1);
                 let mut rec = Record::new(id, new.clone(), at);
                 if let Some(event) = &event {
                     rec.apply(event.clone(), at, None).map_err(|source| {
@@ -184,14 +190,7 @@ impl Journal {
                 Ok(rec)
             },
         );
-        match out {
-            Ok(rec) => {
-                self.wrote();
-                Ok(rec)
-            }
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(JournalError::Storage(e)),
-        }
+        self.committed(out)
     }
 
     /// Apply one event to entry `id` atomically, through the transition table.
@@ -225,14 +224,7 @@ impl Journal {
             }
             Ok(rec)
         });
-        match out {
-            Ok(rec) => {
-                self.wrote();
-                Ok(rec)
-            }
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(JournalError::Storage(e)),
-        }
+        self.committed(out)
     }
 
     /// Make every write the caller has made so far durable (as durable as sled makes
@@ -252,6 +244,21 @@ impl Journal {
         self.db.flush()?;
         self.flushed.fetch_max(target, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// The end of every record-writing transaction: count the write, unwrap the error.
+    fn committed(
+        &self,
+        out: std::result::Result<Record, TransactionError<JournalError>>,
+    ) -> Result<Record> {
+        match out {
+            Ok(rec) => {
+                self.wrote();
+                Ok(rec)
+            }
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(JournalError::Storage(e)),
+        }
     }
 
     /// Called after each committed write.

@@ -4,6 +4,7 @@
 //! helper that only some modules use would otherwise trip `dead_code`.
 #![allow(dead_code)]
 
+pub mod orders;
 pub mod service;
 pub mod sshd;
 
