@@ -34,11 +34,12 @@ fn mixed_day(sshd: &Sshd, spool: &Spool, svc: &Service) -> Vec<(String, Vec<u8>)
     wait_archived(spool, svc, 3, Duration::from_secs(20));
     wait_until(
         Duration::from_secs(10),
-        "one failed and one quarantined",
+        "three archived, one failed and one quarantined",
         || {
-            spool
-                .ok(&["journal", "stats", "--json"])
-                .contains("\"failed\":1")
+            let stats = spool.ok(&["journal", "stats", "--json"]);
+            // `archived` is journaled just after the move wait_archived saw.
+            stats.contains("\"archived\":3")
+                && stats.contains("\"failed\":1")
                 && names_in(&spool.quarantine()).len() == 2
         },
     );
@@ -286,9 +287,11 @@ fn a_flood_of_malformed_and_oversized_requests_leaves_the_service_delivering() {
     // Still delivering, still answering.
     spool.drop_order("order-after-flood.json", &order(1, 1000));
     wait_archived(&spool, &svc, 1, Duration::from_secs(30));
-    assert!(spool
-        .ok(&["journal", "stats", "--json"])
-        .contains("\"archived\":1"));
+    wait_until(Duration::from_secs(10), "archived in the journal", || {
+        spool
+            .ok(&["journal", "stats", "--json"])
+            .contains("\"archived\":1")
+    });
     assert!(svc.is_running());
     svc.stop();
 }
