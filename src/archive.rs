@@ -104,10 +104,52 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// recorded. Idempotent: a file already moved (crash before the journal said so) is
 /// found there and counts as archived. With `sent`, the file under the name must
 /// still be the one the delivered bytes were read from, or nothing moves.
+/// Folders that archive moves touched and that need an fsync before the moves are
+/// durable, gathered so a batch of moves pays for one fsync per folder.
+#[derive(Debug, Default)]
+pub struct Dirs {
+    touched: std::collections::BTreeSet<PathBuf>,
+    /// Created (or found) in this batch: `create_dir_all` once per day folder.
+    made: std::collections::BTreeSet<PathBuf>,
+}
+
+impl Dirs {
+    /// fsync every touched folder and the outbox; on failure, which folder and why.
+    pub fn sync(self, outbox: &Path) -> Result<(), (PathBuf, io::Error)> {
+        if self.touched.is_empty() {
+            return Ok(());
+        }
+        for dir in self.touched.iter().map(PathBuf::as_path).chain([outbox]) {
+            sync_dir(dir).map_err(|e| (dir.to_path_buf(), e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Move one file and fsync both folders: [`move_to_archive`] for a batch of one.
 pub fn archive(
     rec: &Record,
     outbox: &Path,
     sent: Option<LocalId>,
+) -> Result<PathBuf, ArchiveError> {
+    let mut dirs = Dirs::default();
+    let to = move_to_archive(rec, outbox, sent, &mut dirs)?;
+    dirs.sync(outbox)
+        .map_err(|(dir, source)| ArchiveError::Move {
+            from: dir,
+            to: to.clone(),
+            source,
+        })?;
+    Ok(to)
+}
+
+/// Move a verified entry's local file to its planned archive path, unless it is no
+/// longer the file that was sent. Not durable until `dirs` is synced.
+pub fn move_to_archive(
+    rec: &Record,
+    outbox: &Path,
+    sent: Option<LocalId>,
+    dirs: &mut Dirs,
 ) -> Result<PathBuf, ArchiveError> {
     if rec.state() != State::Verified {
         return Err(ArchiveError::NotVerified {
@@ -153,11 +195,16 @@ pub fn archive(
         source,
     };
     let dir = to.parent().expect("archive paths have a parent");
-    fs::create_dir_all(dir).map_err(mv)?;
+    if !dirs.made.contains(dir) {
+        fs::create_dir_all(dir).map_err(mv)?;
+        dirs.made.insert(dir.to_path_buf());
+    }
     match fs::rename(&from, &to) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if to.exists() {
+                // Moved by an earlier try whose folder sync may not have happened.
+                dirs.touched.insert(dir.to_path_buf());
                 return Ok(to);
             }
             return Err(ArchiveError::Lost {
@@ -167,9 +214,7 @@ pub fn archive(
         }
         Err(e) => return Err(mv(e)),
     }
-    // The rename is only durable once both folders are synced.
-    sync_dir(dir).map_err(mv)?;
-    sync_dir(outbox).map_err(mv)?;
+    dirs.touched.insert(dir.to_path_buf());
     Ok(to)
 }
 

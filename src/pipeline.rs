@@ -5,9 +5,13 @@
 //! Order of effects, which is the whole of the no-loss guarantee:
 //! 1. upload to the temp name; journal `sent` (not flushed: losing it only means the
 //!    upload is checked or redone after a crash);
-//! 2. read back, rename into place; journal `verified` with the archive path, and
-//!    **flush** before anything touches the local file;
-//! 3. move the local file to the archive (rename + directory fsync); journal `archived`.
+//! 2. read back, rename into place; journal `verified` with the archive path;
+//! 3. in [`archive_batch`], for every file verified meanwhile: one **flush** of the
+//!    journal before any local file is touched, the moves to the archive, one fsync
+//!    per folder they touched, then `archived` for each.
+//!
+//! Step 3 runs apart from the workers so that a flush and the folder fsyncs are paid
+//! once per batch rather than once per file, and no upload waits for them.
 
 use crate::archive;
 use crate::config::Settings;
@@ -40,6 +44,9 @@ pub enum Step {
     DestinationDown(TransferError),
     /// Done, and the outbox holds new content under the same name: look again now.
     Rescan,
+    /// Verified and journaled (not yet flushed): for [`archive_batch`]. Carries the
+    /// identity of the local file the delivered bytes came from, when this run read them.
+    Verified(Option<archive::LocalId>),
 }
 
 /// A worker's connection, made on first use and thrown away after any error (libssh2
@@ -99,7 +106,7 @@ pub fn process(ctx: &Ctx, slot: &mut Slot, id: u64) -> Result<Step, JournalError
     let span = tracing::info_span!("file", file = %rec.name, batch = %rec.batch, id = rec.id);
     let _g = span.enter();
     match rec.state() {
-        State::Verified => archive_step(ctx, rec, None),
+        State::Verified => Ok(Step::Verified(None)),
         State::Pending | State::Sent => deliver_step(ctx, slot, rec),
         _ => Ok(Step::Done),
     }
@@ -233,8 +240,6 @@ fn verified(
         },
         Some(ms(started)),
     )?;
-    // The rule: the journal says "verified" durably before the local file moves.
-    ctx.journal.flush()?;
     let since_detect = now_ms().saturating_sub(rec.detected_at);
     ctx.metrics.delivered.inc();
     ctx.metrics
@@ -253,46 +258,81 @@ fn verified(
         "verified as {remote_path}{}",
         note.map(|n| format!(" ({n})")).unwrap_or_default()
     );
-    archive_step(ctx, rec, sent_as)
+    Ok(Step::Verified(sent_as))
 }
 
-/// `sent_as`: the file the delivered bytes were read from, when this run read them.
-fn archive_step(
+/// Archive files whose delivery is verified: what [`Step::Verified`] hands over, in
+/// batches. Returns how each entry's step ended.
+pub fn archive_batch(
     ctx: &Ctx,
-    rec: Record,
-    sent_as: Option<archive::LocalId>,
-) -> Result<Step, JournalError> {
-    match archive::archive(&rec, &ctx.settings.outbox, sent_as) {
-        Ok(path) => {
-            let rec = ctx.journal.apply(rec.id, Event::Archived)?;
-            info!(state = %rec.state(), "archived to {}", path.display());
-            Ok(Step::Done)
+    batch: &[(u64, Option<archive::LocalId>)],
+) -> Result<Vec<(u64, Step)>, JournalError> {
+    // The rule: the journal says "verified" durably before any local file moves.
+    ctx.journal.flush()?;
+    let outbox = &ctx.settings.outbox;
+    let mut dirs = archive::Dirs::default();
+    let mut moved = Vec::with_capacity(batch.len());
+    let mut steps = Vec::with_capacity(batch.len());
+    for &(id, sent_as) in batch {
+        let Some(rec) = ctx.journal.get(id)? else {
+            steps.push((id, Step::Done));
+            continue;
+        };
+        if rec.state() != State::Verified {
+            steps.push((id, Step::Done));
+            continue;
         }
-        Err(archive::ArchiveError::Replaced { path }) => {
-            // Moving it would archive content that was never sent, and lose it.
-            let note = format!(
-                "{}: replaced by new content after its delivery was verified; the delivered copy is gone, the new content is taken as a new file",
-                path.display()
-            );
-            let rec = ctx
-                .journal
-                .apply(rec.id, Event::LocalReplaced { note: note.clone() })?;
-            warn!(state = %rec.state(), "{note}");
-            Ok(Step::Rescan)
-        }
-        Err(archive::ArchiveError::Lost { name, to }) => {
-            // Delivered, but the local copy is gone: nothing to archive, nothing to
-            // resend. Leave it `verified` for an operator to look at.
-            error!(state = %rec.state(), "{name}: delivered and verified, but the local file vanished before it could be archived to {}; left as verified", to.display());
-            Ok(Step::Done)
-        }
-        Err(e) => {
-            error!(state = %rec.state(), "{e}; will try again");
-            Ok(Step::RetryAt(
-                now_ms() + ctx.settings.retry_max.as_millis() as u64,
-            ))
+        let span = tracing::info_span!("file", file = %rec.name, batch = %rec.batch, id = rec.id);
+        let _g = span.enter();
+        match archive::move_to_archive(&rec, outbox, sent_as, &mut dirs) {
+            Ok(path) => moved.push((rec, path)),
+            Err(archive::ArchiveError::Replaced { path }) => {
+                // Moving it would archive content that was never sent, and lose it.
+                let note = format!(
+                    "{}: replaced by new content after its delivery was verified; the delivered copy is gone, the new content is taken as a new file",
+                    path.display()
+                );
+                let rec = ctx
+                    .journal
+                    .apply(rec.id, Event::LocalReplaced { note: note.clone() })?;
+                warn!(state = %rec.state(), "{note}");
+                steps.push((id, Step::Rescan));
+            }
+            Err(archive::ArchiveError::Lost { name, to }) => {
+                // Delivered, but the local copy is gone: nothing to archive, nothing to
+                // resend. Leave it `verified` for an operator to look at.
+                error!(state = %rec.state(), "{name}: delivered and verified, but the local file vanished before it could be archived to {}; left as verified", to.display());
+                steps.push((id, Step::Done));
+            }
+            Err(e) => {
+                error!(state = %rec.state(), "{e}; will try again");
+                steps.push((id, retry_later(ctx)));
+            }
         }
     }
+    // The moves are only durable once their folders are synced: once per folder.
+    if let Err((dir, e)) = dirs.sync(outbox) {
+        for (rec, _) in moved {
+            let span =
+                tracing::info_span!("file", file = %rec.name, batch = %rec.batch, id = rec.id);
+            let _g = span.enter();
+            error!(state = %rec.state(), "{}: cannot sync the folder after archiving: {e}; will try again", dir.display());
+            steps.push((rec.id, retry_later(ctx)));
+        }
+        return Ok(steps);
+    }
+    for (rec, path) in moved {
+        let span = tracing::info_span!("file", file = %rec.name, batch = %rec.batch, id = rec.id);
+        let _g = span.enter();
+        let rec = ctx.journal.apply(rec.id, Event::Archived)?;
+        info!(state = %rec.state(), "archived to {}", path.display());
+        steps.push((rec.id, Step::Done));
+    }
+    Ok(steps)
+}
+
+fn retry_later(ctx: &Ctx) -> Step {
+    Step::RetryAt(now_ms() + ctx.settings.retry_max.as_millis() as u64)
 }
 
 fn handle_error(
@@ -404,9 +444,7 @@ fn rehash(ctx: &Ctx, rec: &Record) -> Result<Step, JournalError> {
             Err(intake::IntakeError::Journal(e)) => Err(e),
             Err(e) => {
                 error!("{e}; will try again");
-                Ok(Step::RetryAt(
-                    now_ms() + ctx.settings.retry_max.as_millis() as u64,
-                ))
+                Ok(retry_later(ctx))
             }
         };
     }

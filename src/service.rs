@@ -328,9 +328,12 @@ pub async fn run(
             info!("serving metrics on http://{addr}/metrics");
         }
     }
+    let (archive_tx, archive_rx) = mpsc::unbounded_channel();
     for n in 0..settings.connections {
-        tracker.spawn(worker(n, shared.clone()));
+        tracker.spawn(worker(n, shared.clone(), archive_tx.clone()));
     }
+    drop(archive_tx);
+    tracker.spawn(archiver(shared.clone(), archive_rx));
 
     // Bounded so a burst cannot grow memory without limit; when it is full the
     // watcher asks for a sweep instead of dropping anything.
@@ -610,7 +613,7 @@ async fn take(
     }
 }
 
-async fn worker(n: usize, shared: Arc<Shared>) {
+async fn worker(n: usize, shared: Arc<Shared>, archive: mpsc::UnboundedSender<ToArchive>) {
     let ctx = shared.ctx.clone();
     let mut slot = Some(Slot::default());
     let mut last_used = Instant::now();
@@ -680,23 +683,6 @@ async fn worker(n: usize, shared: Arc<Shared>) {
         let connected = s.is_connected();
         slot = Some(s);
         match step {
-            Ok(Step::Done) => {
-                if connected {
-                    destination_up(&shared);
-                }
-                shared.queue.done(id);
-            }
-            Ok(Step::Rescan) => {
-                shared.queue.done(id);
-                shared.sweep_now.notify_one();
-            }
-            Ok(Step::RetryAt(at)) => {
-                if shared.mode == Mode::Service {
-                    shared.queue.requeue_at(id, at, &shared.cancel);
-                } else {
-                    shared.queue.done(id);
-                }
-            }
             Ok(Step::DestinationDown(e)) => {
                 if destination_down(&shared, epoch, e) {
                     shared.queue.requeue(id);
@@ -704,9 +690,74 @@ async fn worker(n: usize, shared: Arc<Shared>) {
                     shared.queue.done(id);
                 }
             }
+            Ok(step) => {
+                if connected && matches!(step, Step::Done | Step::Verified(_)) {
+                    destination_up(&shared);
+                }
+                if let Step::Verified(sent_as) = step {
+                    // Still queued until the archiver is done with it, so nothing
+                    // else picks the entry up meanwhile.
+                    if archive.send((id, sent_as)).is_err() {
+                        shared.queue.done(id);
+                    }
+                } else {
+                    settle(&shared, id, step);
+                }
+            }
             Err(e) => {
                 shared.queue.done(id);
                 shared.fatal(e);
+            }
+        }
+    }
+}
+
+/// After a step that needs nothing more from a worker: done, or back in the queue later.
+fn settle(shared: &Shared, id: u64, step: Step) {
+    match step {
+        Step::Rescan => {
+            shared.queue.done(id);
+            shared.sweep_now.notify_one();
+        }
+        Step::RetryAt(at) if shared.mode == Mode::Service => {
+            shared.queue.requeue_at(id, at, &shared.cancel);
+        }
+        _ => shared.queue.done(id),
+    }
+}
+
+type ToArchive = (u64, Option<crate::archive::LocalId>);
+
+/// Archives what the workers verified, in batches: everything that arrived while the
+/// last batch was being archived shares one journal flush and one fsync per folder.
+/// Ends when every worker has ended (their senders dropped) and the channel is empty.
+async fn archiver(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<ToArchive>) {
+    const MAX_BATCH: usize = 512;
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let ctx = shared.ctx.clone();
+        let work = std::mem::take(&mut batch);
+        let ids: Vec<u64> = work.iter().map(|&(id, _)| id).collect();
+        let joined =
+            tokio::task::spawn_blocking(move || pipeline::archive_batch(&ctx, &work)).await;
+        match joined {
+            Ok(Ok(steps)) => {
+                for (id, step) in steps {
+                    settle(&shared, id, step);
+                }
+            }
+            Ok(Err(e)) => {
+                for id in ids {
+                    shared.queue.done(id);
+                }
+                shared.fatal(e);
+            }
+            Err(e) => {
+                error!("archive step panicked: {e}");
+                let later = now_ms() + shared.ctx.settings.retry_max.as_millis() as u64;
+                for id in ids {
+                    shared.queue.requeue_at(id, later, &shared.cancel);
+                }
             }
         }
     }

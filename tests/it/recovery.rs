@@ -6,7 +6,7 @@ use crate::support::service::{names_in, order, Spool};
 use crate::support::sshd::Sshd;
 use plutus_state::{Event, Journal, JournalOptions, NewEntry, State};
 use plutus_sync::config;
-use plutus_sync::pipeline::{process, Ctx, Slot, Step};
+use plutus_sync::pipeline::{self, Ctx, Slot, Step};
 use plutus_sync::transfer;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -20,6 +20,19 @@ fn ctx(spool: &Spool) -> Ctx {
         settings: Arc::new(settings),
         journal: Arc::new(journal),
         metrics: Arc::default(),
+    }
+}
+
+/// What a worker and then the archiver do with the entry: one step, and the archive
+/// batch (of this one entry) if the step verified it.
+fn process(ctx: &Ctx, slot: &mut Slot, id: u64) -> Result<Step, plutus_state::JournalError> {
+    match pipeline::process(ctx, slot, id)? {
+        Step::Verified(sent_as) => {
+            let mut steps = pipeline::archive_batch(ctx, &[(id, sent_as)])?;
+            assert_eq!(steps.len(), 1);
+            Ok(steps.pop().unwrap().1)
+        }
+        step => Ok(step),
     }
 }
 
