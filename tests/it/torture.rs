@@ -129,11 +129,30 @@ fn while_the_destination_is_down_the_service_idles_and_logs_once_per_backoff_ste
     let lines = outage_lines(&svc) - lines0;
     let secs = t0.elapsed().as_secs_f64();
     eprintln!("outage of {secs:.1} s with 60 files waiting: {cpu:.3} CPU s, {lines} log lines");
-    // Backoff 100 ms doubling to a 1 s cap: about 8 steps in 6 s, not 60 files' worth.
+    // Backoff 100 ms doubling to a 1 s cap, with full jitter (each pause drawn between
+    // 100 ms and the cap): 6 to 20 steps in 6 s, usually 12, and never 60 files' worth.
     assert!(cpu < 0.3, "{cpu} CPU seconds while idle");
     assert!(
-        (2..=16).contains(&lines),
+        (2..=30).contains(&lines),
         "{lines} outage lines in {secs:.1} s"
+    );
+    // Exactly one line per step: each names the next failure count, none repeated.
+    let counts: Vec<u32> = svc
+        .log_text()
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("destination down"))
+        .map(|l| {
+            let (_, rest) = l.split_once("failures=").unwrap_or_else(|| panic!("{l}"));
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        counts.windows(2).all(|w| w[1] == w[0] + 1),
+        "outage lines do not follow one per step: {counts:?}"
     );
     assert!(spool.archived().is_empty());
     let restarted = Instant::now();
