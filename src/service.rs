@@ -266,6 +266,12 @@ pub async fn run(
         journal = %settings.journal.display(),
         "starting"
     );
+    if let Some(n) = journal.recovered() {
+        warn!(
+            entries = n,
+            "the last run did not close the journal (killed, crashed or power cut): its indexes were rebuilt from the entries"
+        );
+    }
 
     let shared = Arc::new(Shared {
         ctx: Arc::new(Ctx {

@@ -12,6 +12,9 @@ pub const TREE_BY_STATE: &str = "by_state";
 pub const TREE_META: &str = "meta";
 pub const META_SCHEMA: &[u8] = b"schema_version";
 pub const META_NEXT_ID: &[u8] = b"next_id";
+/// Present while a process has the journal open: found at open, it means the last
+/// process stopped without closing it, and the indexes are rebuilt from the entries.
+pub const META_OPEN: &[u8] = b"open";
 
 pub fn id(id: u64) -> [u8; 8] {
     id.to_be_bytes()
