@@ -186,7 +186,7 @@ struct Shared {
     mode: Mode,
     cancel: CancellationToken,
     /// Temp files left by a crash are removed once, before the first upload.
-    cleaned: tokio::sync::Mutex<bool>,
+    cleaned: Mutex<bool>,
     /// Entries this run touched (for `sync`'s summary).
     seen: Mutex<Vec<u64>>,
     destination_error: Mutex<Option<String>>,
@@ -284,7 +284,7 @@ pub async fn run(
         gate: Gate::new(settings.retry_initial, settings.retry_max),
         mode,
         cancel: cancel.clone(),
-        cleaned: tokio::sync::Mutex::new(false),
+        cleaned: Mutex::new(false),
         seen: Mutex::new(Vec::new()),
         destination_error: Mutex::new(None),
         fatal: Mutex::new(None),
@@ -336,7 +336,12 @@ pub async fn run(
     }
     let (archive_tx, archive_rx) = mpsc::unbounded_channel();
     for n in 0..settings.connections {
-        tracker.spawn(worker(n, shared.clone(), archive_tx.clone()));
+        let (shared, tx, rt) = (
+            shared.clone(),
+            archive_tx.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        tracker.spawn_blocking(move || worker(n, shared, tx, rt));
     }
     drop(archive_tx);
     tracker.spawn(archiver(shared.clone(), archive_rx));
@@ -619,43 +624,41 @@ async fn take(
     }
 }
 
-async fn worker(n: usize, shared: Arc<Shared>, archive: mpsc::UnboundedSender<ToArchive>) {
+/// One worker per connection, on a thread of its own for the whole run: a file's
+/// steps all block (ssh2, sled, file reads), and handing each one to tokio's blocking
+/// pool and back cost more CPU than the steps themselves in the burst benchmark. The
+/// waits (queue, destination gate) go through the runtime's handle.
+fn worker(
+    n: usize,
+    shared: Arc<Shared>,
+    archive: mpsc::UnboundedSender<ToArchive>,
+    rt: tokio::runtime::Handle,
+) {
     let ctx = shared.ctx.clone();
-    let mut slot = Some(Slot::default());
+    let mut slot = Slot::default();
     let mut last_used = Instant::now();
     // In the service, worker 0 cleans the inbox at once, so a crash's temp files do not
     // wait for the next order, and every worker connects before the first file arrives.
     // If the destination is down, the first delivery does both.
     if shared.mode == Mode::Service {
-        if let Some(epoch) = shared.gate.wait_open(&shared.cancel).await {
-            let s = slot.take().expect("slot is home");
-            let (s, r) = if n == 0 {
-                clean_once(&shared, ctx.clone(), s).await
+        if let Some(epoch) = rt.block_on(shared.gate.wait_open(&shared.cancel)) {
+            let r = if n == 0 {
+                clean_once(&shared, &mut slot)
             } else {
-                let c = ctx.clone();
-                tokio::task::spawn_blocking(move || {
-                    let mut s = s;
-                    let r = s.connect(c.transport.as_ref());
-                    (s, r)
-                })
-                .await
-                .expect("connect does not panic")
+                slot.connect(ctx.transport.as_ref())
             };
-            slot = Some(s);
             if let Err(e) = r {
                 destination_down(&shared, epoch, e);
             }
         }
     }
-    while let Some(id) = shared.queue.pop(&shared.cancel).await {
-        let Some(epoch) = shared.gate.wait_open(&shared.cancel).await else {
+    while let Some(id) = rt.block_on(shared.queue.pop(&shared.cancel)) {
+        let Some(epoch) = rt.block_on(shared.gate.wait_open(&shared.cancel)) else {
             break;
         };
         let idle = last_used.elapsed() > Duration::from_secs(15);
 
-        let (s, r) = clean_once(&shared, ctx.clone(), slot.take().expect("slot is home")).await;
-        slot = Some(s);
-        if let Err(e) = r {
+        if let Err(e) = clean_once(&shared, &mut slot) {
             if destination_down(&shared, epoch, e) {
                 shared.queue.requeue(id);
             } else {
@@ -664,21 +667,18 @@ async fn worker(n: usize, shared: Arc<Shared>, archive: mpsc::UnboundedSender<To
             continue;
         }
 
-        let (c, mut s) = (ctx.clone(), slot.take().expect("slot is home"));
-        let joined = tokio::task::spawn_blocking(move || {
+        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if idle {
-                s.refresh();
+                slot.refresh();
             }
-            let step = pipeline::process(&c, &mut s, id);
-            (s, step)
-        })
-        .await;
+            pipeline::process(&ctx, &mut slot, id)
+        }));
         last_used = Instant::now();
-        let (s, step) = match joined {
-            Ok(v) => v,
-            Err(e) => {
-                error!(worker = n, id, "worker step panicked: {e}");
-                slot = Some(Slot::default());
+        let step = match step {
+            Ok(step) => step,
+            Err(_) => {
+                error!(worker = n, id, "worker step panicked");
+                slot = Slot::default();
                 // Not dropped: the entry is still live in the journal, and only the
                 // queue brings it back before the next restart.
                 let later = now_ms() + shared.ctx.settings.retry_max.as_millis() as u64;
@@ -686,8 +686,6 @@ async fn worker(n: usize, shared: Arc<Shared>, archive: mpsc::UnboundedSender<To
                 continue;
             }
         };
-        let connected = s.is_connected();
-        slot = Some(s);
         match step {
             Ok(Step::DestinationDown(e)) => {
                 if destination_down(&shared, epoch, e) {
@@ -697,7 +695,7 @@ async fn worker(n: usize, shared: Arc<Shared>, archive: mpsc::UnboundedSender<To
                 }
             }
             Ok(step) => {
-                if connected && matches!(step, Step::Done | Step::Verified(_)) {
+                if slot.is_connected() && matches!(step, Step::Done | Step::Verified(_)) {
                     destination_up(&shared);
                 }
                 if let Step::Verified(sent_as) = step {
@@ -770,35 +768,21 @@ async fn archiver(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<ToArchive
 }
 
 /// Remove a crash's temp files from the inbox, once per run, before any upload.
-async fn clean_once(
-    shared: &Shared,
-    ctx: Arc<Ctx>,
-    mut slot: Slot,
-) -> (Slot, Result<(), TransferError>) {
-    let mut done = shared.cleaned.lock().await;
+fn clean_once(shared: &Shared, slot: &mut Slot) -> Result<(), TransferError> {
+    let mut done = shared.cleaned.lock().unwrap_or_else(|p| p.into_inner());
     if *done {
-        return (slot, Ok(()));
+        return Ok(());
     }
-    let (slot, r) = tokio::task::spawn_blocking(move || {
-        let r = slot.clean_temps(ctx.transport.as_ref());
-        (slot, r)
-    })
-    .await
-    .expect("clean_temps does not panic");
-    match r {
-        Ok(removed) => {
-            *done = true;
-            if !removed.is_empty() {
-                info!(
-                    count = removed.len(),
-                    "removed temp files a crash left in the inbox: {}",
-                    removed.join(", ")
-                );
-            }
-            (slot, Ok(()))
-        }
-        Err(e) => (slot, Err(e)),
+    let removed = slot.clean_temps(shared.ctx.transport.as_ref())?;
+    *done = true;
+    if !removed.is_empty() {
+        info!(
+            count = removed.len(),
+            "removed temp files a crash left in the inbox: {}",
+            removed.join(", ")
+        );
     }
+    Ok(())
 }
 
 /// The service's main loop: wait for the signal, and while waiting prove to systemd's
