@@ -98,9 +98,28 @@ impl<R: Read> Read for Tee<R> {
     }
 }
 
-/// Read `r` once: the JSON parser pulls the bytes, the CRC32 sees them on the way.
-/// The parser discards what it reads (`IgnoredAny`), so memory stays flat whatever the size.
-pub fn scan(r: impl Read) -> io::Result<Scan> {
+/// Files up to this size are read into memory and checked with the slice parser,
+/// which is several times faster than the reader's byte-at-a-time path; orders are a
+/// few KB. Larger files are streamed.
+const SMALL: usize = 256 * 1024;
+
+/// Read `r` once for its size, CRC32 and JSON check.
+pub fn scan(mut r: impl Read) -> io::Result<Scan> {
+    let mut head = Vec::with_capacity(16 * 1024);
+    (&mut r).take(SMALL as u64 + 1).read_to_end(&mut head)?;
+    if head.len() <= SMALL {
+        return Ok(Scan {
+            size: head.len() as u64,
+            crc32: crc32fast::hash(&head),
+            json: verdict(serde_json::from_slice(&head))?,
+        });
+    }
+    scan_stream(io::Cursor::new(head).chain(r))
+}
+
+/// The JSON parser pulls the bytes, the CRC32 sees them on the way. The parser
+/// discards what it reads (`IgnoredAny`), so memory stays flat whatever the size.
+fn scan_stream(r: impl Read) -> io::Result<Scan> {
     let mut rd = BufReader::with_capacity(
         64 * 1024,
         Tee {
@@ -109,12 +128,7 @@ pub fn scan(r: impl Read) -> io::Result<Scan> {
             size: 0,
         },
     );
-    let json = match serde_json::from_reader::<_, serde::de::IgnoredAny>(&mut rd) {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_io() => return Err(io::Error::other(e)),
-        Err(e) if e.is_eof() && e.line() == 1 && e.column() == 0 => Err("empty file".to_string()),
-        Err(e) => Err(format!("not well-formed JSON: {e}")),
-    };
+    let json = verdict(serde_json::from_reader(&mut rd))?;
     // Whatever the parser left unread still belongs to the file's CRC32.
     io::copy(&mut rd, &mut io::sink())?;
     let tee = rd.into_inner();
@@ -123,6 +137,18 @@ pub fn scan(r: impl Read) -> io::Result<Scan> {
         crc32: tee.hasher.finalize(),
         json,
     })
+}
+
+/// The parser's answer as the operator will read it; a read error stays an error.
+fn verdict(parsed: serde_json::Result<serde::de::IgnoredAny>) -> io::Result<Result<(), String>> {
+    match parsed {
+        Ok(_) => Ok(Ok(())),
+        Err(e) if e.is_io() => Err(io::Error::other(e)),
+        Err(e) if e.is_eof() && e.line() == 1 && e.column() == 0 => {
+            Ok(Err("empty file".to_string()))
+        }
+        Err(e) => Ok(Err(format!("not well-formed JSON: {e}"))),
+    }
 }
 
 /// Look at one candidate and journal it.
@@ -307,6 +333,26 @@ mod tests {
             crc32fast::hash(trailing),
             "the CRC covers bytes after the error too"
         );
+    }
+
+    #[test]
+    fn files_either_side_of_the_in_memory_limit_get_the_same_answers() {
+        for len in [SMALL - 1, SMALL, SMALL + 1, 3 * SMALL] {
+            let mut good = vec![b' '; len];
+            good[0] = b'[';
+            good[len - 1] = b']';
+            let mut bad = good.clone();
+            bad[len - 2] = b','; // `[   ,]`: the error is in the file's last bytes
+            for (data, ok) in [(&good, true), (&bad, false)] {
+                let fast = scan(&data[..]).unwrap();
+                let slow = scan_stream(&data[..]).unwrap();
+                assert_eq!(fast.size, len as u64);
+                assert_eq!(fast.crc32, crc32fast::hash(data));
+                assert_eq!((fast.size, fast.crc32), (slow.size, slow.crc32));
+                assert_eq!(fast.json.is_ok(), ok, "{len}: {:?}", fast.json);
+                assert_eq!(fast.json, slow.json, "{len}");
+            }
+        }
     }
 
     #[test]
