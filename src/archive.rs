@@ -100,10 +100,6 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
-/// Move the verified local file `outbox/<name>` to the archive path the journal
-/// recorded. Idempotent: a file already moved (crash before the journal said so) is
-/// found there and counts as archived. With `sent`, the file under the name must
-/// still be the one the delivered bytes were read from, or nothing moves.
 /// Folders that archive moves touched and that need an fsync before the moves are
 /// durable, gathered so a batch of moves pays for one fsync per folder.
 #[derive(Debug, Default)]
@@ -143,8 +139,11 @@ pub fn archive(
     Ok(to)
 }
 
-/// Move a verified entry's local file to its planned archive path, unless it is no
-/// longer the file that was sent. Not durable until `dirs` is synced.
+/// Move the verified local file `outbox/<name>` to the archive path the journal
+/// recorded. Idempotent: a file already moved (crash before the journal said so) is
+/// found there and counts as archived. With `sent`, the file under the name must
+/// still be the one the delivered bytes were read from, or nothing moves. Not durable
+/// until `dirs` is synced.
 pub fn move_to_archive(
     rec: &Record,
     outbox: &Path,

@@ -1,6 +1,7 @@
 //! The per-file steps `pending → sent → verified → archived`: the one place that uses
 //! both the journal and a transport. Every function here blocks (ssh2, sled flushes,
-//! file reads); workers call them from `spawn_blocking`.
+//! file reads): `process` runs on a worker's own thread, `archive_batch` on the
+//! blocking pool for the archiver task.
 //!
 //! Order of effects, which is the whole of the no-loss guarantee:
 //! 1. upload to the temp name; journal `sent` (not flushed: losing it only means the

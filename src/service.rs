@@ -76,7 +76,9 @@ impl Summary {
 }
 
 /// Entry ids waiting for a worker. An id is in `queued` from the moment it is pushed
-/// until a worker says it is done with it, so no entry is ever worked on twice at once.
+/// until a worker or the archiver says it is done with it, so no entry is ever worked
+/// on twice at once. A push of an id already queued (a replay while the archiver holds
+/// it) is remembered in `again` and honoured when it is done.
 struct Queue {
     inner: Mutex<QueueState>,
     ready: Notify,
@@ -86,6 +88,7 @@ struct Queue {
 struct QueueState {
     ready: VecDeque<u64>,
     queued: HashSet<u64>,
+    again: HashSet<u64>,
     closed: bool,
 }
 
@@ -103,6 +106,8 @@ impl Queue {
             st.ready.push_back(id);
             drop(st);
             self.ready.notify_one();
+        } else {
+            st.again.insert(id);
         }
     }
 
@@ -141,6 +146,12 @@ impl Queue {
 
     fn done(&self, id: u64) {
         let mut st = self.inner.lock().unwrap();
+        if st.again.remove(&id) && !st.closed {
+            st.ready.push_back(id);
+            drop(st);
+            self.ready.notify_one();
+            return;
+        }
         st.queued.remove(&id);
         if st.closed && st.queued.is_empty() {
             drop(st);
@@ -256,6 +267,10 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<Summary, ServiceError> {
     prepare_dirs(&settings)?;
+    // Whichever way `run` returns (a set-up step below can fail after the workers
+    // started), every task and worker thread is told to stop: a worker thread left
+    // waiting would keep the runtime, and the process, from ending.
+    let _stop_all = cancel.clone().drop_guard();
     let journal = Arc::new(open_journal(&settings)?);
     let transport = transfer::from_settings(&settings);
     let settings = Arc::new(settings);
@@ -266,10 +281,11 @@ pub async fn run(
         journal = %settings.journal.display(),
         "starting"
     );
-    if let Some(n) = journal.recovered() {
+    let n = journal.recovered();
+    if n > 0 {
         warn!(
             entries = n,
-            "the last run did not close the journal (killed, crashed or power cut): its indexes were rebuilt from the entries"
+            "the last run stopped in the middle of journal writes (killed, crashed or power cut); the index keys of those entries were repaired"
         );
     }
 
@@ -334,17 +350,6 @@ pub async fn run(
             info!("serving metrics on http://{addr}/metrics");
         }
     }
-    let (archive_tx, archive_rx) = mpsc::unbounded_channel();
-    for n in 0..settings.connections {
-        let (shared, tx, rt) = (
-            shared.clone(),
-            archive_tx.clone(),
-            tokio::runtime::Handle::current(),
-        );
-        tracker.spawn_blocking(move || worker(n, shared, tx, rt));
-    }
-    drop(archive_tx);
-    tracker.spawn(archiver(shared.clone(), archive_rx));
 
     // Bounded so a burst cannot grow memory without limit; when it is full the
     // watcher asks for a sweep instead of dropping anything.
@@ -383,6 +388,19 @@ pub async fn run(
         let sweep_now = sweep_now.clone();
         tracker.spawn(sweep_task(shared, tx, sweep_now));
     }
+    // Workers last, once nothing above can fail: their threads cannot be dropped
+    // like tasks, only told to stop.
+    let (archive_tx, archive_rx) = mpsc::unbounded_channel();
+    for n in 0..settings.connections {
+        let (shared, tx, rt) = (
+            shared.clone(),
+            archive_tx.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        tracker.spawn_blocking(move || worker(n, shared, tx, rt));
+    }
+    drop(archive_tx);
+    tracker.spawn(archiver(shared.clone(), archive_rx));
     match mode {
         Mode::Service => info!(
             workers = settings.connections,
@@ -681,8 +699,7 @@ fn worker(
                 slot = Slot::default();
                 // Not dropped: the entry is still live in the journal, and only the
                 // queue brings it back before the next restart.
-                let later = now_ms() + shared.ctx.settings.retry_max.as_millis() as u64;
-                shared.queue.requeue_at(id, later, &shared.cancel);
+                settle(&shared, id, retry_later(&shared));
                 continue;
             }
         };
@@ -730,6 +747,10 @@ fn settle(shared: &Shared, id: u64, step: Step) {
     }
 }
 
+fn retry_later(shared: &Shared) -> Step {
+    Step::RetryAt(now_ms() + shared.ctx.settings.retry_max.as_millis() as u64)
+}
+
 type ToArchive = (u64, Option<crate::archive::LocalId>);
 
 /// Archives what the workers verified, in batches: everything that arrived while the
@@ -773,9 +794,8 @@ async fn archiver(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<ToArchive
             }
             Err(e) => {
                 error!("archive step panicked: {e}");
-                let later = now_ms() + shared.ctx.settings.retry_max.as_millis() as u64;
                 for id in ids {
-                    shared.queue.requeue_at(id, later, &shared.cancel);
+                    settle(&shared, id, retry_later(&shared));
                 }
             }
         }
@@ -966,5 +986,27 @@ async fn prune_task(shared: Arc<Shared>) {
             _ = shared.cancel.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_push_while_the_id_is_held_is_honoured_when_it_is_done() {
+        let q = Queue::new();
+        let cancel = CancellationToken::new();
+        q.push(7);
+        assert_eq!(q.pop(&cancel).await, Some(7));
+        // A replay of entry 7 while the archiver still holds it.
+        q.push(7);
+        assert_eq!(q.depth(), 1, "not queued twice");
+        q.done(7);
+        assert_eq!(q.pop(&cancel).await, Some(7), "the replay is not lost");
+        q.done(7);
+        assert_eq!(q.depth(), 0);
+        q.close();
+        assert_eq!(q.pop(&cancel).await, None);
     }
 }

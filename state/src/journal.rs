@@ -5,11 +5,11 @@
 //! write (a transaction or a batch) rolls the log buffer twice, i.e. two `pwrite` +
 //! `sync_file_range` through sled's I/O threads, which made the journal the largest
 //! cost of a delivery (~10 synced buffer writes per file). A single-key insert only
-//! appends to the buffer. The indexes stay exact while a process runs (writes to one
-//! entry are serialized by a lock stripe); a process that stops without closing the
-//! journal (crash, kill, power cut) leaves the `open` mark behind, and the next open
-//! rebuilds both indexes from the entries. sled recovers a prefix of its log, so an
-//! index write is never found without the entry write before it.
+//! appends to the buffer. So a change is a short sequence of single-key writes under
+//! the entry's lock stripe: an in-flight mark (`meta/inflight/<id>`), the entry, its
+//! index keys, the mark's removal. sled recovers a prefix of its log, so after any
+//! stop the marks that remain name every entry whose index keys may be half-written,
+//! and `open` repairs exactly those from the entry.
 //!
 //! Durability is the caller's decision: `apply` writes, `flush` makes it survive a
 //! crash of the process and, as far as sled can (see sled#1452), of the machine. The
@@ -85,11 +85,8 @@ pub struct Journal {
     /// Serializes the read-modify-write of one entry and its index keys.
     stripes: [Mutex<()>; STRIPES],
     next_id: Mutex<u64>,
-    /// What `open` found and did: for the start-up log line.
-    recovered: Option<usize>,
-    /// Tests: drop like a killed process would (no clean close).
-    #[cfg(test)]
-    crash_on_drop: bool,
+    /// How many half-written changes `open` found and repaired.
+    recovered: usize,
     entries: sled::Tree,
     by_name: sled::Tree,
     by_state: sled::Tree,
@@ -152,15 +149,11 @@ impl Journal {
             None => 1,
         };
         let next = stored.unwrap_or(1).max(past_last);
-        let unclean = meta.get(keys::META_OPEN)?.is_some();
-        let recovered = if unclean {
-            Some(rebuild_indexes(&entries, &by_name, &by_state)?)
-        } else {
-            None
-        };
+        let recovered = repair_inflight(&meta, &entries, &by_name, &by_state)?;
         meta.insert(keys::META_NEXT_ID, &keys::id(next))?;
-        meta.insert(keys::META_OPEN, &[])?;
-        db.flush()?;
+        if recovered > 0 {
+            db.flush()?;
+        }
         Ok(Journal {
             path: path.to_path_buf(),
             db,
@@ -170,8 +163,6 @@ impl Journal {
             stripes: std::array::from_fn(|_| Mutex::new(())),
             next_id: Mutex::new(next),
             recovered,
-            #[cfg(test)]
-            crash_on_drop: false,
             entries,
             by_name,
             by_state,
@@ -179,10 +170,20 @@ impl Journal {
         })
     }
 
-    /// `Some(entries)` when the last process did not close the journal and `open`
-    /// rebuilt the indexes from that many entries.
-    pub fn recovered(&self) -> Option<usize> {
+    /// How many entries a stopped process left mid-change, whose index keys `open`
+    /// repaired from the entry.
+    pub fn recovered(&self) -> usize {
         self.recovered
+    }
+
+    fn begin(&self, id: u64, name: &str) -> Result<()> {
+        self.meta.insert(keys::inflight(id), name.as_bytes())?;
+        Ok(())
+    }
+
+    fn end(&self, id: u64) -> Result<()> {
+        self.meta.remove(keys::inflight(id))?;
+        Ok(())
     }
 
     fn stripe(&self, id: u64) -> std::sync::MutexGuard<'_, ()> {
@@ -226,14 +227,16 @@ impl Journal {
         self.meta.insert(keys::META_NEXT_ID, &keys::id(id + 1))?;
         *next = id + 1;
         drop(next);
+        self.begin(id, &rec.name)?;
         self.entries.insert(keys::id(id), encode(&rec))?;
         self.by_name.insert(keys::by_name(&rec.name, id), &[])?;
         self.by_state.insert(keys::by_state(rec.state(), id), &[])?;
+        self.end(id)?;
         self.wrote();
         Ok(rec)
     }
 
-    /// Apply one event to entry `id` atomically, through the transition table.
+    /// Apply one event to entry `id`, through the transition table, under the entry's lock.
     pub fn apply(&self, id: u64, event: Event) -> Result<Record> {
         self.apply_timed(id, event, None)
     }
@@ -250,10 +253,15 @@ impl Journal {
                 name: rec.name.clone(),
                 source,
             })?;
-        self.entries.insert(keys::id(id), encode(&rec))?;
-        if from != rec.state() {
+        if from == rec.state() {
+            // No index key changes: the entry write alone is atomic.
+            self.entries.insert(keys::id(id), encode(&rec))?;
+        } else {
+            self.begin(id, &rec.name)?;
+            self.entries.insert(keys::id(id), encode(&rec))?;
             self.by_state.insert(keys::by_state(rec.state(), id), &[])?;
             self.by_state.remove(keys::by_state(from, id))?;
+            self.end(id)?;
         }
         self.wrote();
         Ok(rec)
@@ -396,7 +404,8 @@ impl Journal {
         Ok(out)
     }
 
-    /// Number of entries per state, from the index alone.
+    /// Number of entries per state, from the index alone: an entry in the middle of a
+    /// transition can be counted under both states for a moment (metrics, stats).
     pub fn counts(&self) -> Result<Vec<(State, u64)>> {
         State::ALL
             .into_iter()
@@ -414,17 +423,25 @@ impl Journal {
 
     /// Forget entry `id` and its index keys.
     pub fn remove(&self, id: u64) -> Result<()> {
+        self.remove_if(id, |_| true).map(|_| ())
+    }
+
+    /// Forget entry `id` if `wanted` holds for its current record, read under
+    /// the entry's lock; returns whether it went.
+    fn remove_if(&self, id: u64, wanted: impl FnOnce(&Record) -> bool) -> Result<bool> {
         let _entry = self.stripe(id);
-        let Some(rec) = self.get(id)? else {
-            return Ok(());
+        let Some(rec) = self.get(id)?.filter(|r| wanted(r)) else {
+            return Ok(false);
         };
-        // Index keys first: an index key without its entry would be read as a ghost,
-        // an entry without index keys is only found by a rebuild.
+        // Index keys first: while the entry is still there, a reader that finds an
+        // index key finds the entry too.
+        self.begin(id, &rec.name)?;
         self.by_name.remove(keys::by_name(&rec.name, id))?;
         self.by_state.remove(keys::by_state(rec.state(), id))?;
         self.entries.remove(keys::id(id))?;
+        self.end(id)?;
         self.wrote();
-        Ok(())
+        Ok(true)
     }
 
     /// Remove `archived` entries that were archived before `cutoff` (ms since epoch),
@@ -441,12 +458,16 @@ impl Journal {
                 continue;
             };
             let Some(rec) = self.get(id)? else { continue };
+            let old = |r: &Record| r.entered(State::Archived).unwrap_or(r.updated_at) < cutoff;
             // Ids grow with time, so the first young entry ends the scan.
-            if rec.entered(State::Archived).unwrap_or(rec.updated_at) >= cutoff {
+            if !old(&rec) {
                 break;
             }
-            self.remove(id)?;
-            removed += 1;
+            // Decided again under the entry's lock: a `replay --force` may have just
+            // reopened it.
+            if self.remove_if(id, |r| r.state() == State::Archived && old(r))? {
+                removed += 1;
+            }
         }
         Ok(removed)
     }
@@ -473,37 +494,43 @@ fn decode(key: &[u8], raw: &[u8]) -> Result<Record> {
     })
 }
 
-/// Both indexes from the entries alone; returns how many entries there are.
-fn rebuild_indexes(
+/// Make the index keys of every entry a stopped process left mid-change agree with
+/// the entry (or with its absence); returns how many there were.
+fn repair_inflight(
+    meta: &sled::Tree,
     entries: &sled::Tree,
     by_name: &sled::Tree,
     by_state: &sled::Tree,
 ) -> Result<usize> {
-    by_name.clear()?;
-    by_state.clear()?;
-    let mut n = 0;
-    for kv in entries.iter() {
-        let (k, v) = kv?;
-        let rec = decode(&k, &v)?;
-        by_name.insert(keys::by_name(&rec.name, rec.id), &[])?;
-        by_state.insert(keys::by_state(rec.state(), rec.id), &[])?;
-        n += 1;
-    }
-    Ok(n)
-}
-
-impl Drop for Journal {
-    /// A clean close: the indexes are exact, the next open need not rebuild them.
-    fn drop(&mut self) {
-        #[cfg(test)]
-        if self.crash_on_drop {
-            let _ = self.db.flush();
-            return;
+    let mut repaired = 0;
+    for kv in meta.scan_prefix(keys::META_INFLIGHT) {
+        let (k, name) = kv?;
+        let Some(id) = keys::parse_id(&k) else {
+            continue;
+        };
+        let name = String::from_utf8_lossy(&name);
+        let rec = match entries.get(keys::id(id))? {
+            Some(raw) => Some(decode(&keys::id(id), &raw)?),
+            None => None,
+        };
+        for st in State::ALL {
+            if rec.as_ref().map(|r| r.state()) != Some(st) {
+                by_state.remove(keys::by_state(st, id))?;
+            }
         }
-        if self.meta.remove(keys::META_OPEN).is_ok() {
-            let _ = self.db.flush();
+        match &rec {
+            Some(r) => {
+                by_state.insert(keys::by_state(r.state(), id), &[])?;
+                by_name.insert(keys::by_name(&r.name, id), &[])?;
+            }
+            None => {
+                by_name.remove(keys::by_name(&name, id))?;
+            }
         }
+        meta.remove(k)?;
+        repaired += 1;
     }
+    Ok(repaired)
 }
 
 #[cfg(test)]
@@ -546,53 +573,68 @@ mod tests {
     }
 
     #[test]
-    fn indexes_left_wrong_by_a_crash_are_rebuilt_at_the_next_open() {
+    fn index_keys_a_stopped_process_left_half_written_are_repaired_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b);
         {
-            let mut j = open(dir.path());
-            assert_eq!(j.recovered(), None);
+            let j = open(dir.path());
+            assert_eq!(j.recovered(), 0);
             a = j.insert(new("a.json", 1)).unwrap();
             b = j.insert(new("b.json", 2)).unwrap();
-            j.apply(
-                a.id,
-                Event::Uploaded {
-                    remote_path: "t".into(),
-                },
-            )
-            .unwrap();
-            // What a kill between the entry write and its index writes leaves: the
-            // entry moved on, the index still has it where it was, and a ghost.
-            j.by_state
-                .remove(keys::by_state(State::Sent, a.id))
+            // What a kill in the middle of three changes leaves: `a` moved on to
+            // `sent` but its state key did not; `b`'s name key is not written yet;
+            // entry 99 was being removed and only its entry is gone.
+            j.begin(a.id, "a.json").unwrap();
+            j.entries
+                .insert(
+                    keys::id(a.id),
+                    encode(&{
+                        let mut r = a.clone();
+                        r.apply(
+                            Event::Uploaded {
+                                remote_path: "t".into(),
+                            },
+                            1,
+                            None,
+                        )
+                        .unwrap();
+                        r
+                    }),
+                )
                 .unwrap();
-            j.by_state
-                .insert(keys::by_state(State::Pending, a.id), &[])
-                .unwrap();
+            j.begin(b.id, "b.json").unwrap();
+            j.by_name.remove(keys::by_name("b.json", b.id)).unwrap();
+            j.begin(99, "gone.json").unwrap();
             j.by_state
                 .insert(keys::by_state(State::Failed, 99), &[])
                 .unwrap();
-            j.by_name.remove(keys::by_name("b.json", b.id)).unwrap();
-            j.crash_on_drop = true;
+            j.by_name
+                .insert(keys::by_name("gone.json", 99), &[])
+                .unwrap();
         }
         let j = open(dir.path());
-        assert_eq!(j.recovered(), Some(2));
+        assert_eq!(j.recovered(), 3);
         let ids = |st| -> Vec<u64> { j.in_state(st).unwrap().iter().map(|r| r.id).collect() };
         assert_eq!(ids(State::Sent), vec![a.id]);
         assert_eq!(ids(State::Pending), vec![b.id]);
         let counts = j.counts().unwrap();
-        assert!(counts
-            .iter()
-            .all(|&(st, n)| n == u64::from(matches!(st, State::Sent | State::Pending))));
+        assert!(
+            counts
+                .iter()
+                .all(|&(st, n)| n == u64::from(matches!(st, State::Sent | State::Pending))),
+            "{counts:?}"
+        );
         assert_eq!(j.latest("b.json").unwrap().unwrap().id, b.id);
+        assert!(j.history_of("gone.json").unwrap().is_empty());
+        assert!(j
+            .by_name
+            .scan_prefix(keys::name_prefix("gone.json"))
+            .next()
+            .is_none());
         // New ids continue past the old ones.
         assert_eq!(j.insert(new("c.json", 3)).unwrap().id, b.id + 1);
         drop(j);
-        assert_eq!(
-            open(dir.path()).recovered(),
-            None,
-            "closed cleanly this time"
-        );
+        assert_eq!(open(dir.path()).recovered(), 0, "nothing left to repair");
     }
 
     #[test]

@@ -12,9 +12,16 @@ pub const TREE_BY_STATE: &str = "by_state";
 pub const TREE_META: &str = "meta";
 pub const META_SCHEMA: &[u8] = b"schema_version";
 pub const META_NEXT_ID: &[u8] = b"next_id";
-/// Present while a process has the journal open: found at open, it means the last
-/// process stopped without closing it, and the indexes are rebuilt from the entries.
-pub const META_OPEN: &[u8] = b"open";
+/// `inflight/<id>` → the entry's name: written before an entry and its index keys
+/// change, removed after. Found at open, it names an entry whose index keys a stopped
+/// process may have left half-written.
+pub const META_INFLIGHT: &[u8] = b"inflight/";
+
+pub fn inflight(id: u64) -> Vec<u8> {
+    let mut k = META_INFLIGHT.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
 
 pub fn id(id: u64) -> [u8; 8] {
     id.to_be_bytes()
