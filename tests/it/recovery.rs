@@ -301,3 +301,42 @@ fn an_invalid_file_that_cannot_be_quarantined_is_never_left_pending() {
     assert_eq!(rec.state(), State::Quarantined);
     assert!(names_in(sshd.inbox()).is_empty());
 }
+
+#[test]
+fn a_file_replaced_between_its_delivery_and_its_archive_move_stays_and_is_taken_again() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let ctx = ctx(&spool);
+    let sent = order(6, 2000);
+    let id = pending(&ctx, &spool, "order-6.json", &sent);
+    // The worker delivers it and hands it to the archiver...
+    let step = pipeline::process(&ctx, &mut Slot::default(), id).unwrap();
+    let Step::Verified(sent_as) = step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(fs::read(sshd.inbox().join("order-6.json")).unwrap(), sent);
+    // ...and before the archiver moves it, the web shop writes a new order 6.
+    let new = order(60, 2500);
+    let tmp = spool.dir.path().join("order-6.new");
+    fs::write(&tmp, &new).unwrap();
+    fs::rename(&tmp, spool.outbox().join("order-6.json")).unwrap();
+
+    let steps = pipeline::archive_batch(&ctx, &[(id, sent_as)]).unwrap();
+    assert!(
+        matches!(steps[..], [(i, Step::Rescan)] if i == id),
+        "{steps:?}"
+    );
+    // The new content is not archived as if it had been sent; the delivered entry
+    // is closed with a note, and the sweep asked for takes the new file as new.
+    assert_eq!(fs::read(spool.outbox().join("order-6.json")).unwrap(), new);
+    assert!(spool.archived().is_empty());
+    let rec = ctx.journal.get(id).unwrap().unwrap();
+    assert_eq!(rec.state(), State::Archived);
+    assert!(
+        rec.history
+            .iter()
+            .any(|t| matches!(t.event, Some(Event::LocalReplaced { .. }))),
+        "{rec:?}"
+    );
+    assert_eq!(fs::read(sshd.inbox().join("order-6.json")).unwrap(), sent);
+}
