@@ -41,22 +41,23 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "common/poller.rs"]
+mod poller;
+
 use plotters::prelude::*;
 use plutus_state::{Event, Journal, JournalOptions, NewEntry, State};
+use poller::POLL_SLEEP;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 use support::service::{order, BIN};
 use support::sshd::Sshd;
 
-/// Sleep between two polling passes over the outstanding inbox paths.
-const POLL_SLEEP: Duration = Duration::from_micros(200);
 /// A trickle file not in the inbox this long after the last close fails the bench.
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(60);
 /// A burst not drained in this long fails the bench.
@@ -1410,12 +1411,6 @@ struct Trickle {
     max_write_lag_ms: f64,
 }
 
-#[derive(Clone, Copy)]
-struct Sighting {
-    last_miss: Option<Instant>,
-    seen: Instant,
-}
-
 /// Writes `orders[0]` and waits for it (warm-up, not counted), then the rest at
 /// `per_second` into `outbox`, timing each close -> final name existing in `inbox`.
 fn trickle(
@@ -1440,8 +1435,7 @@ fn trickle(
 
     let measured = &orders[1..];
     let psi = Psi::start();
-    let (tx, rx) = mpsc::channel::<(usize, PathBuf)>();
-    let poller = thread::spawn(move || poll_inbox(rx));
+    let (tx, poller) = poller::spawn(ARRIVAL_TIMEOUT);
     let period = Duration::from_secs_f64(1.0 / per_second);
     let mut closes = Vec::with_capacity(measured.len());
     let mut max_lag = Duration::ZERO;
@@ -1458,7 +1452,7 @@ fn trickle(
         closes.push(Instant::now());
     }
     drop(tx);
-    let sightings = poller.join().expect("poller panicked");
+    let (sightings, _) = poller.join().expect("poller panicked");
     let missing = sightings.iter().filter(|s| s.is_none()).count();
     if missing > 0 {
         return Err(format!(
@@ -1470,12 +1464,8 @@ fn trickle(
         .iter()
         .zip(&closes)
         .map(|(s, &closed)| {
-            let s = s.expect("checked above");
-            let not_before = s.last_miss.map_or(closed, |m| m.max(closed));
-            (
-                ms(s.seen.saturating_duration_since(closed)),
-                ms(s.seen.saturating_duration_since(not_before)),
-            )
+            let (latency, window) = s.expect("checked above").timing(closed);
+            (ms(latency), ms(window))
         })
         .unzip();
     Ok(Trickle {
@@ -1486,50 +1476,6 @@ fn trickle(
         write_span_s: (closes[closes.len() - 1] - closes[0]).as_secs_f64(),
         max_write_lag_ms: ms(max_lag),
     })
-}
-
-/// Stats every announced, not yet seen path once per pass until the producer is done
-/// and everything was seen (or `ARRIVAL_TIMEOUT` passed since the producer finished).
-fn poll_inbox(rx: mpsc::Receiver<(usize, PathBuf)>) -> Vec<Option<Sighting>> {
-    let mut sightings: Vec<Option<Sighting>> = Vec::new();
-    let mut outstanding: Vec<(usize, PathBuf, Option<Instant>)> = Vec::new();
-    let mut producer_done: Option<Instant> = None;
-    loop {
-        loop {
-            match rx.try_recv() {
-                Ok((i, p)) => {
-                    if sightings.len() <= i {
-                        sightings.resize(i + 1, None);
-                    }
-                    outstanding.push((i, p, None));
-                }
-                Err(mpsc::TryRecvError::Empty) => break,
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    producer_done.get_or_insert_with(Instant::now);
-                    break;
-                }
-            }
-        }
-        outstanding.retain_mut(|(i, p, last_miss)| {
-            let before = Instant::now();
-            if fs::symlink_metadata(p).is_ok() {
-                sightings[*i] = Some(Sighting {
-                    last_miss: *last_miss,
-                    seen: Instant::now(),
-                });
-                false
-            } else {
-                *last_miss = Some(before);
-                true
-            }
-        });
-        if let Some(done) = producer_done {
-            if outstanding.is_empty() || done.elapsed() > ARRIVAL_TIMEOUT {
-                return sightings;
-            }
-        }
-        thread::sleep(POLL_SLEEP);
-    }
 }
 
 fn print_latency(l: &Latency) {

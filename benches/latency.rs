@@ -23,17 +23,18 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "common/poller.rs"]
+mod poller;
+
+use poller::POLL_SLEEP;
 use serde_json::json;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 use support::service::{assert_delivered_exactly_once, order, tail, wait_archived, Spool};
 use support::sshd::Sshd;
 
-/// Sleep between two polling passes over the outstanding inbox paths.
-const POLL_SLEEP: Duration = Duration::from_micros(200);
 /// A file not in the inbox this long after the last close fails the bench.
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Worker connections, spelled out so the figures say what they measured.
@@ -44,13 +45,6 @@ struct Scenario {
     name: &'static str,
     files: usize,
     per_second: f64,
-}
-
-/// When the poller first found a file, and when the last stat that missed it began.
-#[derive(Clone, Copy)]
-struct Sighting {
-    last_miss: Option<Instant>,
-    seen: Instant,
 }
 
 struct Outcome {
@@ -258,8 +252,7 @@ fn run(sc: &Scenario, results: &Path) -> Outcome {
     let warmup = closed.elapsed();
 
     let measured = &orders[1..];
-    let (tx, rx) = mpsc::channel::<(usize, PathBuf)>();
-    let poller = thread::spawn(move || poll_inbox(rx));
+    let (tx, poller) = poller::spawn(ARRIVAL_TIMEOUT);
 
     let period = Duration::from_secs_f64(1.0 / sc.per_second);
     let outbox = spool.outbox();
@@ -309,14 +302,7 @@ fn run(sc: &Scenario, results: &Path) -> Outcome {
     let (latencies, windows): (Vec<Duration>, Vec<Duration>) = sightings
         .iter()
         .zip(&closes)
-        .map(|(s, &closed)| {
-            let s = s.expect("checked above");
-            let not_before = s.last_miss.map_or(closed, |m| m.max(closed));
-            (
-                s.seen.saturating_duration_since(closed),
-                s.seen.saturating_duration_since(not_before),
-            )
-        })
+        .map(|(s, &closed)| s.expect("checked above").timing(closed))
         .unzip();
 
     // Correctness: everything archived, clean exit, then the full delivery invariants
@@ -347,59 +333,6 @@ fn run(sc: &Scenario, results: &Path) -> Outcome {
         sizes: (sizes.clone().min().unwrap(), sizes.max().unwrap()),
         cpu_pressure,
         io_pressure,
-    }
-}
-
-/// Stats every announced, not yet seen path once per pass until the producer is done
-/// and everything was seen (or `ARRIVAL_TIMEOUT` passed since the producer finished).
-/// Returns the sighting of each file, by index, and the pass intervals.
-fn poll_inbox(rx: mpsc::Receiver<(usize, PathBuf)>) -> (Vec<Option<Sighting>>, Vec<Duration>) {
-    let mut sightings: Vec<Option<Sighting>> = Vec::new();
-    // (index, final path, start of the last stat that did not find it)
-    let mut outstanding: Vec<(usize, PathBuf, Option<Instant>)> = Vec::new();
-    let mut intervals = Vec::new();
-    let mut producer_done: Option<Instant> = None;
-    let mut last_pass: Option<Instant> = None;
-    loop {
-        let pass = Instant::now();
-        if let Some(prev) = last_pass {
-            intervals.push(pass - prev);
-        }
-        last_pass = Some(pass);
-        loop {
-            match rx.try_recv() {
-                Ok((i, p)) => {
-                    if sightings.len() <= i {
-                        sightings.resize(i + 1, None);
-                    }
-                    outstanding.push((i, p, None));
-                }
-                Err(mpsc::TryRecvError::Empty) => break,
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    producer_done.get_or_insert_with(Instant::now);
-                    break;
-                }
-            }
-        }
-        outstanding.retain_mut(|(i, p, last_miss)| {
-            let before = Instant::now();
-            if fs::symlink_metadata(p).is_ok() {
-                sightings[*i] = Some(Sighting {
-                    last_miss: *last_miss,
-                    seen: Instant::now(),
-                });
-                false
-            } else {
-                *last_miss = Some(before);
-                true
-            }
-        });
-        if let Some(done) = producer_done {
-            if outstanding.is_empty() || done.elapsed() > ARRIVAL_TIMEOUT {
-                return (sightings, intervals);
-            }
-        }
-        thread::sleep(POLL_SLEEP);
     }
 }
 
