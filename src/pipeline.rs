@@ -104,7 +104,7 @@ pub fn process(ctx: &Ctx, slot: &mut Slot, id: u64) -> Result<Step, JournalError
     let Some(rec) = ctx.journal.get(id)? else {
         return Ok(Step::Done);
     };
-    let span = tracing::info_span!("file", file = %rec.name, batch = %rec.batch, id = rec.id);
+    let span = file_span(&rec);
     let _g = span.enter();
     match rec.state() {
         State::Verified => Ok(Step::Verified(None)),
@@ -283,7 +283,7 @@ pub fn archive_batch(
             steps.push((id, Step::Done));
             continue;
         }
-        let span = tracing::info_span!("file", file = %rec.name, batch = %rec.batch, id = rec.id);
+        let span = file_span(&rec);
         let _g = span.enter();
         match archive::move_to_archive(&rec, outbox, sent_as, &mut dirs) {
             Ok(path) => moved.push((rec, path)),
@@ -314,8 +314,7 @@ pub fn archive_batch(
     // The moves are only durable once their folders are synced: once per folder.
     if let Err((dir, e)) = dirs.sync(outbox) {
         for (rec, _) in moved {
-            let span =
-                tracing::info_span!("file", file = %rec.name, batch = %rec.batch, id = rec.id);
+            let span = file_span(&rec);
             let _g = span.enter();
             error!(state = %rec.state(), "{}: cannot sync the folder after archiving: {e}; will try again", dir.display());
             steps.push((rec.id, retry_later(ctx)));
@@ -323,13 +322,18 @@ pub fn archive_batch(
         return Ok(steps);
     }
     for (rec, path) in moved {
-        let span = tracing::info_span!("file", file = %rec.name, batch = %rec.batch, id = rec.id);
+        let span = file_span(&rec);
         let _g = span.enter();
         let rec = ctx.journal.apply(rec.id, Event::Archived)?;
         info!(state = %rec.state(), "archived to {}", path.display());
         steps.push((rec.id, Step::Done));
     }
     Ok(steps)
+}
+
+/// Every log line about one file carries its name, batch and id.
+fn file_span(rec: &Record) -> tracing::Span {
+    tracing::info_span!("file", file = %rec.name, batch = %rec.batch, id = rec.id)
 }
 
 fn retry_later(ctx: &Ctx) -> Step {
