@@ -348,6 +348,19 @@ pub fn assert_delivered_exactly_once(spool: &Spool, inbox: &Path, orders: &[(Str
         assert_eq!(mine[0].crc32, crc32fast::hash(body), "{name}: crc32");
         assert_eq!(mine[0].size, body.len() as u64, "{name}: size");
     }
+    // The indexes agree with the entries (after kills, too: the repair at open).
+    let journal = spool.journal();
+    for (state, n) in journal.counts().unwrap() {
+        let by_entries = entries.iter().filter(|r| r.state() == state).count() as u64;
+        assert_eq!(n, by_entries, "state index for {state}");
+    }
+    for (name, _) in &want {
+        let latest = journal.latest(name).unwrap();
+        assert!(
+            latest.is_some_and(|r| &r.name == name),
+            "name index for {name}"
+        );
+    }
 }
 
 pub fn wait_for_log(svc: &Service, what: &str, timeout: Duration) {
