@@ -14,7 +14,10 @@ packages=(openssh-server openssh-client libssl-dev pkg-config
   # tests/it/packaging.rs: systemd-analyze (systemd); the .deb's Depends, found
   # by cargo-deb with dpkg-shlibdeps (dpkg-dev); a throwaway root to install it
   # in (debootstrap); lintian.
-  systemd dpkg-dev debootstrap lintian)
+  systemd dpkg-dev debootstrap lintian
+  # tests/it/torture.rs: the network-namespace lab (packaging/lab/lab.sh) needs
+  # ip and nft.
+  iproute2 nftables)
 
 missing=()
 for pkg in "${packages[@]}"; do

@@ -612,3 +612,101 @@ fn a_journal_folder_that_is_not_writable_is_refused_at_start() {
     assert_eq!(names_in(&spool.outbox()), vec!["order-1.json".to_string()]);
     assert!(names_in(sshd.inbox()).is_empty());
 }
+
+/// `packaging/lab/lab.sh` for one test: the web shop and the ERP in two network
+/// namespaces joined by a veth pair; taken down on drop.
+struct Lab {
+    dir: std::path::PathBuf,
+}
+
+impl Lab {
+    fn up(dir: std::path::PathBuf) -> Lab {
+        if unsafe { libc::geteuid() } != 0 {
+            panic!("this test builds network namespaces and must run as root (CI does)");
+        }
+        let lab = Lab { dir };
+        lab.run("up");
+        lab
+    }
+
+    fn run(&self, what: &str) {
+        let out = std::process::Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/lab/lab.sh"))
+            .arg(what)
+            .env("LAB_DIR", &self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "lab.sh {what}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.run("down");
+    }
+}
+
+#[test]
+fn a_blackholed_link_times_out_without_a_hang_and_delivery_resumes_when_it_heals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lab = Lab::up(tmp.path().join("lab"));
+    let (outbox, archive, inbox) = (
+        lab.dir.join("web/outbox"),
+        lab.dir.join("web/archive"),
+        lab.dir.join("erp/inbox"),
+    );
+    let config = lab.dir.join("config.toml");
+    let mut svc = Service::start_in_netns("plutus-web", &config, tmp.path());
+    svc.wait_ready();
+    let orders = orders(30);
+    let archived =
+        |n: usize| poll_until(Duration::from_secs(60), || files_under(&archive).len() >= n);
+    for (n, b) in &orders[..10] {
+        fs::write(outbox.join(n), b).unwrap();
+    }
+    assert!(archived(10), "{}", svc.log_text());
+
+    // Every packet on the link is dropped: no RST, no ICMP, the peer just goes silent.
+    lab.run("blackhole");
+    let cut = Instant::now();
+    for (n, b) in &orders[10..] {
+        fs::write(outbox.join(n), b).unwrap();
+    }
+    wait_for_log(&svc, "destination down", Duration::from_secs(30));
+    // The lab's `timeout` is 5 s: one timeout to notice, not a hang.
+    eprintln!("blackhole noticed after {:?}", cut.elapsed());
+    assert!(
+        cut.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        cut.elapsed()
+    );
+    assert_eq!(files_under(&inbox).len(), 10, "nothing crosses a dead link");
+    // The service still answers its operator meanwhile.
+    let stats = std::process::Command::new(BIN)
+        .args(["journal", "stats", "--json", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(stats.status.success());
+    assert!(String::from_utf8_lossy(&stats.stdout).contains("\"up\":false"));
+
+    lab.run("heal");
+    let healed = Instant::now();
+    assert!(archived(orders.len()), "{}", svc.log_text());
+    eprintln!("all delivered {:?} after the link healed", healed.elapsed());
+    assert_eq!(svc.stop().code(), Some(0));
+    let mut want = orders.clone();
+    want.sort();
+    assert_eq!(
+        files_under(&inbox),
+        want,
+        "inbox: each order once, byte-identical"
+    );
+    assert_eq!(files_under(&archive), want);
+    assert!(names_in(&outbox).is_empty());
+}

@@ -200,6 +200,18 @@ pub struct Service {
 
 impl Service {
     pub fn start(config: &Path, dir: &Path) -> Service {
+        Service::start_with(Command::new(BIN), config, dir)
+    }
+
+    /// `plutus-sync run` inside network namespace `ns` (`ip netns exec` execs it, so
+    /// the child is plutus-sync itself and signals reach it).
+    pub fn start_in_netns(ns: &str, config: &Path, dir: &Path) -> Service {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, BIN]);
+        Service::start_with(cmd, config, dir)
+    }
+
+    fn start_with(mut cmd: Command, config: &Path, dir: &Path) -> Service {
         // Each start appends to the same log, so a failure shows every run.
         let log = dir.join("service.log");
         let f = fs::OpenOptions::new()
@@ -208,7 +220,7 @@ impl Service {
             .open(&log)
             .unwrap();
         let log_offset = f.metadata().unwrap().len() as usize;
-        let child = Command::new(BIN)
+        let child = cmd
             .args(["run", "-c"])
             .arg(config)
             .env("PLUTUS_SYNC_LOG", "info,plutus_sync=debug")
