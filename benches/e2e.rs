@@ -28,7 +28,7 @@
 //!
 //! Prints a table and writes `target/bench-results/e2e.json`, the latency CDF plot
 //! `latency.png` and each plutus-sync run's log beside them. Without `--bench` (as
-//! `cargo test --all-targets` runs it) it is a smoke run of a few seconds: a 50-file
+//! `cargo test --all-targets` runs it) it is a smoke run of a few seconds: a 300-file
 //! burst and a 10-file trickle, no peers, no scale; it writes `e2e-smoke.*`.
 //!
 //! The bench never fails on a figure; it fails only when a delivery is wrong or a run
@@ -89,7 +89,7 @@ fn main() {
     let files = env_list("PLUTUS_E2E_FILES")
         .first()
         .copied()
-        .unwrap_or(if full { 10_000 } else { 50 });
+        .unwrap_or(if full { 10_000 } else { 300 });
     let scale_sizes = {
         let v = env_list("PLUTUS_E2E_SCALE");
         if v.is_empty() {
