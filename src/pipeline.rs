@@ -89,9 +89,15 @@ impl Slot {
         }
     }
 
-    /// Remove temp files a crash left in the inbox. Run once per start, before any upload.
-    pub fn clean_temps(&mut self, t: &dyn Transport) -> Result<Vec<String>, TransferError> {
-        let r = self.get(t)?.clean_temps();
+    /// Remove temp files a crash left in the inbox: temp names of files the outbox's
+    /// name rules would take. Run once per start, before any upload.
+    pub fn clean_temps(
+        &mut self,
+        t: &dyn Transport,
+        s: &Settings,
+    ) -> Result<Vec<String>, TransferError> {
+        let ours = |name: &str| intake::name_rule(std::ffi::OsStr::new(name), s).is_ok();
+        let r = self.get(t)?.clean_temps(&ours);
         if r.is_err() {
             self.conn = None;
         }

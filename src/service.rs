@@ -808,7 +808,7 @@ fn clean_once(shared: &Shared, slot: &mut Slot) -> Result<(), TransferError> {
     if *done {
         return Ok(());
     }
-    let removed = slot.clean_temps(shared.ctx.transport.as_ref())?;
+    let removed = slot.clean_temps(shared.ctx.transport.as_ref(), &shared.ctx.settings)?;
     *done = true;
     if !removed.is_empty() {
         info!(

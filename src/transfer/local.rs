@@ -254,9 +254,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("a.json.part"), b"{").unwrap();
         fs::write(dir.path().join("b.json"), b"{}").unwrap();
-        let removed = conn(dir.path()).clean_temps().unwrap();
+        // A temp name of a file plutus-sync would never send: the ERP's, not ours.
+        fs::write(dir.path().join("erp-import.csv.part"), b"x").unwrap();
+        let ours = |name: &str| name.ends_with(".json");
+        let removed = conn(dir.path()).clean_temps(&ours).unwrap();
         assert_eq!(removed, vec!["a.json.part".to_string()]);
         assert!(dir.path().join("b.json").exists());
+        assert!(dir.path().join("erp-import.csv.part").exists());
         assert!(!dir.path().join("a.json.part").exists());
     }
 

@@ -188,8 +188,10 @@ pub trait Connection: Send {
     ) -> Result<Delivered, TransferError>;
     /// Is `job` already delivered under its final name?
     fn check(&mut self, job: &Job) -> Result<Found, TransferError>;
-    /// Remove temp files a crash left in the inbox; returns their names.
-    fn clean_temps(&mut self) -> Result<Vec<String>, TransferError>;
+    /// Remove temp files a crash left in the inbox: names ending in the temp suffix
+    /// whose final name `ours` accepts (the ERP's own files are not ours to remove).
+    /// Returns their names.
+    fn clean_temps(&mut self, ours: &dyn Fn(&str) -> bool) -> Result<Vec<String>, TransferError>;
     /// Prove the connection is alive (keepalive); an error means reconnect.
     fn ping(&mut self) -> Result<(), TransferError>;
     /// Prove the inbox is writable: write and remove a small temp-named file.
@@ -216,8 +218,8 @@ impl<R: Remote + Send> Connection for R {
         found(self, &path, job)
     }
 
-    fn clean_temps(&mut self) -> Result<Vec<String>, TransferError> {
-        clean_temps(self)
+    fn clean_temps(&mut self, ours: &dyn Fn(&str) -> bool) -> Result<Vec<String>, TransferError> {
+        clean_temps(self, ours)
     }
 
     fn ping(&mut self) -> Result<(), TransferError> {
@@ -407,11 +409,17 @@ fn found<R: Remote>(r: &mut R, path: &str, job: &Job) -> Result<Found, TransferE
     }
 }
 
-fn clean_temps<R: Remote>(r: &mut R) -> Result<Vec<String>, TransferError> {
+fn clean_temps<R: Remote>(
+    r: &mut R,
+    ours: &dyn Fn(&str) -> bool,
+) -> Result<Vec<String>, TransferError> {
     let temp_suffix = r.temp_suffix().to_string();
     let mut removed = Vec::new();
     for name in r.list().map_err(TransferError::Remote)? {
-        if name.ends_with(&temp_suffix) && name.len() > temp_suffix.len() {
+        let is_ours = name
+            .strip_suffix(temp_suffix.as_str())
+            .is_some_and(|final_name| !final_name.is_empty() && ours(final_name));
+        if is_ours {
             let path = join(r.inbox(), &name);
             // Best effort: one temp we cannot remove (a folder of that name, a file
             // the ERP holds open) must not stop every delivery. Our own upload of that

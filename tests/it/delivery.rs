@@ -425,6 +425,8 @@ fn temp_files_a_crash_left_in_the_inbox_are_removed_at_start() {
     let sshd = Sshd::start();
     fs::write(sshd.inbox().join("order-2026-000001.json.part"), b"{\"half").unwrap();
     fs::write(sshd.inbox().join("someone-elses.json"), b"{}").unwrap();
+    // The ERP's own temp file: its final name is not one plutus-sync would send.
+    fs::write(sshd.inbox().join("import-log.txt.part"), b"x").unwrap();
     let spool = Spool::for_sshd(&sshd, "");
     let mut svc = spool.start();
     svc.wait_ready();
@@ -436,7 +438,10 @@ fn temp_files_a_crash_left_in_the_inbox_are_removed_at_start() {
     svc.stop();
     assert_eq!(
         names_in(sshd.inbox()),
-        vec!["someone-elses.json".to_string()]
+        vec![
+            "import-log.txt.part".to_string(),
+            "someone-elses.json".to_string()
+        ]
     );
 }
 
