@@ -191,12 +191,16 @@ fn deliver_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, Journal
     }
 
     let mut journal_err = None;
-    let id = rec.id;
-    let was_pending = rec.state() == State::Pending;
+    // The record as `sent` made it, so it need not be read again.
+    let mut after_upload = None;
+    let (id, was_pending) = (rec.id, rec.state() == State::Pending);
     let result = conn.deliver(&job, &mut file, &src_str, &mut |temp| {
         if was_pending {
             match ctx.journal.apply(id, Event::Uploaded { remote_path: temp.to_string() }) {
-                Ok(r) => info!(state = %r.state(), attempt = r.attempts + 1, elapsed_ms = ms(started), "uploaded to {temp}"),
+                Ok(r) => {
+                    info!(state = %r.state(), attempt = r.attempts + 1, elapsed_ms = ms(started), "uploaded to {temp}");
+                    after_upload = Some(r);
+                }
                 Err(e) => journal_err = Some(e),
             }
         }
@@ -204,7 +208,7 @@ fn deliver_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, Journal
     if let Some(e) = journal_err {
         return Err(e);
     }
-    let rec = ctx.journal.get(id)?.ok_or(JournalError::NotFound(id))?;
+    let rec = after_upload.unwrap_or(rec);
     match result {
         Ok(Delivered::Sent {
             remote_path,
@@ -342,7 +346,9 @@ fn file_span(rec: &Record) -> tracing::Span {
     tracing::info_span!("file", file = %rec.name, batch = %rec.batch, id = rec.id)
 }
 
-fn retry_later(ctx: &Ctx) -> Step {
+/// A retry after `retry.max`: for failures that are neither the file's nor the
+/// destination's (the local disk, a panic), which a backoff schedule does not fit.
+pub fn retry_later(ctx: &Ctx) -> Step {
     Step::RetryAt(now_ms() + ctx.settings.retry_max.as_millis() as u64)
 }
 

@@ -699,7 +699,7 @@ fn worker(
                 slot = Slot::default();
                 // Not dropped: the entry is still live in the journal, and only the
                 // queue brings it back before the next restart.
-                settle(&shared, id, retry_later(&shared));
+                settle(&shared, id, pipeline::retry_later(&shared.ctx));
                 continue;
             }
         };
@@ -747,10 +747,6 @@ fn settle(shared: &Shared, id: u64, step: Step) {
     }
 }
 
-fn retry_later(shared: &Shared) -> Step {
-    Step::RetryAt(now_ms() + shared.ctx.settings.retry_max.as_millis() as u64)
-}
-
 type ToArchive = (u64, Option<crate::archive::LocalId>);
 
 /// Archives what the workers verified, in batches: everything that arrived while the
@@ -795,7 +791,7 @@ async fn archiver(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<ToArchive
             Err(e) => {
                 error!("archive step panicked: {e}");
                 for id in ids {
-                    settle(&shared, id, retry_later(&shared));
+                    settle(&shared, id, pipeline::retry_later(&shared.ctx));
                 }
             }
         }
@@ -997,16 +993,18 @@ mod tests {
     async fn a_push_while_the_id_is_held_is_honoured_when_it_is_done() {
         let q = Queue::new();
         let cancel = CancellationToken::new();
+        // A lost push would leave `pop` waiting forever: fail instead.
+        let pop = || tokio::time::timeout(Duration::from_secs(1), q.pop(&cancel));
         q.push(7);
-        assert_eq!(q.pop(&cancel).await, Some(7));
+        assert_eq!(pop().await, Ok(Some(7)));
         // A replay of entry 7 while the archiver still holds it.
         q.push(7);
         assert_eq!(q.depth(), 1, "not queued twice");
         q.done(7);
-        assert_eq!(q.pop(&cancel).await, Some(7), "the replay is not lost");
+        assert_eq!(pop().await, Ok(Some(7)), "the replay is not lost");
         q.done(7);
         assert_eq!(q.depth(), 0);
         q.close();
-        assert_eq!(q.pop(&cancel).await, None);
+        assert_eq!(pop().await, Ok(None));
     }
 }

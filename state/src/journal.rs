@@ -150,7 +150,9 @@ impl Journal {
         };
         let next = stored.unwrap_or(1).max(past_last);
         let recovered = repair_inflight(&meta, &entries, &by_name, &by_state)?;
-        meta.insert(keys::META_NEXT_ID, &keys::id(next))?;
+        if stored != Some(next) {
+            meta.insert(keys::META_NEXT_ID, &keys::id(next))?;
+        }
         if recovered > 0 {
             db.flush()?;
         }
@@ -343,17 +345,7 @@ impl Journal {
 
     /// All entries in `state`, oldest first, through the state index.
     pub fn in_state(&self, state: State) -> Result<Vec<Record>> {
-        let mut out = Vec::new();
-        for kv in self.by_state.scan_prefix([state.code()]) {
-            let (k, _) = kv?;
-            if let Some(id) = keys::parse_id(&k) {
-                // A transition in progress has the entry under both states for a moment.
-                if let Some(rec) = self.get(id)?.filter(|r| r.state() == state) {
-                    out.push(rec);
-                }
-            }
-        }
-        Ok(out)
+        self.in_state_lazy(state, false).collect()
     }
 
     /// The oldest entry in `state` (by id, which grows with detection time).
@@ -378,6 +370,8 @@ impl Journal {
         } else {
             Box::new(scan)
         };
+        // A transition in progress has the entry under both states for a moment:
+        // only entries really in `state` count.
         keys.filter_map(move |kv| match kv {
             Err(e) => Some(Err(e.into())),
             Ok((k, _)) => keys::parse_id(&k)

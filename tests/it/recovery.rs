@@ -36,6 +36,23 @@ fn process(ctx: &Ctx, slot: &mut Slot, id: u64) -> Result<Step, plutus_state::Jo
     }
 }
 
+/// Journal entry `id` as verified, the way a crash before the archive move leaves
+/// it; returns the archive path it plans.
+fn verified(ctx: &Ctx, spool: &Spool, id: u64, name: &str) -> std::path::PathBuf {
+    let archive_path = spool.archive().join("2026/11/23").join(name);
+    ctx.journal
+        .apply(
+            id,
+            Event::Verified {
+                remote_path: format!("/inbox/{name}"),
+                archive_path: archive_path.display().to_string(),
+                note: None,
+            },
+        )
+        .unwrap();
+    archive_path
+}
+
 fn pending(ctx: &Ctx, spool: &Spool, name: &str, body: &[u8]) -> u64 {
     spool.drop_order(name, body);
     ctx.journal
@@ -122,17 +139,7 @@ fn a_verified_entry_is_archived_without_contacting_the_destination() {
     let ctx = ctx(&spool);
     let body = order(3, 2000);
     let id = pending(&ctx, &spool, "order-3.json", &body);
-    let archive_path = spool.archive().join("2026/11/23/order-3.json");
-    ctx.journal
-        .apply(
-            id,
-            Event::Verified {
-                remote_path: "/inbox/order-3.json".into(),
-                archive_path: archive_path.display().to_string(),
-                note: None,
-            },
-        )
-        .unwrap();
+    let archive_path = verified(&ctx, &spool, id, "order-3.json");
     sshd.stop(); // proof that nothing is sent: there is nobody to send to
 
     let mut slot = Slot::default();
@@ -154,17 +161,7 @@ fn a_verified_entry_whose_file_was_already_moved_counts_as_archived() {
     let ctx = ctx(&spool);
     let body = order(4, 2000);
     let id = pending(&ctx, &spool, "order-4.json", &body);
-    let archive_path = spool.archive().join("2026/11/23/order-4.json");
-    ctx.journal
-        .apply(
-            id,
-            Event::Verified {
-                remote_path: "/inbox/order-4.json".into(),
-                archive_path: archive_path.display().to_string(),
-                note: None,
-            },
-        )
-        .unwrap();
+    let archive_path = verified(&ctx, &spool, id, "order-4.json");
     // The crash came after the archive move, before `archived` was journaled.
     fs::create_dir_all(archive_path.parent().unwrap()).unwrap();
     fs::rename(spool.outbox().join("order-4.json"), &archive_path).unwrap();
