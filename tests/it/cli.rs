@@ -2,17 +2,13 @@
 
 use crate::support::service::*;
 use crate::support::sshd::Sshd;
-use std::fs;
 use std::process::Command;
 use std::time::Duration;
 
 #[test]
 fn a_bad_config_is_refused_naming_the_file_the_key_and_the_reason() {
     let spool = Spool::with_destination("url = \"file:///tmp\"\n");
-    let text = fs::read_to_string(&spool.config)
-        .unwrap()
-        .replace("settle = \"300ms\"", "settle = \"soon\"");
-    fs::write(&spool.config, text).unwrap();
+    spool.set_config("settle = \"300ms\"", "settle = \"soon\"");
     let out = Command::new(BIN)
         .args(["run", "-c"])
         .arg(&spool.config)

@@ -116,10 +116,7 @@ fn a_file_found_by_the_sweep_waits_until_it_has_settled() {
     let sshd = Sshd::start();
     // A long settle makes the wait observable.
     let spool = Spool::for_sshd(&sshd, "");
-    let cfg = fs::read_to_string(&spool.config)
-        .unwrap()
-        .replace("settle = \"300ms\"", "settle = \"2s\"");
-    fs::write(&spool.config, cfg).unwrap();
+    spool.set_config("settle = \"300ms\"", "settle = \"2s\"");
     // Written before the service starts: no event, only the start-up sweep sees it.
     let body = order(7, 2000);
     spool.drop_order("order-2026-000007.json", &body);

@@ -42,9 +42,7 @@ fn metrics_move_during_a_real_delivery_and_show_the_destination_down() {
     let mut sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "timeout = \"2s\"");
     let port = free_port();
-    let mut cfg = fs::read_to_string(&spool.config).unwrap();
-    cfg.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
-    fs::write(&spool.config, cfg).unwrap();
+    spool.append_config(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
     let mut svc = spool.start();
     svc.wait_ready();
 
@@ -105,12 +103,10 @@ fn a_log_file_replaces_stderr_with_timestamped_lines_naming_file_batch_and_state
     let sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "");
     let logs = spool.dir.path().join("logs");
-    let mut cfg = fs::read_to_string(&spool.config).unwrap();
-    cfg.push_str(&format!(
-        "\n[log]\nfile = \"{}/plutus-sync.log\"\nkeep = 7\n",
+    spool.append_config(&format!(
+        "[log]\nfile = \"{}/plutus-sync.log\"\nkeep = 7\n",
         logs.display()
     ));
-    fs::write(&spool.config, cfg).unwrap();
     spool.drop_order("order-1.json", &order(1, 1000));
     std::thread::sleep(Duration::from_millis(350));
     let (st, _, stderr) = spool.sync();

@@ -462,10 +462,7 @@ fn a_lost_journal_is_rebuilt_from_disk_and_nothing_is_sent_again() {
 fn archived_entries_older_than_the_retention_are_pruned_and_failed_ones_kept() {
     let sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "");
-    let text = fs::read_to_string(&spool.config)
-        .unwrap()
-        .replace("[journal]\n", "[journal]\nretention = \"1s\"\n");
-    fs::write(&spool.config, text).unwrap();
+    spool.set_config("[journal]\n", "[journal]\nretention = \"1s\"\n");
     fs::write(sshd.inbox().join("order-2.json"), b"{}").unwrap();
     spool.drop_order("order-1.json", &order(1, 1000));
     spool.drop_order("order-2.json", &order(2, 1000));

@@ -264,10 +264,7 @@ fn the_outbox_deleted_and_recreated_is_watched_again() {
     let sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "");
     // No sweep to fall back on within the test: only the watch can be this fast.
-    let cfg = fs::read_to_string(&spool.config)
-        .unwrap()
-        .replace("sweep_interval = \"1s\"", "sweep_interval = \"1h\"");
-    fs::write(&spool.config, cfg).unwrap();
+    spool.set_config("sweep_interval = \"1s\"", "sweep_interval = \"1h\"");
     let mut svc = spool.start();
     svc.wait_ready();
     fs::remove_dir(spool.outbox()).unwrap();
@@ -332,10 +329,7 @@ fn a_burst_that_overflows_the_inotify_queue_is_swept_up() {
     }
     let sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "");
-    let cfg = fs::read_to_string(&spool.config)
-        .unwrap()
-        .replace("sweep_interval = \"1s\"", "sweep_interval = \"1h\"");
-    fs::write(&spool.config, cfg).unwrap();
+    spool.set_config("sweep_interval = \"1s\"", "sweep_interval = \"1h\"");
     let knob = "/proc/sys/fs/inotify/max_queued_events";
     let saved = fs::read_to_string(knob).unwrap();
     // The limit is taken when an inotify instance is created: lower it for our start only.

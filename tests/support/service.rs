@@ -121,6 +121,26 @@ max_attempts = 3
         Service::start(&self.config, self.dir.path())
     }
 
+    /// Replace `from` with `to` in the config; `from` must be there, so a changed
+    /// default cannot make the edit silently do nothing.
+    pub fn set_config(&self, from: &str, to: &str) {
+        let text = fs::read_to_string(&self.config).unwrap();
+        assert!(
+            text.contains(from),
+            "{from:?} not in the config:
+{text}"
+        );
+        fs::write(&self.config, text.replace(from, to)).unwrap();
+    }
+
+    /// Add lines (a section) at the end of the config.
+    pub fn append_config(&self, text: &str) {
+        let mut cfg = fs::read_to_string(&self.config).unwrap();
+        cfg.push('\n');
+        cfg.push_str(text);
+        fs::write(&self.config, cfg).unwrap();
+    }
+
     /// `plutus-sync ARGS… -c CONFIG`: (exit status, stdout, stderr).
     pub fn cmd(&self, args: &[&str]) -> (ExitStatus, String, String) {
         let out = Command::new(BIN)
