@@ -41,12 +41,18 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "common/machine.rs"]
+mod machine;
 #[path = "common/poller.rs"]
 mod poller;
+#[path = "common/results.rs"]
+mod results;
 
+use machine::{status_line_kib, Machine, Psi};
 use plotters::prelude::*;
 use plutus_state::{Event, Journal, JournalOptions, NewEntry, State};
 use poller::POLL_SLEEP;
+use results::{ms, target_dir, Summary};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::fs;
@@ -857,7 +863,7 @@ fn burst_plutus(
     let sp = Spool::new(sshd, &remote, conns);
     fill(&sp.path("outbox"), orders, true);
     let server = ServerCpu::new(sshd);
-    let psi = Psi::start();
+    let psi = Psi::start("cpu", "some");
 
     let mut p = Plutus::start(&sp.config, &sp.path("service.log"));
     let t0 = p.proc.spawned;
@@ -1008,21 +1014,13 @@ fn trickle_plutus(
             prefilled + orders.len() as u64
         ));
     }
-    let l = Latency {
+    out.report(
         name,
-        plutus: true,
-        per_second: rate,
-        lat: out.lat,
-        windows: out.windows,
-        warmup_ms: out.warmup_ms,
-        write_span_s: out.write_span_s,
-        max_write_lag_ms: out.max_write_lag_ms,
-        client_cpu_s: Some(cpu),
-        cpu_pressure_pct: out.cpu_pressure_pct,
-        note: "read back, CRC32-checked and journaled before the rename".into(),
-    };
-    print_latency(&l);
-    l
+        true,
+        rate,
+        cpu,
+        "read back, CRC32-checked and journaled before the rename",
+    )
 }
 
 // ---------------------------------------------------------------------------------
@@ -1141,7 +1139,7 @@ fn burst_peer(sshd: &Sshd, orders: &[(String, Vec<u8>)], peer: Peer) -> Result<B
     };
 
     let server = ServerCpu::new(sshd);
-    let psi = Psi::start();
+    let psi = Psi::start("cpu", "some");
     let started = Instant::now();
     let mut usage = Usage::default();
     let mut sent = 0usize;
@@ -1382,21 +1380,13 @@ fn latency_lsyncd(sshd: &Sshd, n: usize, rate: f64, delay: Option<u32>) -> Resul
     let (_, ru) = p.stop(libc::SIGTERM, Duration::from_secs(10));
     let out = result.map_err(|e| format!("{e}; lsyncd log: {}", tail(&lsyncd_text(), 20)))?;
     verify_dir(&remote, &orders).map_err(|e| format!("remote dir after lsyncd: {e}"))?;
-    let l = Latency {
+    Ok(out.report(
         name,
-        plutus: false,
-        per_second: rate,
-        lat: out.lat,
-        windows: out.windows,
-        warmup_ms: out.warmup_ms,
-        write_span_s: out.write_span_s,
-        max_write_lag_ms: out.max_write_lag_ms,
-        client_cpu_s: Some(secs(ru.ru_utime) + secs(ru.ru_stime)),
-        cpu_pressure_pct: out.cpu_pressure_pct,
-        note: "rsync writes a dot temp name, then renames; no journal, no archive".into(),
-    };
-    print_latency(&l);
-    Ok(l)
+        false,
+        rate,
+        secs(ru.ru_utime) + secs(ru.ru_stime),
+        "rsync writes a dot temp name, then renames; no journal, no archive",
+    ))
 }
 
 // ---------------------------------------------------------------------------------
@@ -1409,6 +1399,35 @@ struct Trickle {
     warmup_ms: f64,
     write_span_s: f64,
     max_write_lag_ms: f64,
+}
+
+impl Trickle {
+    /// The report's row for this run of `name`, whose client used `client_cpu_s`;
+    /// printed as it is recorded.
+    fn report(
+        self,
+        name: String,
+        plutus: bool,
+        per_second: f64,
+        client_cpu_s: f64,
+        note: &str,
+    ) -> Latency {
+        let l = Latency {
+            name,
+            plutus,
+            per_second,
+            lat: self.lat,
+            windows: self.windows,
+            warmup_ms: self.warmup_ms,
+            write_span_s: self.write_span_s,
+            max_write_lag_ms: self.max_write_lag_ms,
+            client_cpu_s: Some(client_cpu_s),
+            cpu_pressure_pct: self.cpu_pressure_pct,
+            note: note.into(),
+        };
+        print_latency(&l);
+        l
+    }
 }
 
 /// Writes `orders[0]` and waits for it (warm-up, not counted), then the rest at
@@ -1434,7 +1453,7 @@ fn trickle(
     let warmup = closed.elapsed();
 
     let measured = &orders[1..];
-    let psi = Psi::start();
+    let psi = Psi::start("cpu", "some");
     let (tx, poller) = poller::spawn(ARRIVAL_TIMEOUT);
     let period = Duration::from_secs_f64(1.0 / per_second);
     let mut closes = Vec::with_capacity(measured.len());
@@ -2112,9 +2131,10 @@ fn proc_cpu(pid: i32, children: bool) -> Option<f64> {
 
 /// `key` of /proc/PID/status, in KiB for the Vm* lines.
 fn status_kib(pid: i32, key: &str) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with(key))?;
-    line[key.len()..].split_whitespace().next()?.parse().ok()
+    status_line_kib(
+        &fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
+        key,
+    )
 }
 
 /// CPU used by sshd and every process below it (the per-connection children and
@@ -2159,42 +2179,8 @@ fn tree_cpu(root: i32) -> f64 {
     total
 }
 
-/// Linux pressure stall information for the CPU: how much of a stretch of wall time
-/// some task was waiting for a CPU. Mostly the scenario itself on 2 cores; a high
-/// figure next to a slow run says the machine was busy with something else too.
-struct Psi {
-    start: Instant,
-    total_us: Option<u64>,
-}
-
-impl Psi {
-    fn start() -> Psi {
-        Psi {
-            start: Instant::now(),
-            total_us: psi_cpu_some(),
-        }
-    }
-    fn share(&self) -> Option<f64> {
-        let d = psi_cpu_some()?.saturating_sub(self.total_us?);
-        Some(d as f64 / self.start.elapsed().as_micros() as f64 * 100.0)
-    }
-}
-
-fn psi_cpu_some() -> Option<u64> {
-    let text = fs::read_to_string("/proc/pressure/cpu").ok()?;
-    let line = text.lines().find(|l| l.starts_with("some"))?;
-    line.split_whitespace()
-        .find_map(|f| f.strip_prefix("total="))?
-        .parse()
-        .ok()
-}
-
 fn secs(t: libc::timeval) -> f64 {
     t.tv_sec as f64 + t.tv_usec as f64 / 1e6
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn pct(p: Option<f64>) -> String {
@@ -2216,148 +2202,4 @@ fn env_list(key: &str) -> Vec<usize> {
         .split(',')
         .filter_map(|s| s.trim().replace('_', "").parse().ok())
         .collect()
-}
-
-/// Nearest-rank percentiles, in milliseconds.
-struct Summary {
-    count: usize,
-    min: f64,
-    mean: f64,
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    max: f64,
-}
-
-impl Summary {
-    fn of(samples_ms: &[f64]) -> Summary {
-        let mut v = samples_ms.to_vec();
-        v.sort_by(f64::total_cmp);
-        if v.is_empty() {
-            v.push(f64::NAN);
-        }
-        let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-        Summary {
-            count: samples_ms.len(),
-            min: v[0],
-            mean: v.iter().sum::<f64>() / v.len() as f64,
-            p50: rank(0.50),
-            p90: rank(0.90),
-            p99: rank(0.99),
-            max: v[v.len() - 1],
-        }
-    }
-
-    fn to_json(&self) -> Value {
-        let n = |x: f64| if x.is_finite() { json!(x) } else { Value::Null };
-        json!({
-            "count": self.count,
-            "min": n(self.min),
-            "mean": n(self.mean),
-            "p50": n(self.p50),
-            "p90": n(self.p90),
-            "p99": n(self.p99),
-            "max": n(self.max),
-        })
-    }
-}
-
-struct Machine {
-    nproc: usize,
-    kernel: String,
-    cpu: String,
-    mem_mib: u64,
-    loadavg: String,
-    openssh: String,
-    os: String,
-    /// The commit measured, "+ local changes" when src/ or state/ differ from it.
-    source: String,
-}
-
-impl Machine {
-    fn probe() -> Machine {
-        let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
-        let cpu = read("/proc/cpuinfo")
-            .lines()
-            .find(|l| l.starts_with("model name"))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, m)| m.trim().to_string())
-            .unwrap_or_else(|| "unknown".into());
-        let openssh = Command::new("ssh")
-            .arg("-V")
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "ssh version unknown".into());
-        let os = read("/etc/os-release")
-            .lines()
-            .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-            .map(|s| s.trim_matches('"').to_string())
-            .unwrap_or_default();
-        let git = |args: &[&str]| {
-            Command::new("git")
-                .arg("-C")
-                .arg(env!("CARGO_MANIFEST_DIR"))
-                .args(args)
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        };
-        let source = match git(&["rev-parse", "--short", "HEAD"]) {
-            Some(c) => {
-                let dirty = git(&["status", "--porcelain", "--", "src", "state", "Cargo.lock"])
-                    .is_some_and(|s| !s.is_empty());
-                format!("commit {c}{}", if dirty { " + local changes" } else { "" })
-            }
-            None => "unknown commit".into(),
-        };
-        Machine {
-            source,
-            nproc: thread::available_parallelism().map_or(0, |n| n.get()),
-            kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
-            cpu,
-            mem_mib: status_line_kib(&read("/proc/meminfo"), "MemTotal:").unwrap_or(0) / 1024,
-            loadavg: read("/proc/loadavg")
-                .split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" "),
-            openssh,
-            os,
-        }
-    }
-
-    fn line(&self) -> String {
-        format!(
-            "{} x {}, {} MiB RAM, {}, kernel {}, {}, loadavg at start {}",
-            self.nproc, self.cpu, self.mem_mib, self.os, self.kernel, self.openssh, self.loadavg
-        )
-    }
-
-    fn to_json(&self) -> Value {
-        json!({
-            "nproc": self.nproc,
-            "cpu": self.cpu,
-            "mem_mib": self.mem_mib,
-            "os": self.os,
-            "kernel": self.kernel,
-            "openssh": self.openssh,
-            "loadavg_at_start": self.loadavg,
-            "source": self.source,
-        })
-    }
-}
-
-fn status_line_kib(text: &str, key: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with(key))?;
-    line[key.len()..].split_whitespace().next()?.parse().ok()
-}
-
-/// `$CARGO_TARGET_DIR` if set, else `target/` beside the root Cargo.toml.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }

@@ -23,13 +23,19 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "common/machine.rs"]
+mod machine;
 #[path = "common/poller.rs"]
 mod poller;
+#[path = "common/results.rs"]
+mod results;
 
+use machine::{Machine, Psi};
 use poller::POLL_SLEEP;
+use results::{ms, target_dir, Summary};
 use serde_json::json;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 use support::service::{assert_delivered_exactly_once, order, tail, wait_archived, Spool};
@@ -113,7 +119,7 @@ fn main() {
         } else {
             "DEBUG, figures not representative"
         },
-        machine.openssh
+        machine.sshd
     );
     println!(
         "polling: one thread stats every outstanding inbox path, {} us sleep between passes; \
@@ -126,9 +132,9 @@ fn main() {
     let mut results = Vec::new();
     for sc in scenarios {
         let out = run(sc, &dir);
-        let lat = Summary::of(&out.latencies);
-        let win = Summary::of(&out.windows);
-        let poll = Summary::of(&out.poll_intervals);
+        let lat = Summary::of(&ms_each(&out.latencies));
+        let win = Summary::of(&ms_each(&out.windows));
+        let poll = Summary::of(&ms_each(&out.poll_intervals));
         let worst = (0..out.latencies.len())
             .max_by_key(|&i| out.latencies[i])
             .unwrap();
@@ -183,8 +189,8 @@ fn main() {
             "poll_interval_ms": poll.to_json(),
             "cpu_pressure_some_pct": out.cpu_pressure,
             "io_pressure_full_pct": out.io_pressure,
-            "samples_ms": out.latencies.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
-            "sample_windows_ms": out.windows.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+            "samples_ms": ms_each(&out.latencies),
+            "sample_windows_ms": ms_each(&out.windows),
         }));
     }
 
@@ -200,7 +206,10 @@ fn main() {
             "kernel": machine.kernel,
             "cpu": machine.cpu,
             "loadavg_at_start": machine.loadavg,
-            "openssh": machine.openssh,
+            "openssh": machine.sshd,
+            "mem_mib": machine.mem_mib,
+            "os": machine.os,
+            "source": machine.source,
         },
         "scenarios": results,
     });
@@ -258,7 +267,7 @@ fn run(sc: &Scenario, results: &Path) -> Outcome {
     let outbox = spool.outbox();
     let mut closes = Vec::with_capacity(measured.len());
     let mut max_write_lag = Duration::ZERO;
-    let psi_before = (psi("cpu", "some"), psi("io", "full"));
+    let psi = (Psi::start("cpu", "some"), Psi::start("io", "full"));
     let start = Instant::now() + Duration::from_millis(50);
     for (i, (name, body)) in measured.iter().enumerate() {
         let due = start + period * i as u32;
@@ -276,11 +285,8 @@ fn run(sc: &Scenario, results: &Path) -> Outcome {
     let write_span = closes[closes.len() - 1] - closes[0];
     let (sightings, poll_intervals) = poller.join().expect("poller panicked");
     let wall = start.elapsed();
-    let share = |before: Option<u64>, after: Option<u64>| {
-        Some(after?.saturating_sub(before?) as f64 / wall.as_micros() as f64 * 100.0)
-    };
-    let cpu_pressure = share(psi_before.0, psi("cpu", "some"));
-    let io_pressure = share(psi_before.1, psi("io", "full"));
+    let cpu_pressure = psi.0.share_of(wall);
+    let io_pressure = psi.1.share_of(wall);
 
     let missing: Vec<&str> = sightings
         .iter()
@@ -336,108 +342,7 @@ fn run(sc: &Scenario, results: &Path) -> Outcome {
     }
 }
 
-/// The `total=` (microseconds stalled) of one line of `/proc/pressure/<resource>`.
-fn psi(resource: &str, kind: &str) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/pressure/{resource}")).ok()?;
-    let line = text.lines().find(|l| l.starts_with(kind))?;
-    line.split_whitespace()
-        .find_map(|f| f.strip_prefix("total="))?
-        .parse()
-        .ok()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// Nearest-rank percentiles, in milliseconds.
-struct Summary {
-    count: usize,
-    min: f64,
-    mean: f64,
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    max: f64,
-}
-
-impl Summary {
-    fn of(samples: &[Duration]) -> Summary {
-        let mut v: Vec<f64> = samples.iter().map(|d| ms(*d)).collect();
-        v.sort_by(f64::total_cmp);
-        if v.is_empty() {
-            v.push(f64::NAN);
-        }
-        let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-        Summary {
-            count: samples.len(),
-            min: v[0],
-            mean: v.iter().sum::<f64>() / v.len() as f64,
-            p50: rank(0.50),
-            p90: rank(0.90),
-            p99: rank(0.99),
-            max: v[v.len() - 1],
-        }
-    }
-
-    fn to_json(&self) -> serde_json::Value {
-        json!({
-            "count": self.count,
-            "min": self.min,
-            "mean": self.mean,
-            "p50": self.p50,
-            "p90": self.p90,
-            "p99": self.p99,
-            "max": self.max,
-        })
-    }
-}
-
-struct Machine {
-    nproc: usize,
-    kernel: String,
-    cpu: String,
-    loadavg: String,
-    openssh: String,
-}
-
-impl Machine {
-    fn probe() -> Machine {
-        let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
-        let cpu = read("/proc/cpuinfo")
-            .lines()
-            .find(|l| l.starts_with("model name"))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, m)| m.trim().to_string())
-            .unwrap_or_else(|| "unknown".into());
-        let loadavg = read("/proc/loadavg")
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ");
-        // `sshd -V` prints its version on stderr (and exits non-zero on old versions).
-        let openssh = ["/usr/sbin/sshd", "sshd"]
-            .iter()
-            .find_map(|bin| std::process::Command::new(bin).arg("-V").output().ok())
-            .map(|o| {
-                let text = String::from_utf8_lossy(&o.stderr);
-                text.split(',').next().unwrap_or("").trim().to_string()
-            })
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "sshd version unknown".into());
-        Machine {
-            nproc: thread::available_parallelism().map_or(0, |n| n.get()),
-            kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
-            cpu,
-            loadavg,
-            openssh,
-        }
-    }
-}
-
-/// `$CARGO_TARGET_DIR` if set, else `target/` beside the root Cargo.toml.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+/// Each duration in milliseconds, for the summaries and the JSON samples.
+fn ms_each(durations: &[Duration]) -> Vec<f64> {
+    durations.iter().map(|d| ms(*d)).collect()
 }
