@@ -81,6 +81,9 @@ pub struct Settings {
     pub connections: usize,
     pub timeout: Duration,
     pub temp_suffix: String,
+    /// Deliver to a server whose rename replaces an existing name, with a stat of the
+    /// final name just before each rename (racy; off unless the config says so).
+    pub check_then_rename: bool,
     pub retry_initial: Duration,
     pub retry_max: Duration,
     pub max_attempts: u32,
@@ -150,6 +153,7 @@ struct RawDestination {
     connections: Option<usize>,
     timeout: Option<String>,
     temp_suffix: Option<String>,
+    overwriting_rename: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -346,12 +350,27 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
             format!("{temp_suffix:?} must be non-empty and hold no path separator"),
         ));
     }
-    if matcher.is_match(format!("order{temp_suffix}")) {
+    if matcher.is_match(format!("order{temp_suffix}"))
+        || matcher.is_match(format!("order.json.1-0000000a{temp_suffix}"))
+    {
         return Err(invalid(
             "destination.temp_suffix",
             format!("temp names ending in {temp_suffix:?} would match source.pattern {pattern:?}; the ERP could import them half-written"),
         ));
     }
+
+    // A server whose rename replaces an existing name is refused unless the operator
+    // accepts the racy stat-then-rename by name (see the example config).
+    let check_then_rename = match dest.overwriting_rename.as_deref() {
+        None | Some("refuse") => false,
+        Some("check-then-rename") => true,
+        Some(other) => {
+            return Err(invalid(
+                "destination.overwriting_rename",
+                format!("{other:?} is not one of \"refuse\", \"check-then-rename\""),
+            ))
+        }
+    };
 
     let retry_initial = duration("retry.initial", raw.retry.initial, "1s")?;
     let retry_max = duration("retry.max", raw.retry.max, "5m")?;
@@ -391,6 +410,7 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
         connections,
         timeout,
         temp_suffix,
+        check_then_rename,
         retry_initial,
         retry_max,
         max_attempts,

@@ -3,26 +3,34 @@
 //! file reads): `process` runs on a worker's own thread, `archive_batch` on the
 //! blocking pool for the archiver task.
 //!
-//! Order of effects, which is the whole of the no-loss guarantee:
-//! 1. upload to the temp name; journal `sent` (not flushed: losing it only means the
-//!    upload is checked or redone after a crash);
-//! 2. read back, rename into place; journal `verified` with the archive path;
-//! 3. in [`archive_batch`], for every file verified meanwhile: one **flush** of the
+//! Order of effects, which is the whole of the exactly-once guarantee:
+//! 1. upload to a temp name of this attempt's own, read it back and compare;
+//! 2. journal `sent` with that temp path and **flush** it (group commit across workers)
+//!    before the rename request leaves: an entry whose temp may have been renamed is
+//!    always durably `sent`, and a `pending` entry was never renamed, so re-uploading it
+//!    is always safe;
+//! 3. rename into place; on any doubt (refused, lost reply, crash) look at the final and
+//!    the temp name and let [`protocol::recover_sent`] decide — never upload again while
+//!    the temp may have been renamed;
+//! 4. journal `verified` with the archive path;
+//! 5. in [`archive_batch`], for every file verified meanwhile: one **flush** of the
 //!    journal before any local file is touched, the moves to the archive, one fsync
 //!    per folder they touched, then `archived` for each.
 //!
-//! Step 3 runs apart from the workers so that a flush and the folder fsyncs are paid
+//! Step 5 runs apart from the workers so that a flush and the folder fsyncs are paid
 //! once per batch rather than once per file, and no upload waits for them.
 
 use crate::archive;
 use crate::config::Settings;
 use crate::intake;
 use crate::retry;
-use crate::transfer::{Connection, Delivered, Found, Job, Scope, TransferError, Transport};
+use crate::transfer::{self, Connection, Job, Scope, Seen, ServerTraits, TransferError};
+use plutus_state::protocol::{self, Recovery};
 use plutus_state::{now_ms, Event, Journal, JournalError, Record, State};
+use std::collections::HashSet;
 use std::fs;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 use tracing::{error, info, warn};
 
@@ -30,8 +38,72 @@ use tracing::{error, info, warn};
 pub struct Ctx {
     pub settings: Arc<Settings>,
     pub journal: Arc<Journal>,
-    pub transport: Arc<dyn Transport>,
+    pub transport: Arc<dyn transfer::Transport>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Temp names being uploaded right now, not yet named by a `sent` entry: the
+    /// clean-up must not remove them.
+    pub inflight: Inflight,
+    /// What the last probe of the server found, for `journal stats`.
+    pub server: Mutex<Option<ServerTraits>>,
+}
+
+impl Ctx {
+    pub fn new(
+        settings: Arc<Settings>,
+        journal: Arc<Journal>,
+        transport: Arc<dyn transfer::Transport>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Ctx {
+        Ctx {
+            settings,
+            journal,
+            transport,
+            metrics,
+            inflight: Inflight::default(),
+            server: Mutex::new(None),
+        }
+    }
+}
+
+/// The temp names of uploads in progress. A name is claimed before its file is created
+/// and released after its `sent` record is written, so a clean-up that lists the inbox
+/// and then asks here and then the journal never misses one.
+#[derive(Default)]
+pub struct Inflight(Mutex<HashSet<String>>);
+
+impl Inflight {
+    fn claim(&self, name: &str) -> Claim<'_> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string());
+        Claim {
+            set: self,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
+    }
+}
+
+struct Claim<'a> {
+    set: &'a Inflight,
+    name: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.set
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.name);
+    }
 }
 
 /// How one step on one entry ended.
@@ -51,24 +123,37 @@ pub enum Step {
 }
 
 /// A worker's connection, made on first use and thrown away after any error (libssh2
-/// sessions are not reliable after one).
+/// sessions are not reliable after one), with what the server's probe found.
 #[derive(Default)]
 pub struct Slot {
     conn: Option<Box<dyn Connection>>,
+    traits: Option<ServerTraits>,
 }
 
 impl Slot {
-    fn get(&mut self, t: &dyn Transport) -> Result<&mut Box<dyn Connection>, TransferError> {
+    /// The connection, made and probed if there is none. A server whose rename would
+    /// replace an existing name is refused here, for every file, unless the config
+    /// accepts check-then-rename.
+    fn get(&mut self, ctx: &Ctx) -> Result<&mut Box<dyn Connection>, TransferError> {
         if self.conn.is_none() {
-            self.conn = Some(t.connect()?);
+            let mut c = ctx.transport.connect()?;
+            let traits = c.server()?;
+            *ctx.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(traits);
+            if !traits.rename_refuses_overwrite && !ctx.settings.check_then_rename {
+                return Err(TransferError::UnsafeRename {
+                    dest: ctx.transport.describe(),
+                });
+            }
+            self.traits = Some(traits);
+            self.conn = Some(c);
         }
         Ok(self.conn.as_mut().expect("just set"))
     }
 
     /// Connect now rather than on the first file, so the first file does not pay for
-    /// the SSH handshake.
-    pub fn connect(&mut self, t: &dyn Transport) -> Result<(), TransferError> {
-        self.get(t).map(|_| ())
+    /// the SSH handshake and the server probe.
+    pub fn connect(&mut self, ctx: &Ctx) -> Result<(), TransferError> {
+        self.get(ctx).map(|_| ())
     }
 
     pub fn is_connected(&self) -> bool {
@@ -77,6 +162,13 @@ impl Slot {
 
     pub fn drop_conn(&mut self) {
         self.conn = None;
+        self.traits = None;
+    }
+
+    /// Does this server replace on rename (accepted by the config)? Then every rename
+    /// is preceded by a look at the final name.
+    fn rename_replaces(&self) -> bool {
+        self.traits.is_some_and(|t| !t.rename_refuses_overwrite)
     }
 
     /// Make sure a connection that sat idle is still alive; a dead one is dropped so
@@ -84,22 +176,40 @@ impl Slot {
     pub fn refresh(&mut self) {
         if let Some(c) = self.conn.as_mut() {
             if c.ping().is_err() {
-                self.conn = None;
+                self.drop_conn();
             }
         }
     }
 
-    /// Remove temp files a crash left in the inbox: temp names of files the outbox's
-    /// name rules would take. Run once per start, before any upload.
-    pub fn clean_temps(
-        &mut self,
-        t: &dyn Transport,
-        s: &Settings,
-    ) -> Result<Vec<String>, TransferError> {
+    /// Remove temp files nobody needs from the inbox: temp names of files the outbox's
+    /// name rules would take, that no upload in progress claims and no `sent` entry
+    /// names (its temp is the proof of where that delivery stands). Safe to run while
+    /// other workers upload.
+    pub fn clean_temps(&mut self, ctx: &Ctx) -> Result<Vec<String>, TransferError> {
+        let s = &ctx.settings;
         let ours = |name: &str| intake::name_rule(std::ffi::OsStr::new(name), s).is_ok();
-        let r = self.get(t)?.clean_temps(&ours);
+        // Asked after the listing, in this order (see `Inflight`).
+        let keep = |temp: &str| {
+            if ctx.inflight.contains(temp) {
+                return true;
+            }
+            let Some(name) = transfer::final_of_temp(temp, &s.temp_suffix) else {
+                return false;
+            };
+            match ctx.journal.history_of(name) {
+                Ok(recs) => recs.iter().any(|r| {
+                    r.state() == State::Sent
+                        && r.remote_path
+                            .as_deref()
+                            .is_some_and(|p| p.rsplit('/').next() == Some(temp))
+                }),
+                // Cannot tell: keep it; the next clean-up asks again.
+                Err(_) => true,
+            }
+        };
+        let r = self.get(ctx)?.clean_temps(&ours, &keep);
         if r.is_err() {
-            self.conn = None;
+            self.drop_conn();
         }
         r
     }
@@ -114,12 +224,24 @@ pub fn process(ctx: &Ctx, slot: &mut Slot, id: u64) -> Result<Step, JournalError
     let _g = span.enter();
     match rec.state() {
         State::Verified => Ok(Step::Verified(None)),
-        State::Pending | State::Sent => deliver_step(ctx, slot, rec),
+        State::Pending => upload_step(ctx, slot, rec),
+        // After a crash, a lost reply or a failed rename: the temp file tells.
+        State::Sent => resolve_sent(ctx, slot, rec, Instant::now(), None, None),
         _ => Ok(Step::Done),
     }
 }
 
-fn deliver_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, JournalError> {
+fn job_of(rec: &Record) -> Job<'_> {
+    Job {
+        name: &rec.name,
+        size: rec.size,
+        crc32: rec.crc32,
+    }
+}
+
+/// A `pending` entry: upload to a new temp name, read back, journal `sent` durably,
+/// then rename.
+fn upload_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, JournalError> {
     let s = &ctx.settings;
     let src_path = s.outbox.join(&rec.name);
     let src_str = src_path.display().to_string();
@@ -154,82 +276,154 @@ fn deliver_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, Journal
     };
     // What the bytes we send come from; checked again before the archive move.
     let sent_as = file.metadata().ok().map(|m| archive::LocalId::of(&m));
-    let job = Job {
-        name: &rec.name,
-        size: rec.size,
-        crc32: rec.crc32,
-    };
     let started = Instant::now();
-    let conn = match slot.get(ctx.transport.as_ref()) {
+    let conn = match slot.get(ctx) {
         Ok(c) => c,
         Err(e) => return Ok(Step::DestinationDown(e)),
     };
+    let temp = transfer::temp_name(&rec.name, rec.id, &s.temp_suffix);
+    let claim = ctx.inflight.claim(&temp);
+    let up = match conn.upload(&job_of(&rec), &temp, &mut file, &src_str) {
+        Ok(up) => up,
+        Err(e) => return handle_error(ctx, slot, &rec, e, Some(ms(started))),
+    };
+    ctx.metrics.bytes_sent.inc_by(rec.size);
+    // The rule everything rests on: `sent` is durable before the rename leaves.
+    let rec = ctx.journal.apply(
+        rec.id,
+        Event::Uploaded {
+            remote_path: up.temp_path.clone(),
+        },
+    )?;
+    ctx.journal.flush()?;
+    drop(claim);
+    info!(state = %rec.state(), attempt = rec.attempts + 1, elapsed_ms = ms(started), "uploaded to {} and read back", up.temp_path);
+    let note = (!up.fsynced).then(|| "server has no fsync; verified by read-back".to_string());
+    rename_step(ctx, slot, rec, started, note, sent_as)
+}
 
-    // After a crash in `sent`, the rename may already have happened.
-    if rec.state() == State::Sent {
-        match conn.check(&job) {
-            Ok(Found::Same) => {
-                let remote = rec.remote_path.clone().unwrap_or_default();
-                let remote = remote
-                    .strip_suffix(&s.temp_suffix)
-                    .unwrap_or(&remote)
-                    .to_string();
-                return verified(
-                    ctx,
-                    rec,
-                    remote,
-                    Some("found complete in the inbox after a restart".into()),
-                    started,
-                    // The inbox copy matches the journal, not necessarily the file now
-                    // in the outbox: let the archive check its content.
-                    None,
-                );
-            }
-            Ok(Found::Different { .. }) | Ok(Found::Absent) => {}
+/// A durably `sent` entry whose temp is known good: rename it into place.
+fn rename_step(
+    ctx: &Ctx,
+    slot: &mut Slot,
+    rec: Record,
+    started: Instant,
+    note: Option<String>,
+    sent_as: Option<archive::LocalId>,
+) -> Result<Step, JournalError> {
+    let temp = rec.remote_path.clone().unwrap_or_default();
+    let replaces = slot.rename_replaces();
+    let conn = match slot.get(ctx) {
+        Ok(c) => c,
+        Err(e) => return Ok(Step::DestinationDown(e)),
+    };
+    if replaces {
+        // Accepted by the config: a server whose rename replaces. Look first; a file
+        // that appears between this look and the rename is overwritten (documented).
+        match conn.look_final(&job_of(&rec)) {
+            Ok(Seen::Absent) => {}
+            Ok(_) => return resolve_sent(ctx, slot, rec, started, sent_as, None),
             Err(e) => return handle_error(ctx, slot, &rec, e, Some(ms(started))),
         }
     }
-
-    let mut journal_err = None;
-    // The record as `sent` made it, so it need not be read again.
-    let mut after_upload = None;
-    let (id, was_pending) = (rec.id, rec.state() == State::Pending);
-    let result = conn.deliver(&job, &mut file, &src_str, &mut |temp| {
-        if was_pending {
-            match ctx.journal.apply(id, Event::Uploaded { remote_path: temp.to_string() }) {
-                Ok(r) => {
-                    info!(state = %r.state(), attempt = r.attempts + 1, elapsed_ms = ms(started), "uploaded to {temp}");
-                    after_upload = Some(r);
-                }
-                Err(e) => journal_err = Some(e),
-            }
-        }
-    });
-    if let Some(e) = journal_err {
-        return Err(e);
-    }
-    let rec = after_upload.unwrap_or(rec);
-    match result {
-        Ok(Delivered::Sent {
-            remote_path,
-            fsynced,
-        }) => {
-            ctx.metrics.bytes_sent.inc_by(rec.size);
+    match conn.rename(&job_of(&rec), &temp) {
+        Ok(()) => {
             ctx.metrics
                 .transfer_seconds
                 .observe(started.elapsed().as_secs_f64());
-            let note = (!fsynced).then(|| "server has no fsync; verified by read-back".to_string());
-            verified(ctx, rec, remote_path, note, started, sent_as)
+            let final_path = conn.final_path(&rec.name);
+            verified(ctx, rec, final_path, note, started, sent_as)
         }
-        Ok(Delivered::AlreadyThere { remote_path }) => verified(
-            ctx,
-            rec,
-            remote_path,
-            Some("already in the inbox with the same size and CRC32; not overwritten".into()),
-            started,
-            sent_as,
-        ),
-        Err(e) => handle_error(ctx, slot, &rec, e, Some(ms(started))),
+        // The reply is lost, not necessarily the rename: the entry stays `sent`, and
+        // the next attempt looks before it does anything.
+        Err(e) if e.scope() == Scope::Destination => {
+            slot.drop_conn();
+            Ok(Step::DestinationDown(e))
+        }
+        // Refused (a name taken, a file held open on Windows) or another error: look.
+        Err(e) => resolve_sent(ctx, slot, rec, started, sent_as, Some(e)),
+    }
+}
+
+/// A `sent` entry: what do the final and the temp name hold? `recover_sent` decides.
+/// `rename_failed`: a rename was just tried and failed with this error, so a
+/// `Rename` decision waits for the backoff instead of trying again at once.
+fn resolve_sent(
+    ctx: &Ctx,
+    slot: &mut Slot,
+    rec: Record,
+    started: Instant,
+    sent_as: Option<archive::LocalId>,
+    rename_failed: Option<TransferError>,
+) -> Result<Step, JournalError> {
+    let temp = rec.remote_path.clone().unwrap_or_default();
+    let conn = match slot.get(ctx) {
+        Ok(c) => c,
+        Err(e) => return Ok(Step::DestinationDown(e)),
+    };
+    let (final_seen, temp_seen) = match conn.look(&job_of(&rec), &temp) {
+        Ok(seen) => seen,
+        Err(e) => return handle_error(ctx, slot, &rec, e, Some(ms(started))),
+    };
+    let final_path = conn.final_path(&rec.name);
+    match protocol::recover_sent(final_seen, temp_seen) {
+        Recovery::AlreadyDelivered => {
+            if temp_seen != Seen::Absent {
+                let _ = conn.remove(&temp);
+            }
+            verified(
+                ctx,
+                rec,
+                final_path,
+                Some("found complete under its final name; not sent again".into()),
+                started,
+                // The inbox copy matches the journal, not necessarily the file now in
+                // the outbox: let the archive check its content.
+                None,
+            )
+        }
+        Recovery::Conflict => {
+            if temp_seen != Seen::Absent {
+                let _ = conn.remove(&temp);
+            }
+            let e = TransferError::Conflict {
+                path: final_path,
+                want_size: rec.size,
+                want_crc32: rec.crc32,
+            };
+            file_error(ctx, slot, &rec, e, Some(ms(started)))
+        }
+        Recovery::Rename => match rename_failed {
+            None => rename_step(ctx, slot, rec, started, None, sent_as),
+            Some(e) => file_error(ctx, slot, &rec, e, Some(ms(started))),
+        },
+        Recovery::TakenByErp => {
+            warn!(state = %rec.state(), "{temp}: neither the temp file nor {final_path} is in the inbox: the rename happened and the ERP took the file before the reply arrived; not sent again");
+            verified(
+                ctx,
+                rec,
+                final_path,
+                Some("taken by the ERP before the reply".into()),
+                started,
+                sent_as,
+            )
+        }
+        Recovery::Reupload => {
+            if let Err(e) = conn.remove(&temp) {
+                return handle_error(ctx, slot, &rec, e, Some(ms(started)));
+            }
+            let reason = format!(
+                "{temp}: the temp file no longer holds what was read back (never renamed); removed, uploading again"
+            );
+            let rec = ctx.journal.apply(
+                rec.id,
+                Event::Reupload {
+                    reason: reason.clone(),
+                },
+            )?;
+            warn!(state = %rec.state(), "{reason}");
+            Ok(Step::RetryAt(now_ms()))
+        }
     }
 }
 
@@ -396,7 +590,11 @@ fn file_error(
         return rehash(ctx, rec);
     }
     let error = e.to_string();
-    let give_up = matches!(e, TransferError::Conflict { .. }) || rec.attempts + 1 >= s.max_attempts;
+    // A `sent` entry's temp may have been renamed: it is never set aside (a replay
+    // would upload it again) except on a conflict, where the final name is someone
+    // else's and our rename cannot have happened. It keeps retrying with backoff.
+    let give_up = matches!(e, TransferError::Conflict { .. })
+        || (rec.state() == State::Pending && rec.attempts + 1 >= s.max_attempts);
     if give_up {
         ctx.metrics.failed.inc();
         let rec = ctx.journal.apply_timed(

@@ -15,6 +15,7 @@ use plutus_state::{now_ms, Journal, JournalError, JournalOptions, State};
 use std::collections::{HashSet, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
@@ -197,7 +198,9 @@ struct Shared {
     mode: Mode,
     cancel: CancellationToken,
     /// Temp files left by a crash are removed once, before the first upload.
-    cleaned: Mutex<bool>,
+    /// When the inbox's unneeded temp files were last removed (`None`: not yet).
+    cleaned: Mutex<Option<Instant>>,
+    cleaned_once: AtomicBool,
     /// Entries this run touched (for `sync`'s summary).
     seen: Mutex<Vec<u64>>,
     destination_error: Mutex<Option<String>>,
@@ -290,17 +293,18 @@ pub async fn run(
     }
 
     let shared = Arc::new(Shared {
-        ctx: Arc::new(Ctx {
-            settings: settings.clone(),
-            journal: journal.clone(),
+        ctx: Arc::new(Ctx::new(
+            settings.clone(),
+            journal.clone(),
             transport,
-            metrics: Arc::new(crate::metrics::Metrics::new()),
-        }),
+            Arc::new(crate::metrics::Metrics::new()),
+        )),
         queue: Arc::new(Queue::new()),
         gate: Gate::new(settings.retry_initial, settings.retry_max),
         mode,
         cancel: cancel.clone(),
-        cleaned: Mutex::new(false),
+        cleaned: Mutex::new(None),
+        cleaned_once: AtomicBool::new(false),
         seen: Mutex::new(Vec::new()),
         destination_error: Mutex::new(None),
         fatal: Mutex::new(None),
@@ -663,7 +667,7 @@ fn worker(
             let r = if n == 0 {
                 clean_once(&shared, &mut slot)
             } else {
-                slot.connect(ctx.transport.as_ref())
+                slot.connect(&ctx)
             };
             if let Err(e) = r {
                 destination_down(&shared, epoch, e);
@@ -798,18 +802,32 @@ async fn archiver(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<ToArchive
     }
 }
 
-/// Remove a crash's temp files from the inbox, once per run, before any upload.
+/// Remove temp files nobody needs from the inbox (a crash's, a dropped connection's):
+/// at start, before any upload, and again every sweep interval, since a temp that a
+/// dropped session still held open (Win32-OpenSSH) may only be removable later.
 fn clean_once(shared: &Shared, slot: &mut Slot) -> Result<(), TransferError> {
-    let mut done = shared.cleaned.lock().unwrap_or_else(|p| p.into_inner());
-    if *done {
+    // The first clean-up is waited for by every worker; a later one by nobody (another
+    // worker doing it is as good).
+    let mut last = match shared.cleaned.try_lock() {
+        Ok(g) => g,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) if shared.cleaned_once.load(Ordering::Acquire) => {
+            return Ok(());
+        }
+        Err(std::sync::TryLockError::WouldBlock) => {
+            shared.cleaned.lock().unwrap_or_else(|p| p.into_inner())
+        }
+    };
+    if last.is_some_and(|at| at.elapsed() < shared.ctx.settings.sweep_interval) {
         return Ok(());
     }
-    let removed = slot.clean_temps(shared.ctx.transport.as_ref(), &shared.ctx.settings)?;
-    *done = true;
+    let removed = slot.clean_temps(&shared.ctx)?;
+    *last = Some(Instant::now());
+    shared.cleaned_once.store(true, Ordering::Release);
     if !removed.is_empty() {
         info!(
             count = removed.len(),
-            "removed temp files a crash left in the inbox: {}",
+            "removed temp files no delivery needs from the inbox: {}",
             removed.join(", ")
         );
     }

@@ -175,6 +175,10 @@ fn print_show(out: &mut impl Write, r: &Record) -> anyhow::Result<()> {
                 note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
             ),
             Some(Event::Archived) => "archived".into(),
+            Some(Event::ArchivedAs { path }) => {
+                format!("archived as {path} (the planned name was taken)")
+            }
+            Some(Event::Reupload { reason }) => reason.clone(),
             Some(Event::LocalReplaced { note }) => note.clone(),
             Some(Event::Retry {
                 error,

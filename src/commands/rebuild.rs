@@ -6,7 +6,7 @@
 use crate::config::Settings;
 use crate::control::{self, ControlError, Request};
 use crate::intake;
-use crate::transfer::{self, Found, Job};
+use crate::transfer::{self, Job, Seen};
 use anyhow::Context;
 use plutus_state::{Event, Journal, JournalOptions, NewEntry, Record, State};
 use std::fs;
@@ -150,7 +150,7 @@ pub fn run(s: &Settings, dry_run: bool) -> anyhow::Result<bool> {
                         size: rec.size,
                         crc32: rec.crc32,
                     };
-                    if let Ok(Found::Same) = conn.check(&job) {
+                    if let Ok(Seen::Same) = conn.look_final(&job) {
                         j.apply(
                             rec.id,
                             Event::Verified {

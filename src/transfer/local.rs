@@ -151,10 +151,10 @@ impl Remote for LocalConn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transfer::{Delivered, Job};
+    use crate::transfer::{final_of_temp, temp_name, Job, Seen};
 
-    fn job(data: &[u8]) -> (u64, u32) {
-        (data.len() as u64, crc32fast::hash(data))
+    fn job(name: &str, data: &[u8]) -> (String, u64, u32) {
+        (name.to_string(), data.len() as u64, crc32fast::hash(data))
     }
 
     fn conn(dir: &Path) -> Box<dyn Connection> {
@@ -167,82 +167,76 @@ mod tests {
     }
 
     #[test]
-    fn a_file_is_delivered_byte_identical_and_no_temp_remains() {
+    fn a_file_is_uploaded_to_its_temp_then_renamed_byte_identical_and_no_temp_remains() {
         let dir = tempfile::tempdir().unwrap();
         let data = br#"{"order":1}"#;
-        let (size, crc32) = job(data);
-        let mut seen = Vec::new();
-        let out = conn(dir.path())
-            .deliver(
-                &Job {
-                    name: "o.json",
-                    size,
-                    crc32,
-                },
-                &mut &data[..],
-                "src",
-                &mut |p| seen.push(p.to_string()),
-            )
-            .unwrap();
-        assert!(matches!(out, Delivered::Sent { .. }));
+        let (name, size, crc32) = job("o.json", data);
+        let j = Job {
+            name: &name,
+            size,
+            crc32,
+        };
+        let mut c = conn(dir.path());
+        let temp = temp_name("o.json", 7, ".part");
+        let up = c.upload(&j, &temp, &mut &data[..], "src").unwrap();
+        assert_eq!(up.temp_path, format!("{}/{temp}", dir.path().display()));
+        assert!(
+            !dir.path().join("o.json").exists(),
+            "not visible before the rename"
+        );
+        assert_eq!(
+            c.look(&j, &up.temp_path).unwrap(),
+            (Seen::Absent, Seen::Same)
+        );
+        c.rename(&j, &up.temp_path).unwrap();
         assert_eq!(fs::read(dir.path().join("o.json")).unwrap(), data);
-        assert!(!dir.path().join("o.json.part").exists());
-        assert_eq!(seen, vec![format!("{}/o.json.part", dir.path().display())]);
+        assert_eq!(
+            c.look(&j, &up.temp_path).unwrap(),
+            (Seen::Same, Seen::Absent)
+        );
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]
-    fn the_same_file_again_counts_as_delivered_and_a_different_one_is_never_overwritten() {
+    fn a_rename_onto_a_different_file_is_refused_and_nothing_is_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("o.json"), b"{}").unwrap();
-        let (size, crc32) = job(b"{}");
+        let (name, size, crc32) = job("o.json", b"[1]");
+        let j = Job {
+            name: &name,
+            size,
+            crc32,
+        };
         let mut c = conn(dir.path());
-        let out = c
-            .deliver(
-                &Job {
-                    name: "o.json",
-                    size,
-                    crc32,
-                },
-                &mut &b"{}"[..],
+        let up = c
+            .upload(
+                &j,
+                &temp_name("o.json", 1, ".part"),
+                &mut &b"[1]"[..],
                 "src",
-                &mut |_| {},
             )
             .unwrap();
-        assert!(matches!(out, Delivered::AlreadyThere { .. }));
-
-        let other = b"[1]";
-        let (size, crc32) = job(other);
-        let err = c
-            .deliver(
-                &Job {
-                    name: "o.json",
-                    size,
-                    crc32,
-                },
-                &mut &other[..],
-                "src",
-                &mut |_| {},
-            )
-            .unwrap_err();
-        assert!(matches!(err, TransferError::Conflict { .. }), "{err}");
-        assert_eq!(err.scope(), super::super::Scope::File);
+        assert!(c.rename(&j, &up.temp_path).is_err());
+        assert_eq!(
+            c.look(&j, &up.temp_path).unwrap(),
+            (Seen::Different, Seen::Same)
+        );
         assert_eq!(fs::read(dir.path().join("o.json")).unwrap(), b"{}");
-        assert!(!dir.path().join("o.json.part").exists());
     }
 
     #[test]
-    fn a_source_that_changed_since_intake_is_not_renamed_into_place() {
+    fn a_source_that_changed_since_intake_leaves_no_temp() {
         let dir = tempfile::tempdir().unwrap();
         let err = conn(dir.path())
-            .deliver(
+            .upload(
                 &Job {
                     name: "o.json",
                     size: 2,
                     crc32: 1,
                 },
+                &temp_name("o.json", 1, ".part"),
                 &mut &b"{}"[..],
                 "src",
-                &mut |_| {},
             )
             .unwrap_err();
         assert!(matches!(err, TransferError::SourceChanged { .. }), "{err}");
@@ -250,18 +244,56 @@ mod tests {
     }
 
     #[test]
-    fn leftover_temp_files_are_cleaned_and_nothing_else() {
+    fn temp_names_are_new_per_attempt_and_map_back_to_their_final_name() {
+        let a = temp_name("order-1.json", 42, ".part");
+        let b = temp_name("order-1.json", 42, ".part");
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with("order-1.json.42-") && a.ends_with(".part"),
+            "{a}"
+        );
+        assert_eq!(final_of_temp(&a, ".part"), Some("order-1.json"));
+        // The older scheme, and names that are not temps.
+        assert_eq!(
+            final_of_temp("order-1.json.part", ".part"),
+            Some("order-1.json")
+        );
+        assert_eq!(final_of_temp("order-1.json", ".part"), None);
+        assert_eq!(final_of_temp(".part", ".part"), None);
+    }
+
+    #[test]
+    fn leftover_temp_files_are_cleaned_unless_claimed_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("a.json.part"), b"{").unwrap();
-        fs::write(dir.path().join("b.json"), b"{}").unwrap();
-        // A temp name of a file plutus-sync would never send: the ERP's, not ours.
-        fs::write(dir.path().join("erp-import.csv.part"), b"x").unwrap();
+        let claimed = temp_name("c.json", 3, ".part");
+        let leftover = temp_name("d.json", 4, ".part");
+        for n in [
+            "a.json.part",
+            "b.json",
+            "erp-import.csv.part",
+            &claimed,
+            &leftover,
+        ] {
+            fs::write(dir.path().join(n), b"{").unwrap();
+        }
         let ours = |name: &str| name.ends_with(".json");
-        let removed = conn(dir.path()).clean_temps(&ours).unwrap();
-        assert_eq!(removed, vec!["a.json.part".to_string()]);
+        let keep = |name: &str| name == claimed;
+        let mut removed = conn(dir.path()).clean_temps(&ours, &keep).unwrap();
+        removed.sort();
+        assert_eq!(removed, vec!["a.json.part".to_string(), leftover.clone()]);
         assert!(dir.path().join("b.json").exists());
+        // A temp name of a file plutus-sync would never send: the ERP's, not ours.
         assert!(dir.path().join("erp-import.csv.part").exists());
-        assert!(!dir.path().join("a.json.part").exists());
+        assert!(dir.path().join(&claimed).exists());
+    }
+
+    #[test]
+    fn the_server_probe_finds_a_rename_that_refuses_to_overwrite_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = conn(dir.path()).server().unwrap();
+        assert!(t.rename_refuses_overwrite);
+        assert!(t.fsync);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

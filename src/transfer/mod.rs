@@ -1,16 +1,20 @@
 //! Transports: put one file into the destination inbox so that it never appears
-//! under its final name unless complete and verified. Knows nothing of the journal.
+//! under its final name unless complete and verified. Knows nothing of the journal:
+//! the pipeline calls the steps below in order and journals between them.
 //!
 //! The protocol is written once, here, over the few primitive operations a `Remote`
 //! offers; `sftp` (ssh2) and `local` (`file://`) only implement those primitives.
 //!
-//! 1. write `<name><temp_suffix>` (create or truncate), computing the CRC32 of the
-//!    bytes read from the local file on the way; fsync where the server can;
-//! 2. read the temp file back and compare size and CRC32 with intake's values;
-//! 3. rename it to `<name>`, a rename that never overwrites (SFTP v3 rename on
-//!    OpenSSH and Win32-OpenSSH both refuse an existing target);
-//! 4. if the rename is refused, read the existing final file: the same size and CRC32
-//!    means "already delivered"; anything else is a conflict, and nothing is overwritten.
+//! 1. [`Connection::upload`]: write a temp name of this attempt's own
+//!    (`<name>.<id>-<token><temp_suffix>`, never reused, so a leftover a server will not
+//!    let us truncate cannot block the order), fsync where the server can, read it back
+//!    and compare size and CRC32 with intake's values. The pipeline then journals `sent`
+//!    with that temp path, durably.
+//! 2. [`Connection::rename`]: rename it to `<name>`, a rename that never overwrites (the
+//!    server's behaviour is probed first: [`Connection::server`]).
+//! 3. [`Connection::look`]: after any doubt (a refused rename, a lost reply, a crash),
+//!    what the final name and the temp name hold; `plutus_state::protocol::recover_sent`
+//!    decides from that.
 //!
 //! The read-back happens before the rename because the ERP may import and delete the
 //! file the moment it has its final name.
@@ -18,6 +22,7 @@
 pub mod local;
 pub mod sftp;
 
+pub use plutus_state::protocol::Seen;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 /// Why a remote operation failed, as far as the protocol needs to know.
@@ -85,20 +90,21 @@ pub enum TransferError {
         want_size: u64,
         want_crc32: u32,
     },
-    #[error("{path}: a different file with this name is already in the inbox (size {size}, crc32 {crc32:08x}; ours: size {want_size}, crc32 {want_crc32:08x}); not overwritten")]
+    #[error("{path}: a different file with this name is already in the inbox (ours: size {want_size}, crc32 {want_crc32:08x}); not overwritten")]
     Conflict {
         path: String,
-        size: u64,
-        crc32: u32,
         want_size: u64,
         want_crc32: u32,
     },
+    #[error("{dest}: this server's rename REPLACES an existing file (a probe file was overwritten); delivering could overwrite a different order, so nothing is sent\n  hint: use a server whose rename refuses an existing name (OpenSSH, Win32-OpenSSH), or accept a racy stat-then-rename with [destination] overwriting_rename = \"check-then-rename\"")]
+    UnsafeRename { dest: String },
 }
 
 impl TransferError {
     pub fn scope(&self) -> Scope {
         match self {
             TransferError::Connect { .. }
+            | TransferError::UnsafeRename { .. }
             | TransferError::HostKey { .. }
             | TransferError::Auth { .. } => Scope::Destination,
             TransferError::Remote(e) => match (e.op, e.fault) {
@@ -157,69 +163,170 @@ pub struct Job<'a> {
     pub crc32: u32,
 }
 
-/// How a delivery ended well.
+/// A temp file that holds exactly the job's bytes, read back and checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Delivered {
-    /// Uploaded, read back, renamed.
-    Sent { remote_path: String, fsynced: bool },
-    /// The same content was already there under the final name.
-    AlreadyThere { remote_path: String },
+pub struct Uploaded {
+    pub temp_path: String,
+    /// `false`: the server has no working fsync; the read-back is the only proof.
+    pub fsynced: bool,
 }
 
-/// What is under a final name in the inbox.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Found {
-    Absent,
-    Same,
-    Different { size: u64, crc32: u32 },
+/// What the protocol's guarantees rest on, probed on a new connection with probe files
+/// under temp names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerTraits {
+    /// A rename onto an existing name is refused. A server that replaces the target
+    /// (seen with paramiko-based servers) could overwrite a different order.
+    pub rename_refuses_overwrite: bool,
+    /// `fsync@openssh.com` answered OK (on Windows that is no proof; the read-back is).
+    pub fsync: bool,
 }
+
+/// The name a temp file of this attempt gets: `<name>.<id>-<token><suffix>`. The
+/// token is random per attempt, so no two attempts share a temp, across restarts too.
+pub fn temp_name(name: &str, id: u64, suffix: &str) -> String {
+    format!("{name}.{id}-{:08x}{suffix}", fastrand::u32(..))
+}
+
+/// The final name a temp name belongs to: `<name>` from `<name>.<id>-<token><suffix>`
+/// (or from `<name><suffix>`, the older scheme). `None` for anything else.
+pub fn final_of_temp<'a>(temp: &'a str, suffix: &str) -> Option<&'a str> {
+    let stem = temp.strip_suffix(suffix)?;
+    let attempt = stem
+        .rsplit_once('.')
+        .filter(|(_, tag)| {
+            tag.split_once('-').is_some_and(|(id, token)| {
+                !id.is_empty()
+                    && id.bytes().all(|b| b.is_ascii_digit())
+                    && token.len() == 8
+                    && token.bytes().all(|b| b.is_ascii_hexdigit())
+            })
+        })
+        .map(|(name, _)| name);
+    Some(attempt.unwrap_or(stem)).filter(|n| !n.is_empty())
+}
+
+/// Probe files start with this, so clean-up can tell ours from the ERP's.
+const PROBE_PREFIX: &str = "plutus-sync-check-";
 
 /// A live connection to the destination. One per worker; thrown away after any
 /// destination-wide error.
 pub trait Connection: Send {
-    /// The temp-verify-rename protocol. `uploaded` runs after the temp file is
-    /// written and synced, before the read-back (the pipeline journals `sent` there).
-    fn deliver(
+    /// Step 1: write `job` to `temp_name` in the inbox, fsync where the server can,
+    /// read it back and compare. Ok means the temp holds exactly the job's bytes.
+    fn upload(
         &mut self,
         job: &Job,
+        temp_name: &str,
         src: &mut dyn Read,
         src_path: &str,
-        uploaded: &mut dyn FnMut(&str),
-    ) -> Result<Delivered, TransferError>;
-    /// Is `job` already delivered under its final name?
-    fn check(&mut self, job: &Job) -> Result<Found, TransferError>;
-    /// Remove temp files a crash left in the inbox: names ending in the temp suffix
-    /// whose final name `ours` accepts (the ERP's own files are not ours to remove).
-    /// Returns their names.
-    fn clean_temps(&mut self, ours: &dyn Fn(&str) -> bool) -> Result<Vec<String>, TransferError>;
+    ) -> Result<Uploaded, TransferError>;
+    /// Step 2: rename `temp_path` to the job's final name; never over an existing name
+    /// (on a server that probes as such).
+    fn rename(&mut self, job: &Job, temp_path: &str) -> Result<(), TransferError>;
+    /// What the final name and `temp_path` hold, in that order (see `recover_sent`).
+    fn look(&mut self, job: &Job, temp_path: &str) -> Result<(Seen, Seen), TransferError>;
+    /// What the final name holds.
+    fn look_final(&mut self, job: &Job) -> Result<Seen, TransferError>;
+    /// Remove a file of ours; `Ok(false)` if it was not there.
+    fn remove(&mut self, path: &str) -> Result<bool, TransferError>;
+    /// The final path of `name`.
+    fn final_path(&self, name: &str) -> String;
+    /// Remove temp files nobody needs: names that are temp names of final names
+    /// `ours` accepts (the ERP's own files are not ours to remove) and that `keep` does
+    /// not claim (a `sent` entry's temp, an upload in progress). Returns their names.
+    fn clean_temps(
+        &mut self,
+        ours: &dyn Fn(&str) -> bool,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<String>, TransferError>;
     /// Prove the connection is alive (keepalive); an error means reconnect.
     fn ping(&mut self) -> Result<(), TransferError>;
     /// Prove the inbox is writable: write and remove a small temp-named file.
     fn probe(&mut self) -> Result<(), TransferError>;
+    /// Probe what the guarantees rest on: does a rename onto an existing name fail,
+    /// does fsync work. Costs a few round trips; callers cache it per connection.
+    fn server(&mut self) -> Result<ServerTraits, TransferError>;
 }
 
 /// Probes of concurrent workers must not share a file name.
 static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+fn probe_path<R: Remote>(r: &R, tag: &str) -> String {
+    // A temp name, so an ERP that looks at that moment ignores it.
+    join(
+        r.inbox(),
+        &format!(
+            "{PROBE_PREFIX}{}-{}{tag}{}",
+            std::process::id(),
+            PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            r.temp_suffix()
+        ),
+    )
+}
+
+/// Write a small probe file; whether fsync worked on it.
+fn write_probe<R: Remote>(r: &mut R, path: &str, body: &[u8]) -> Result<bool, RemoteError> {
+    let mut w = r.create(path)?;
+    let wrote = w.write_all(body).map_err(|e| io_fault("write", path, e));
+    let synced = match wrote {
+        Ok(()) => r.sync(&mut w, path),
+        Err(e) => Err(e),
+    };
+    let closed = r.close(w, path);
+    let synced = synced?;
+    closed?;
+    Ok(synced)
+}
+
 /// Every `Remote` speaks the protocol; transports only provide the primitives.
 impl<R: Remote + Send> Connection for R {
-    fn deliver(
+    fn upload(
         &mut self,
         job: &Job,
+        temp_name: &str,
         src: &mut dyn Read,
         src_path: &str,
-        uploaded: &mut dyn FnMut(&str),
-    ) -> Result<Delivered, TransferError> {
-        deliver(self, job, src, src_path, uploaded)
+    ) -> Result<Uploaded, TransferError> {
+        upload(self, job, temp_name, src, src_path)
     }
 
-    fn check(&mut self, job: &Job) -> Result<Found, TransferError> {
-        let path = join(self.inbox(), job.name);
-        found(self, &path, job)
+    fn rename(&mut self, job: &Job, temp_path: &str) -> Result<(), TransferError> {
+        let final_path = join(self.inbox(), job.name);
+        debug_assert_ne!(final_path, temp_path);
+        Remote::rename(self, temp_path, &final_path).map_err(TransferError::Remote)
     }
 
-    fn clean_temps(&mut self, ours: &dyn Fn(&str) -> bool) -> Result<Vec<String>, TransferError> {
-        clean_temps(self, ours)
+    fn look(&mut self, job: &Job, temp_path: &str) -> Result<(Seen, Seen), TransferError> {
+        let final_path = join(self.inbox(), job.name);
+        let f = seen(self, &final_path, job)?;
+        let t = seen(self, temp_path, job)?;
+        Ok((f, t))
+    }
+
+    fn look_final(&mut self, job: &Job) -> Result<Seen, TransferError> {
+        let final_path = join(self.inbox(), job.name);
+        seen(self, &final_path, job)
+    }
+
+    fn remove(&mut self, path: &str) -> Result<bool, TransferError> {
+        match Remote::remove(self, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.fault == Fault::NotFound => Ok(false),
+            Err(e) => Err(TransferError::Remote(e)),
+        }
+    }
+
+    fn final_path(&self, name: &str) -> String {
+        join(self.inbox(), name)
+    }
+
+    fn clean_temps(
+        &mut self,
+        ours: &dyn Fn(&str) -> bool,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<String>, TransferError> {
+        clean_temps(self, ours, keep)
     }
 
     fn ping(&mut self) -> Result<(), TransferError> {
@@ -227,26 +334,37 @@ impl<R: Remote + Send> Connection for R {
     }
 
     fn probe(&mut self) -> Result<(), TransferError> {
-        // A temp name, so an ERP that looks at that moment ignores it.
-        let path = join(
-            self.inbox(),
-            &format!(
-                "plutus-sync-check-{}-{}{}",
-                std::process::id(),
-                PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                self.temp_suffix()
-            ),
-        );
-        let mut w = self.create(&path).map_err(TransferError::Remote)?;
-        let wrote = w
-            .write_all(b"plutus-sync check\n")
-            .map_err(|e| io_fault("write", &path, e));
-        let closed = self.close(w, &path);
-        let removed = self.remove(&path);
-        wrote
-            .and(closed)
-            .and(removed)
-            .map_err(TransferError::Remote)
+        let path = probe_path(self, "");
+        let wrote = write_probe(self, &path, b"plutus-sync check\n").map(|_| ());
+        let removed = Remote::remove(self, &path);
+        wrote.and(removed).map_err(TransferError::Remote)
+    }
+
+    fn server(&mut self) -> Result<ServerTraits, TransferError> {
+        let (a, b) = (probe_path(self, "a"), probe_path(self, "b"));
+        let result = (|| {
+            let fsync = write_probe(self, &a, b"a\n")?;
+            write_probe(self, &b, b"bb\n")?;
+            let rename_refuses_overwrite = match Remote::rename(self, &a, &b) {
+                Ok(()) => false,
+                Err(e) if e.fault == Fault::Connection => return Err(e),
+                Err(_) => true,
+            };
+            Ok(ServerTraits {
+                rename_refuses_overwrite,
+                fsync,
+            })
+        })();
+        // Both, whatever happened: after a replacing rename only `b` is left.
+        for p in [&a, &b] {
+            match Remote::remove(self, p) {
+                Err(e) if e.fault == Fault::Connection => {
+                    return Err(TransferError::Remote(e));
+                }
+                _ => {}
+            }
+        }
+        result.map_err(TransferError::Remote)
     }
 }
 
@@ -290,19 +408,15 @@ pub(crate) fn join(inbox: &str, name: &str) -> String {
     format!("{inbox}/{name}")
 }
 
-/// The protocol, over any `Remote`.
-fn deliver<R: Remote>(
+/// Step 1 over any `Remote`: upload, sync, read back.
+fn upload<R: Remote>(
     r: &mut R,
     job: &Job,
+    temp_name: &str,
     src: &mut dyn Read,
     src_path: &str,
-    uploaded: &mut dyn FnMut(&str),
-) -> Result<Delivered, TransferError> {
-    let final_path = join(r.inbox(), job.name);
-    let temp_path = format!("{final_path}{}", r.temp_suffix());
-    debug_assert_ne!(final_path, temp_path);
-
-    // 1. upload
+) -> Result<Uploaded, TransferError> {
+    let temp_path = join(r.inbox(), temp_name);
     let mut w = r.create(&temp_path).map_err(TransferError::Remote)?;
     let mut hasher = crc32fast::Hasher::new();
     let mut size = 0u64;
@@ -341,12 +455,11 @@ fn deliver<R: Remote>(
     w.flush()
         .map_err(|e| TransferError::Remote(io_fault("write", &temp_path, e)))?;
     let fsynced = r.sync(&mut w, &temp_path).map_err(TransferError::Remote)?;
-    uploaded(&temp_path);
 
-    // 2. read back, through the handle we wrote with: the server reads the file's
-    // bytes either way, and a second open and close would cost two round trips per
-    // file. Exactly `size` bytes: the file was created empty (truncated) and only we
-    // wrote to it, so asking for an end-of-file would be one more round trip for nothing.
+    // Read back through the handle we wrote with: the server reads the file's bytes
+    // either way, and a second open and close would cost two round trips per file.
+    // Exactly `size` bytes: the file was created empty and the name is this attempt's
+    // alone, so asking for an end-of-file would be one more round trip for nothing.
     let back = w
         .seek(SeekFrom::Start(0))
         .and_then(|_| crc_of(&mut w, job.size, &mut buf))
@@ -363,69 +476,45 @@ fn deliver<R: Remote>(
             want_crc32: job.crc32,
         });
     }
-
-    // 3. rename, never over an existing file
-    match r.rename(&temp_path, &final_path) {
-        Ok(()) => Ok(Delivered::Sent {
-            remote_path: final_path,
-            fsynced,
-        }),
-        Err(rename_err) => {
-            // 4. refused: is it ours already, or someone else's?
-            match found(r, &final_path, job)? {
-                Found::Same => {
-                    let _ = r.remove(&temp_path);
-                    Ok(Delivered::AlreadyThere {
-                        remote_path: final_path,
-                    })
-                }
-                Found::Different { size, crc32 } => {
-                    let _ = r.remove(&temp_path);
-                    Err(TransferError::Conflict {
-                        path: final_path,
-                        size,
-                        crc32,
-                        want_size: job.size,
-                        want_crc32: job.crc32,
-                    })
-                }
-                Found::Absent => Err(TransferError::Remote(rename_err)),
-            }
-        }
-    }
+    Ok(Uploaded { temp_path, fsynced })
 }
 
-fn found<R: Remote>(r: &mut R, path: &str, job: &Job) -> Result<Found, TransferError> {
+/// What `path` holds compared with the job: a size that differs answers without
+/// reading; the same size is read and its CRC32 compared.
+fn seen<R: Remote>(r: &mut R, path: &str, job: &Job) -> Result<Seen, TransferError> {
     match r.size(path).map_err(TransferError::Remote)? {
-        None => Ok(Found::Absent),
-        Some(_) => {
-            let (size, crc32) = read_crc(r, path)?;
-            if (size, crc32) == (job.size, job.crc32) {
-                Ok(Found::Same)
-            } else {
-                Ok(Found::Different { size, crc32 })
-            }
-        }
+        None => Ok(Seen::Absent),
+        Some(size) if size != job.size => Ok(Seen::Different),
+        Some(_) => match read_crc(r, path) {
+            Ok(got) if got == (job.size, job.crc32) => Ok(Seen::Same),
+            Ok(_) => Ok(Seen::Different),
+            // Gone between the stat and the open: the ERP took it.
+            Err(TransferError::Remote(e)) if e.fault == Fault::NotFound => Ok(Seen::Absent),
+            Err(e) => Err(e),
+        },
     }
 }
 
 fn clean_temps<R: Remote>(
     r: &mut R,
     ours: &dyn Fn(&str) -> bool,
+    keep: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<String>, TransferError> {
     let temp_suffix = r.temp_suffix().to_string();
     let mut removed = Vec::new();
     for name in r.list().map_err(TransferError::Remote)? {
-        let is_ours = name
-            .strip_suffix(temp_suffix.as_str())
-            .is_some_and(|final_name| !final_name.is_empty() && ours(final_name));
-        if is_ours {
+        let is_ours = name.starts_with(PROBE_PREFIX) && name.ends_with(temp_suffix.as_str())
+            || final_of_temp(&name, &temp_suffix).is_some_and(ours);
+        // `keep` is asked after the listing: an upload that started after the listing
+        // registered its name before creating the file, so it is claimed here.
+        if is_ours && !keep(&name) {
             let path = join(r.inbox(), &name);
             // Best effort: one temp we cannot remove (a folder of that name, a file
-            // the ERP holds open) must not stop every delivery. Our own upload of that
-            // name truncates it anyway.
+            // the ERP or a dropped session holds open) must not stop every delivery;
+            // no upload reuses its name, and the next clean-up tries again.
             match r.remove(&path) {
                 Ok(()) => removed.push(name),
+                Err(e) if e.fault == Fault::NotFound => {}
                 Err(e) if e.fault == Fault::Connection => return Err(TransferError::Remote(e)),
                 Err(e) => tracing::warn!("cannot remove a leftover temp file: {e}"),
             }

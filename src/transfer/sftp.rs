@@ -264,9 +264,14 @@ impl Remote for SftpConn {
                 self.fsync = Some(true);
                 Ok(true)
             }
-            // No fsync@openssh.com: learn it once. (On Windows it answers OK without
-            // flushing; the read-back is the proof we rely on, not this.)
-            Err(e) if matches!(e.code(), ErrorCode::SFTP(8)) && self.fsync.is_none() => {
+            // Only OK means durable. OP_UNSUPPORTED, and any other status a server
+            // answers (some answer FAILURE), mean "no fsync here": the read-back is the
+            // proof we rely on anyway (on Windows even an OK flushes nothing). Learnt
+            // once per connection, said once.
+            Err(e) if matches!(e.code(), ErrorCode::SFTP(c) if c != 6 && c != 7) => {
+                tracing::warn!(
+                    "{path}: the server answered fsync with {e}; going on without fsync on this connection (the read-back still proves each file)"
+                );
                 self.fsync = Some(false);
                 Ok(false)
             }

@@ -7,11 +7,14 @@
 //! - `machine`: the pure transition table, no I/O.
 //! - `record`: the journal entry of one file and its history.
 //! - `journal`: sled storage, one atomic operation per transition.
+//! - `protocol`: the recovery decisions of the delivery protocol (pure; the model
+//!   check calls them too).
 //! - `keys`: key encoding and the on-disk schema version.
 
 pub mod journal;
 pub mod keys;
 pub mod machine;
+pub mod protocol;
 pub mod record;
 
 pub use journal::{Journal, JournalError, JournalOptions};

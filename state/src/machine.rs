@@ -2,15 +2,21 @@
 //! next state. No I/O here; the journal applies it atomically.
 //!
 //! ```text
-//!             Uploaded           Verified            Archived
+//!             Uploaded           Verified            Archived / ArchivedAs / LocalReplaced
 //!   pending ───────────▶ sent ────────────▶ verified ────────▶ archived
-//!     │  ▲ ╲                │ ╲                ▲                 │
-//!     │  │  ╲ Verified (already delivered / duplicate)           │ Resend (operator, --force)
-//!     │  │   ╰─────────────────────────────────╯                 │
-//!     │  ╰──── Retry ───────┤◀───────────── Replay ── failed ◀───┤ Failed (from pending or sent)
-//!     ╰── Quarantined ──▶ quarantined                            ▼
-//!                                                              pending
+//!   │ ▲ ▲  ╲             │ ▲ │  ╲              ▲                 │
+//!   │ │ │   ╲ Verified (duplicate at intake)   │                 │ Resend (operator, --force)
+//!   │ │ │    ╰─────────────────────────────────╯                 ▼
+//!   │ │ ╰── Reupload ────╯ ╰─╯ Retry (stays sent)              pending
+//!   │ ╰──── Replay ── failed ◀── Failed (pending; sent only on a conflict)
+//!   ╰── Quarantined ──▶ quarantined          Retry, Rehash: pending → pending
 //! ```
+//!
+//! `sent` means "the temp copy is complete and verified" and is made durable before the
+//! rename is sent. The rename may then have happened, so a `sent` entry never goes back
+//! to `pending` except by `Reupload`, which recovery chooses only when its temp file is
+//! still there (so it was not renamed): a retry keeps it `sent`, and a changed local
+//! file (`Rehash`) or quarantine no longer applies to it.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -109,8 +115,11 @@ pub enum Event {
         archive_path: String,
         note: Option<String>,
     },
-    /// The local copy is in the archive.
+    /// The local copy is in the archive, at the path `verified` planned.
     Archived,
+    /// The local copy is in the archive at `path`, not the planned path (taken meanwhile:
+    /// the archive never replaces a file).
+    ArchivedAs { path: String },
     /// Delivered and verified, but the local file was replaced by new content before
     /// it could be archived: nothing of this delivery is left to move, and the new
     /// content is a new file of its own.
@@ -127,6 +136,9 @@ pub enum Event {
     Resend { from_path: String },
     /// The local file changed after intake: new size and CRC32, upload again.
     Rehash { size: u64, crc32: u32 },
+    /// Recovery found the `sent` entry's temp file still there (so never renamed) but not
+    /// what was verified: it was removed, and the file is uploaded again.
+    Reupload { reason: String },
 }
 
 impl Event {
@@ -135,6 +147,7 @@ impl Event {
             Event::Uploaded { .. } => "uploaded",
             Event::Verified { .. } => "verified",
             Event::Archived => "archived",
+            Event::ArchivedAs { .. } => "archived_as",
             Event::LocalReplaced { .. } => "local_replaced",
             Event::Retry { .. } => "retry",
             Event::Failed { .. } => "failed",
@@ -142,6 +155,7 @@ impl Event {
             Event::Replay => "replay",
             Event::Resend { .. } => "resend",
             Event::Rehash { .. } => "rehash",
+            Event::Reupload { .. } => "reupload",
         }
     }
 }
@@ -161,13 +175,19 @@ pub fn next(from: State, event: &Event) -> Result<State, IllegalTransition> {
     let to = match (from, event) {
         (Pending, Event::Uploaded { .. }) => Sent,
         (Pending | Sent, Event::Verified { .. }) => Verified,
-        (Verified, Event::Archived | Event::LocalReplaced { .. }) => Archived,
-        (Pending | Sent, Event::Retry { .. }) => Pending,
+        (Verified, Event::Archived | Event::ArchivedAs { .. } | Event::LocalReplaced { .. }) => {
+            Archived
+        }
+        (Pending, Event::Retry { .. }) => Pending,
+        // The rename may have happened: only recovery's `Reupload` may go back.
+        (Sent, Event::Retry { .. }) => Sent,
+        (Sent, Event::Reupload { .. }) => Pending,
+        // From `sent` only on a conflict (the pipeline's rule, not the table's).
         (Pending | Sent, Event::Failed { .. }) => Failed,
-        (Pending | Sent, Event::Quarantined { .. }) => Quarantined,
+        (Pending, Event::Quarantined { .. }) => Quarantined,
         (Failed, Event::Replay) => Pending,
         (Archived, Event::Resend { .. }) => Pending,
-        (Pending | Sent, Event::Rehash { .. }) => Pending,
+        (Pending, Event::Rehash { .. }) => Pending,
         _ => {
             return Err(IllegalTransition {
                 from,
@@ -193,6 +213,7 @@ mod tests {
                 note: None,
             },
             Event::Archived,
+            Event::ArchivedAs { path: "p".into() },
             Event::LocalReplaced { note: "n".into() },
             Event::Retry {
                 error: "e".into(),
@@ -208,6 +229,7 @@ mod tests {
                 from_path: "a".into(),
             },
             Event::Rehash { size: 1, crc32: 2 },
+            Event::Reupload { reason: "r".into() },
         ]
     }
 
@@ -221,17 +243,17 @@ mod tests {
             (Pending, "verified", Verified),
             (Sent, "verified", Verified),
             (Verified, "archived", Archived),
+            (Verified, "archived_as", Archived),
             (Verified, "local_replaced", Archived),
             (Pending, "retry", Pending),
-            (Sent, "retry", Pending),
+            (Sent, "retry", Sent),
+            (Sent, "reupload", Pending),
             (Pending, "failed", Failed),
             (Sent, "failed", Failed),
             (Pending, "quarantined", Quarantined),
-            (Sent, "quarantined", Quarantined),
             (Failed, "replay", Pending),
             (Archived, "resend", Pending),
             (Pending, "rehash", Pending),
-            (Sent, "rehash", Pending),
         ];
         let mut checked = 0;
         for from in State::ALL {
@@ -254,7 +276,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 6 * 10);
+        assert_eq!(checked, 6 * 12);
     }
 
     #[test]
@@ -262,6 +284,15 @@ mod tests {
         for ev in all_events() {
             if let Ok(to) = next(State::Verified, &ev) {
                 assert_eq!(to, State::Archived, "verified --{}--> {to}", ev.name());
+            }
+        }
+    }
+
+    #[test]
+    fn a_sent_entry_goes_back_to_pending_only_by_reupload() {
+        for ev in all_events() {
+            if next(State::Sent, &ev) == Ok(State::Pending) {
+                assert_eq!(ev.name(), "reupload");
             }
         }
     }

@@ -124,6 +124,7 @@ impl Record {
                 self.next_attempt_at = None;
             }
             Event::Archived => {}
+            Event::ArchivedAs { path } => self.archive_path = Some(path.clone()),
             Event::LocalReplaced { note } => {
                 self.archive_path = None;
                 self.last_error = Some(note.clone());
@@ -158,6 +159,11 @@ impl Record {
             Event::Rehash { size, crc32 } => {
                 self.size = *size;
                 self.crc32 = *crc32;
+            }
+            Event::Reupload { reason } => {
+                self.remote_path = None;
+                self.last_error = Some(reason.clone());
+                self.next_attempt_at = None;
             }
         }
         self.history.push(Transition {

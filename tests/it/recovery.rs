@@ -15,12 +15,38 @@ use std::sync::Arc;
 fn ctx(spool: &Spool) -> Ctx {
     let settings = config::load(&spool.config).unwrap();
     let journal = Journal::open(&settings.journal, &JournalOptions::default()).unwrap();
-    Ctx {
-        transport: transfer::from_settings(&settings),
-        settings: Arc::new(settings),
-        journal: Arc::new(journal),
-        metrics: Arc::default(),
+    Ctx::new(
+        Arc::new(settings.clone()),
+        Arc::new(journal),
+        transfer::from_settings(&settings),
+        Arc::default(),
+    )
+}
+
+/// Steps until the entry needs nothing more now (a retry due at once is taken at once,
+/// as the queue would).
+fn run_out(ctx: &Ctx, slot: &mut Slot, id: u64) -> Step {
+    for _ in 0..5 {
+        match process(ctx, slot, id).unwrap() {
+            Step::RetryAt(at) if at <= plutus_state::now_ms() => continue,
+            step => return step,
+        }
     }
+    panic!("entry #{id} still retrying at once after 5 steps");
+}
+
+/// Journal entry `id` as `sent` to a temp of the current scheme; returns its path.
+fn sent(ctx: &Ctx, sshd: &Sshd, id: u64, name: &str) -> std::path::PathBuf {
+    let temp = sshd.inbox().join(transfer::temp_name(name, id, ".part"));
+    ctx.journal
+        .apply(
+            id,
+            Event::Uploaded {
+                remote_path: temp.display().to_string(),
+            },
+        )
+        .unwrap();
+    temp
 }
 
 /// What a worker and then the archiver do with the entry: one step, and the archive
@@ -68,6 +94,8 @@ fn pending(ctx: &Ctx, spool: &Spool, name: &str, body: &[u8]) -> u64 {
         .id
 }
 
+// The recovery of a `sent` entry, one test per row of `protocol::recover_sent`.
+
 #[test]
 fn a_sent_entry_already_renamed_into_the_inbox_is_verified_without_uploading_again() {
     let sshd = Sshd::start();
@@ -75,17 +103,14 @@ fn a_sent_entry_already_renamed_into_the_inbox_is_verified_without_uploading_aga
     let ctx = ctx(&spool);
     let body = order(1, 3000);
     let id = pending(&ctx, &spool, "order-1.json", &body);
-    let temp = format!("{}/order-1.json.part", sshd.inbox().display());
-    ctx.journal
-        .apply(id, Event::Uploaded { remote_path: temp })
-        .unwrap();
+    sent(&ctx, &sshd, id, "order-1.json");
     // The crash came after the rename, before `verified` was journaled.
     fs::write(sshd.inbox().join("order-1.json"), &body).unwrap();
     let ino = fs::metadata(sshd.inbox().join("order-1.json"))
         .unwrap()
         .ino();
 
-    let step = process(&ctx, &mut Slot::default(), id).unwrap();
+    let step = run_out(&ctx, &mut Slot::default(), id);
     assert!(matches!(step, Step::Done), "{step:?}");
     let rec = ctx.journal.get(id).unwrap().unwrap();
     assert_eq!(rec.state(), State::Archived);
@@ -105,29 +130,110 @@ fn a_sent_entry_already_renamed_into_the_inbox_is_verified_without_uploading_aga
 }
 
 #[test]
-fn a_sent_entry_with_a_half_temp_file_is_uploaded_again_and_delivered() {
+fn a_sent_entry_whose_final_name_holds_other_content_fails_as_a_conflict_and_overwrites_nothing() {
     let sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "");
     let ctx = ctx(&spool);
-    let body = order(2, 5000);
-    let id = pending(&ctx, &spool, "order-2.json", &body);
-    let temp = sshd.inbox().join("order-2.json.part");
-    ctx.journal
-        .apply(
-            id,
-            Event::Uploaded {
-                remote_path: temp.display().to_string(),
-            },
-        )
-        .unwrap();
-    fs::write(&temp, &body[..100]).unwrap();
+    let body = order(3, 3000);
+    let id = pending(&ctx, &spool, "order-3.json", &body);
+    let temp = sent(&ctx, &sshd, id, "order-3.json");
+    fs::write(&temp, &body).unwrap();
+    fs::write(sshd.inbox().join("order-3.json"), b"{\"someone\":\"else\"}").unwrap();
 
-    let step = process(&ctx, &mut Slot::default(), id).unwrap();
+    let step = run_out(&ctx, &mut Slot::default(), id);
+    assert!(matches!(step, Step::Done), "{step:?}");
+    let rec = ctx.journal.get(id).unwrap().unwrap();
+    assert_eq!(rec.state(), State::Failed);
+    assert!(
+        rec.last_error
+            .as_deref()
+            .unwrap()
+            .contains("not overwritten"),
+        "{rec:?}"
+    );
+    assert_eq!(
+        fs::read(sshd.inbox().join("order-3.json")).unwrap(),
+        b"{\"someone\":\"else\"}"
+    );
+    assert_eq!(names_in(sshd.inbox()), vec!["order-3.json".to_string()]);
+    assert!(
+        spool.outbox().join("order-3.json").exists(),
+        "the order stays"
+    );
+}
+
+#[test]
+fn a_sent_entry_whose_verified_temp_is_still_there_is_renamed_without_uploading_again() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let ctx = ctx(&spool);
+    let body = order(4, 4000);
+    let id = pending(&ctx, &spool, "order-4.json", &body);
+    let temp = sent(&ctx, &sshd, id, "order-4.json");
+    fs::write(&temp, &body).unwrap();
+    let ino = fs::metadata(&temp).unwrap().ino();
+
+    let step = run_out(&ctx, &mut Slot::default(), id);
     assert!(matches!(step, Step::Done), "{step:?}");
     assert_eq!(
         ctx.journal.get(id).unwrap().unwrap().state(),
         State::Archived
     );
+    let delivered = sshd.inbox().join("order-4.json");
+    assert_eq!(fs::read(&delivered).unwrap(), body);
+    assert_eq!(
+        fs::metadata(&delivered).unwrap().ino(),
+        ino,
+        "the final file is not the temp renamed: it was uploaded again"
+    );
+    assert_eq!(names_in(sshd.inbox()), vec!["order-4.json".to_string()]);
+}
+
+#[test]
+fn a_sent_entry_with_neither_temp_nor_final_was_taken_by_the_erp_and_is_not_sent_again() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let ctx = ctx(&spool);
+    let body = order(5, 2000);
+    let id = pending(&ctx, &spool, "order-5.json", &body);
+    // The rename happened, its reply was lost, and the ERP imported and removed the
+    // file: the inbox is empty.
+    sent(&ctx, &sshd, id, "order-5.json");
+
+    let step = run_out(&ctx, &mut Slot::default(), id);
+    assert!(matches!(step, Step::Done), "{step:?}");
+    let rec = ctx.journal.get(id).unwrap().unwrap();
+    assert_eq!(rec.state(), State::Archived);
+    let noted = rec.history.iter().any(|t| {
+        matches!(&t.event, Some(Event::Verified { note: Some(n), .. }) if n.contains("taken by the ERP before the reply"))
+    });
+    assert!(noted, "{:#?}", rec.history);
+    assert!(
+        names_in(sshd.inbox()).is_empty(),
+        "sent again: {:?}",
+        names_in(sshd.inbox())
+    );
+    assert_eq!(spool.archived(), vec![("order-5.json".to_string(), body)]);
+}
+
+#[test]
+fn a_sent_entry_whose_temp_no_longer_matches_is_removed_uploaded_again_and_delivered() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let ctx = ctx(&spool);
+    let body = order(2, 5000);
+    let id = pending(&ctx, &spool, "order-2.json", &body);
+    let temp = sent(&ctx, &sshd, id, "order-2.json");
+    fs::write(&temp, &body[..100]).unwrap();
+
+    let step = run_out(&ctx, &mut Slot::default(), id);
+    assert!(matches!(step, Step::Done), "{step:?}");
+    let rec = ctx.journal.get(id).unwrap().unwrap();
+    assert_eq!(rec.state(), State::Archived);
+    assert!(rec
+        .history
+        .iter()
+        .any(|t| matches!(t.event, Some(Event::Reupload { .. }))));
     assert_eq!(fs::read(sshd.inbox().join("order-2.json")).unwrap(), body);
     assert_eq!(names_in(sshd.inbox()), vec!["order-2.json".to_string()]);
 }
@@ -206,10 +312,12 @@ fn a_file_error_retries_with_a_stored_schedule_and_gives_up_after_max_attempts()
     process(&ctx, &mut Slot::default(), id).unwrap();
     assert_eq!(ctx.journal.get(id).unwrap().unwrap().state(), State::Failed);
 
-    // …while a file the server refuses to create (a name it rejects) is retried with
-    // its next attempt time in the journal, then failed after max_attempts (3 here).
-    fs::create_dir(sshd.inbox().join("order-7.json.part")).unwrap();
-    let id = pending(&ctx, &spool, "order-7.json", &order(7, 1000));
+    // …while a file the server refuses to create (a name it rejects: this one is fine
+    // locally, but its temp name is longer than the inbox's file system allows) is
+    // retried with its next attempt time in the journal, then failed after
+    // max_attempts (3 here).
+    let long = format!("order-7-{}.json", "x".repeat(240));
+    let id = pending(&ctx, &spool, &long, &order(7, 1000));
     let mut times = Vec::new();
     for attempt in 1..=3 {
         let step = process(&ctx, &mut Slot::default(), id).unwrap();
@@ -228,7 +336,7 @@ fn a_file_error_retries_with_a_stored_schedule_and_gives_up_after_max_attempts()
         }
     }
     assert!(
-        names_in(&spool.outbox()).contains(&"order-7.json".to_string()),
+        names_in(&spool.outbox()).contains(&long),
         "a failed file stays in the outbox"
     );
 }
