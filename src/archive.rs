@@ -140,10 +140,11 @@ pub fn archive(
 }
 
 /// Move the verified local file `outbox/<name>` to the archive path the journal
-/// recorded. Idempotent: a file already moved (crash before the journal said so) is
-/// found there and counts as archived. With `sent`, the file under the name must
-/// still be the one the delivered bytes were read from, or nothing moves. Not durable
-/// until `dirs` is synced.
+/// recorded, or the next free name after it (never over a file): returns where it went.
+/// Idempotent: a file already moved (crash before the journal said so) is found there
+/// and counts as archived. The file under the name must still hold the bytes that were
+/// delivered (and, with `sent`, be the very file they were read from), or nothing
+/// moves. Not durable until `dirs` is synced.
 pub fn move_to_archive(
     rec: &Record,
     outbox: &Path,
@@ -157,28 +158,28 @@ pub fn move_to_archive(
         });
     }
     let path = outbox.join(&rec.name);
-    match sent {
-        Some(sent) => {
-            if let Ok(now) = fs::symlink_metadata(&path) {
-                if LocalId::of(&now) != sent {
-                    return Err(ArchiveError::Replaced { path });
-                }
+    // A file replaced under the name (a new inode, another size or mtime) is caught by
+    // its identity; one rewritten in place with the same size in the same mtime tick
+    // only by its content. So the content is always compared: a re-read of a small
+    // file the upload read moments ago, from the page cache.
+    if let Some(sent) = sent {
+        if let Ok(now) = fs::symlink_metadata(&path) {
+            if LocalId::of(&now) != sent {
+                return Err(ArchiveError::Replaced { path });
             }
         }
-        // No view of the file from this run's upload (a restart, a duplicate, a retry
-        // of the move): only its content can prove it is what was delivered.
-        None => match content_of(&path) {
-            Ok(got) if got != (rec.size, rec.crc32) => return Err(ArchiveError::Replaced { path }),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(ArchiveError::Move {
-                    from: path.clone(),
-                    to: PathBuf::from(rec.archive_path.clone().unwrap_or_default()),
-                    source,
-                })
-            }
-        },
+    }
+    match content_of(&path) {
+        Ok(got) if got != (rec.size, rec.crc32) => return Err(ArchiveError::Replaced { path }),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(ArchiveError::Move {
+                from: path.clone(),
+                to: PathBuf::from(rec.archive_path.clone().unwrap_or_default()),
+                source,
+            })
+        }
     }
     let to = PathBuf::from(
         rec.archive_path
@@ -195,26 +196,100 @@ pub fn move_to_archive(
     };
     let dir = to.parent().expect("archive paths have a parent");
     if !dirs.made.contains(dir) {
+        // Folders created here are entries in their parents: those need an fsync too,
+        // or a power cut can lose the day folder with the files in it.
+        let mut missing = Vec::new();
+        let mut d = dir;
+        while fs::symlink_metadata(d).is_err() {
+            missing.push(d.to_path_buf());
+            match d.parent() {
+                Some(p) => d = p,
+                None => break,
+            }
+        }
         fs::create_dir_all(dir).map_err(mv)?;
+        for m in missing {
+            if let Some(parent) = m.parent() {
+                dirs.touched.insert(parent.to_path_buf());
+            }
+        }
         dirs.made.insert(dir.to_path_buf());
     }
-    match fs::rename(&from, &to) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if to.exists() {
-                // Moved by an earlier try whose folder sync may not have happened.
-                dirs.touched.insert(dir.to_path_buf());
-                return Ok(to);
+    // Never over an existing file: the planned name was free when `verified` was
+    // written, but another entry of the same name may have taken it since.
+    let mut target = to.clone();
+    loop {
+        match rename_noreplace(&from, &target) {
+            Ok(()) => break,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => target = unique(&to),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Moved by an earlier try whose folder sync or journal write may not
+                // have happened: the planned name, or a free one after it, holds it.
+                if let Some(found) = moved_earlier(&to, rec) {
+                    dirs.touched.insert(dir.to_path_buf());
+                    return Ok(found);
+                }
+                return Err(ArchiveError::Lost {
+                    name: rec.name.clone(),
+                    to,
+                });
             }
-            return Err(ArchiveError::Lost {
-                name: rec.name.clone(),
-                to,
-            });
+            Err(e) => return Err(mv(e)),
         }
-        Err(e) => return Err(mv(e)),
     }
     dirs.touched.insert(dir.to_path_buf());
-    Ok(to)
+    Ok(target)
+}
+
+/// Does `path` hold the entry's bytes?
+fn same_content(path: &Path, rec: &Record) -> bool {
+    content_of(path).is_ok_and(|got| got == (rec.size, rec.crc32))
+}
+
+/// Where an earlier move of this entry put the file: the planned path or one of the
+/// `.N` names after it that holds the entry's bytes.
+fn moved_earlier(planned: &Path, rec: &Record) -> Option<PathBuf> {
+    std::iter::once(planned.to_path_buf())
+        .chain((1u32..).map(|i| {
+            let mut p = planned.to_path_buf().into_os_string();
+            p.push(format!(".{i}"));
+            PathBuf::from(p)
+        }))
+        .take_while(|p| fs::symlink_metadata(p).is_ok())
+        .find(|p| same_content(p, rec))
+}
+
+/// `rename(2)` that fails with `AlreadyExists` instead of replacing `to`:
+/// `renameat2(RENAME_NOREPLACE)`, or link + unlink on a file system without it.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: two valid NUL-terminated paths; AT_FDCWD makes them relative to the cwd.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+            fs::hard_link(from, to)?;
+            fs::remove_file(from)
+        }
+        _ => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -267,8 +342,10 @@ mod tests {
             b"[1]",
             "the new content stays"
         );
-        // The same file, untouched, moves.
+        // The same file, untouched, moves (when the journal has its content).
         let sent = LocalId::of(&fs::metadata(outbox.join("o.json")).unwrap());
+        let mut rec = rec;
+        (rec.size, rec.crc32) = (3, crc32fast::hash(b"[1]"));
         let to = archive(&rec, &outbox, Some(sent)).unwrap();
         assert_eq!(fs::read(to).unwrap(), b"[1]");
     }
@@ -284,6 +361,58 @@ mod tests {
         let err = archive(&rec, &outbox, None).unwrap_err();
         assert!(matches!(err, ArchiveError::Replaced { .. }), "{err}");
         assert!(outbox.join("o.json").exists());
+    }
+
+    #[test]
+    fn a_same_size_rewrite_in_place_within_one_mtime_tick_is_not_archived() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = dir.path().join("outbox");
+        fs::create_dir(&outbox).unwrap();
+        let path = outbox.join("o.json");
+        fs::write(&path, b"{}").unwrap();
+        let before = fs::metadata(&path).unwrap();
+        let sent = LocalId::of(&before);
+        // Rewritten in place, same size, and the same mtime (the same tick of a coarse
+        // clock): the identity cannot tell, the content can.
+        fs::write(&path, b"[]").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(before.modified().unwrap())
+            .unwrap();
+        assert_eq!(LocalId::of(&fs::metadata(&path).unwrap()), sent);
+        let mut rec = verified(dir.path(), "o.json");
+        rec.crc32 = crc32fast::hash(b"{}");
+        let err = archive(&rec, &outbox, Some(sent)).unwrap_err();
+        assert!(matches!(err, ArchiveError::Replaced { .. }), "{err}");
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            b"[]",
+            "the update stays in the outbox"
+        );
+    }
+
+    #[test]
+    fn a_taken_archive_name_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = dir.path().join("outbox");
+        fs::create_dir(&outbox).unwrap();
+        fs::write(outbox.join("o.json"), b"{}").unwrap();
+        let mut rec = verified(dir.path(), "o.json");
+        rec.crc32 = crc32fast::hash(b"{}");
+        // Another entry of the same name was archived under the planned path after
+        // this one's plan was made.
+        let planned = PathBuf::from(rec.archive_path.clone().unwrap());
+        fs::create_dir_all(planned.parent().unwrap()).unwrap();
+        fs::write(&planned, b"earlier").unwrap();
+        let to = archive(&rec, &outbox, None).unwrap();
+        assert_ne!(to, planned);
+        assert_eq!(fs::read(&planned).unwrap(), b"earlier");
+        assert_eq!(fs::read(&to).unwrap(), b"{}");
+        // A retry after the move (its journal write lost) finds it where it went.
+        let again = archive(&rec, &outbox, None).unwrap();
+        assert_eq!(again, to);
     }
 
     #[test]

@@ -528,7 +528,15 @@ pub fn archive_batch(
     for (rec, path) in moved {
         let span = file_span(&rec);
         let _g = span.enter();
-        let rec = ctx.journal.apply(rec.id, Event::Archived)?;
+        // Another file took the planned name meanwhile: say where it really went.
+        let event = if rec.archive_path.as_deref() == Some(&*path.to_string_lossy()) {
+            Event::Archived
+        } else {
+            Event::ArchivedAs {
+                path: path.display().to_string(),
+            }
+        };
+        let rec = ctx.journal.apply(rec.id, event)?;
         info!(state = %rec.state(), "archived to {}", path.display());
         steps.push((rec.id, Step::Done));
     }

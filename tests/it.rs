@@ -6,6 +6,10 @@ mod support;
 
 #[path = "it/fixture_tests.rs"]
 mod fixture_tests;
+#[path = "it/fixture_sftp_wrapper.rs"]
+mod fixture_sftp_wrapper;
+#[path = "it/fixture_erp_relay.rs"]
+mod fixture_erp_relay;
 
 #[path = "it/cli.rs"]
 mod cli;
@@ -21,3 +25,5 @@ mod packaging;
 mod recovery;
 #[path = "it/torture.rs"]
 mod torture;
+#[path = "it/servers.rs"]
+mod servers;

@@ -196,10 +196,44 @@ fn destination(r: &mut Report, s: &Settings) {
     };
     match conn.probe() {
         Ok(()) => r.ok("inbox", "writable (a probe file was written and removed)"),
+        Err(e) => {
+            r.fail(
+                "inbox",
+                e.to_string(),
+                "create the inbox folder and give the upload account write access to it",
+            );
+            r.skip("rename", "the inbox is not writable");
+            r.skip("fsync", "the inbox is not writable");
+            return;
+        }
+    }
+    // What exactly-once rests on, tried with probe files under temp names.
+    match conn.server() {
+        Ok(t) => {
+            if t.rename_refuses_overwrite {
+                r.ok(
+                    "rename",
+                    "refuses overwrite (a rename onto an existing probe file was refused)",
+                );
+            } else if s.check_then_rename {
+                r.ok("rename", "REPLACES an existing file; accepted by overwriting_rename = \"check-then-rename\" (racy: see the example config)");
+            } else {
+                r.fail(
+                    "rename",
+                    "REPLACES an existing file: a rename onto an existing probe file overwrote it; plutus-sync will not deliver here, it could overwrite a different order",
+                    "use a server whose rename refuses an existing name (OpenSSH, Win32-OpenSSH), or accept the racy check with [destination] overwriting_rename = \"check-then-rename\"",
+                );
+            }
+            if t.fsync {
+                r.ok("fsync", "yes (fsync@openssh.com answered OK)");
+            } else {
+                r.ok("fsync", "no: each file is proven by its read-back alone");
+            }
+        }
         Err(e) => r.fail(
-            "inbox",
+            "rename",
             e.to_string(),
-            "create the inbox folder and give the upload account write access to it",
+            "check the inbox's permissions and the connection",
         ),
     }
 }
