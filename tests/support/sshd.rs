@@ -5,6 +5,8 @@
 //! keys, an `authorized_keys`, a matching `known_hosts`, an `inbox/` (the SFTP
 //! destination) and an `sshd_config`, and runs `sshd -D` on its own free port
 //! on 127.0.0.1. Instances are independent, so tests may run them in parallel.
+//! SFTP is sshd's `internal-sftp`, or with [`Sshd::start_with_sftp_wrapper`]
+//! OpenSSH's `sftp-server` behind the misbehaving `sftp_wrapper.py`.
 //!
 //! Linux only: connection children are found through `/proc` (sshd `setsid`s
 //! them out of its process group, so signalling the group alone would leave
@@ -54,6 +56,56 @@ pub struct Sshd {
     child: Option<Child>,
 }
 
+/// What serves the `sftp` subsystem.
+enum SftpSubsystem<'a> {
+    /// sshd's built-in `internal-sftp`.
+    Internal,
+    /// `sftp_wrapper.py MODES sftp-server`, logging to the sshd log.
+    Wrapper { modes: &'a str },
+}
+
+impl SftpSubsystem<'_> {
+    /// The `Subsystem sftp` command. sshd_config drops quotes from it, so
+    /// no part may contain whitespace.
+    fn command(&self, log: &Path) -> String {
+        let SftpSubsystem::Wrapper { modes } = self else {
+            return "internal-sftp".to_string();
+        };
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/sftp_wrapper.py");
+        let server = find_sftp_server();
+        // Fail here, not as a closed SFTP channel later: python3 must run
+        // the script, and the script must accept the modes.
+        let check = Command::new("python3")
+            .arg(&script)
+            .args(["--check", modes])
+            .arg(&server)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run python3 {}: {e}", script.display()));
+        assert!(
+            check.status.success(),
+            "{} rejects modes {modes:?}: {}",
+            script.display(),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let parts = [
+            "/usr/bin/env python3".to_string(),
+            script.display().to_string(),
+            "--log".to_string(),
+            log.display().to_string(),
+            modes.to_string(),
+            server.display().to_string(),
+        ];
+        for part in &parts[1..] {
+            assert!(
+                !part.contains(char::is_whitespace),
+                "sshd_config cannot quote {part:?} in a Subsystem command"
+            );
+        }
+        parts.join(" ")
+    }
+}
+
 enum LaunchError {
     /// sshd could not bind its port (someone else holds it).
     AddrInUse,
@@ -64,6 +116,20 @@ impl Sshd {
     /// Creates keys and config in a fresh temp dir, starts sshd on a free
     /// port and waits until it answers with an SSH banner.
     pub fn start() -> Sshd {
+        Sshd::start_with(SftpSubsystem::Internal)
+    }
+
+    /// Like [`Sshd::start`], but SFTP is served by OpenSSH's `sftp-server`
+    /// behind `tests/support/sftp_wrapper.py`, which misbehaves as `modes`
+    /// (comma-separated) says: `rename-overwrites` (a rename replaces an
+    /// existing target), `fsync-fails` (`fsync@openssh.com` answers
+    /// `SSH_FX_FAILURE`), `passthrough` (no change). Each rewritten request
+    /// is logged as one line in [`Sshd::log`].
+    pub fn start_with_sftp_wrapper(modes: &str) -> Sshd {
+        Sshd::start_with(SftpSubsystem::Wrapper { modes })
+    }
+
+    fn start_with(sftp: SftpSubsystem) -> Sshd {
         let sshd_bin = find_sshd();
         let user = current_user();
         let is_root = unsafe { libc::geteuid() } == 0;
@@ -91,6 +157,7 @@ impl Sshd {
             .expect("write authorized_keys");
         let inbox = root.join("inbox");
         fs::create_dir(&inbox).expect("create inbox dir");
+        let log_path = root.join("sshd.log");
 
         let mut config_base = String::new();
         for line in [
@@ -105,7 +172,7 @@ impl Sshd {
             "KbdInteractiveAuthentication no".to_string(),
             "PubkeyAuthentication yes".to_string(),
             "PermitRootLogin prohibit-password".to_string(),
-            "Subsystem sftp internal-sftp".to_string(),
+            format!("Subsystem sftp {}", sftp.command(&log_path)),
             "LogLevel VERBOSE".to_string(),
             "ClientAliveInterval 0".to_string(),
             "MaxStartups 100".to_string(),
@@ -132,7 +199,7 @@ impl Sshd {
             client_key,
             inbox,
             config_path: root.join("sshd_config"),
-            log_path: root.join("sshd.log"),
+            log_path,
             config_base,
             child: None,
         };
@@ -406,6 +473,23 @@ fn find_sshd() -> PathBuf {
         }
     }
     panic!("sshd not found in /usr/sbin or PATH: install openssh-server (tests/ci.sh does)");
+}
+
+/// OpenSSH's standalone SFTP server (Debian: openssh-sftp-server, a
+/// dependency of openssh-server).
+fn find_sftp_server() -> PathBuf {
+    let candidates = ["/usr/lib/openssh/sftp-server", "/usr/libexec/sftp-server"];
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|c| c.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "sftp-server not found at {}: install openssh-sftp-server \
+                 (pulled in by openssh-server, which tests/ci.sh installs)",
+                candidates.join(" or ")
+            )
+        })
 }
 
 /// `(major, minor)` from `sshd -V` ("OpenSSH_9.2p1 ..."); (0, 0) if unknown.
