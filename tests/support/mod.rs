@@ -4,7 +4,9 @@
 //! helper that only some modules use would otherwise trip `dead_code`.
 #![allow(dead_code)]
 
+pub mod erp;
 pub mod orders;
+pub mod relay;
 pub mod service;
 pub mod sshd;
 
