@@ -327,6 +327,15 @@ impl Sshd {
         path
     }
 
+    /// Writes a known_hosts naming this server's real key for `[127.0.0.1]:port`: for
+    /// a client that reaches it through a relay listening on `port`.
+    pub fn known_hosts_for_port(&self, port: u16) -> PathBuf {
+        let path = self.dir().join(format!("known_hosts_{port}"));
+        let line = format!("[127.0.0.1]:{port} {}\n", self.host_key_line);
+        fs::write(&path, line).expect("write known_hosts for a relay port");
+        path
+    }
+
     /// Writes an empty known_hosts ("unknown host key").
     pub fn empty_known_hosts(&self) -> PathBuf {
         let path = self.dir().join("empty_known_hosts");
