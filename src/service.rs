@@ -674,7 +674,33 @@ fn worker(
             }
         }
     }
-    while let Some(id) = rt.block_on(shared.queue.pop(&shared.cancel)) {
+    // Worker 0 of the service also cleans the inbox when it sits idle, so a leftover
+    // a server would not let go of is removed once it can be, not at the next order.
+    let idle_clean = shared.mode == Mode::Service && n == 0;
+    loop {
+        let popped = rt.block_on(async {
+            if idle_clean {
+                tokio::time::timeout(
+                    shared.ctx.settings.sweep_interval,
+                    shared.queue.pop(&shared.cancel),
+                )
+                .await
+            } else {
+                Ok(shared.queue.pop(&shared.cancel).await)
+            }
+        });
+        let id = match popped {
+            Ok(Some(id)) => id,
+            Ok(None) => break,
+            Err(_idle) => {
+                if let Some(epoch) = rt.block_on(shared.gate.wait_open(&shared.cancel)) {
+                    if let Err(e) = clean_once(&shared, &mut slot) {
+                        destination_down(&shared, epoch, e);
+                    }
+                }
+                continue;
+            }
+        };
         let Some(epoch) = rt.block_on(shared.gate.wait_open(&shared.cancel)) else {
             break;
         };

@@ -521,3 +521,65 @@ fn a_leftover_temp_name_that_cannot_be_removed_does_not_stop_delivery() {
         .contains("cannot remove a leftover temp file"));
     assert!(!svc.log_text().contains("destination down"));
 }
+
+#[test]
+fn a_leftover_temp_that_cannot_be_truncated_or_removed_does_not_block_its_order_and_is_cleaned_later(
+) {
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test makes a file immutable (chattr +i) and must run as root (CI does)");
+    }
+    let sshd = Sshd::start();
+    let name = "order-2026-000009.json";
+    let body = order(9, 1500);
+    // What a dropped session leaves on a server that will not let it be truncated or
+    // replaced (ProFTPD's AllowOverwrite off, Win32-OpenSSH's exclusive open): a temp
+    // of this very order, in the old single-name scheme and in the per-attempt one.
+    let leftovers = [
+        format!("{name}.part"),
+        plutus_sync::transfer::temp_name(name, 1, ".part"),
+    ];
+    for l in &leftovers {
+        let p = sshd.inbox().join(l);
+        fs::write(&p, &body[..700]).unwrap();
+        let st = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(st.success(), "chattr +i {}", p.display());
+    }
+    let unlock = |on: bool| {
+        for l in &leftovers {
+            std::process::Command::new("chattr")
+                .arg(if on { "+i" } else { "-i" })
+                .arg(sshd.inbox().join(l))
+                .status()
+                .unwrap();
+        }
+    };
+    let spool = Spool::for_sshd(&sshd, "");
+    let mut svc = spool.start();
+    svc.wait_ready();
+    spool.drop_order(name, &body);
+    wait_archived(&spool, &svc, 1, Duration::from_secs(20));
+    assert_eq!(fs::read(sshd.inbox().join(name)).unwrap(), body);
+    wait_for_log(
+        &svc,
+        "cannot remove a leftover temp file",
+        Duration::from_secs(10),
+    );
+    for l in &leftovers {
+        assert!(sshd.inbox().join(l).exists(), "{l} is immutable, yet gone");
+    }
+    // Once the server lets go, the periodic clean-up (every sweep interval) takes them.
+    unlock(false);
+    let gone = crate::support::poll_until(Duration::from_secs(15), || {
+        leftovers.iter().all(|l| !sshd.inbox().join(l).exists())
+    });
+    if !gone {
+        unlock(false);
+    }
+    assert!(gone, "leftovers still there: {:?}", names_in(sshd.inbox()));
+    svc.stop();
+    assert_eq!(names_in(sshd.inbox()), vec![name.to_string()]);
+}
