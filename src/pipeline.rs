@@ -367,25 +367,22 @@ fn resolve_sent(
     };
     let final_path = conn.final_path(&rec.name);
     match protocol::recover_sent(final_seen, temp_seen) {
-        Recovery::AlreadyDelivered => {
-            if temp_seen != Seen::Absent {
-                let _ = conn.remove(&temp);
-            }
-            verified(
-                ctx,
-                rec,
-                final_path,
-                Some("found complete under its final name; not sent again".into()),
-                started,
-                // The inbox copy matches the journal, not necessarily the file now in
-                // the outbox: let the archive check its content.
-                None,
-            )
-        }
+        // Our temp, if it is still there, is left to the clean-up, which removes it
+        // once no `sent` entry names it: removed here, before the journal moved on, a
+        // lost reply or a crash would leave a `sent` entry whose temp is gone — the
+        // sign of a rename the ERP took — though the final file may be someone else's
+        // or not yet imported (found by the model check).
+        Recovery::AlreadyDelivered => verified(
+            ctx,
+            rec,
+            final_path,
+            Some("found complete under its final name; not sent again".into()),
+            started,
+            // The inbox copy matches the journal, not necessarily the file now in the
+            // outbox: let the archive check its content.
+            None,
+        ),
         Recovery::Conflict => {
-            if temp_seen != Seen::Absent {
-                let _ = conn.remove(&temp);
-            }
             let e = TransferError::Conflict {
                 path: final_path,
                 want_size: rec.size,
@@ -409,11 +406,11 @@ fn resolve_sent(
             )
         }
         Recovery::Reupload => {
-            if let Err(e) = conn.remove(&temp) {
-                return handle_error(ctx, slot, &rec, e, Some(ms(started)));
-            }
+            // `pending` is durable before the temp goes: the other order would leave a
+            // `sent` entry with neither temp nor final after a crash or a lost reply,
+            // which recovery reads as "taken by the ERP" (found by the model check).
             let reason = format!(
-                "{temp}: the temp file no longer holds what was read back (never renamed); removed, uploading again"
+                "{temp}: the temp file no longer holds what was read back (never renamed); uploading again"
             );
             let rec = ctx.journal.apply(
                 rec.id,
@@ -421,7 +418,12 @@ fn resolve_sent(
                     reason: reason.clone(),
                 },
             )?;
+            ctx.journal.flush()?;
             warn!(state = %rec.state(), "{reason}");
+            // Best effort: a temp left here is no `sent` entry's, so the clean-up takes it.
+            if let Err(e) = conn.remove(&temp) {
+                return handle_error(ctx, slot, &rec, e, Some(ms(started)));
+            }
             Ok(Step::RetryAt(now_ms()))
         }
     }

@@ -155,6 +155,9 @@ fn a_sent_entry_whose_final_name_holds_other_content_fails_as_a_conflict_and_ove
         fs::read(sshd.inbox().join("order-3.json")).unwrap(),
         b"{\"someone\":\"else\"}"
     );
+    // Our temp is no `sent` entry's any more: the clean-up takes it, nothing else.
+    assert!(temp.exists());
+    Slot::default().clean_temps(&ctx).unwrap();
     assert_eq!(names_in(sshd.inbox()), vec!["order-3.json".to_string()]);
     assert!(
         spool.outbox().join("order-3.json").exists(),
