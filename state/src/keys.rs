@@ -17,6 +17,11 @@ pub const META_NEXT_ID: &[u8] = b"next_id";
 /// process may have left half-written.
 pub const META_INFLIGHT: &[u8] = b"inflight/";
 
+/// Present only while no process has the journal open, after a clean close. Its
+/// absence at open means the last process stopped without closing (killed, crashed,
+/// power cut): `open` then checks every entry against the state index.
+pub const META_CLEAN_CLOSE: &[u8] = b"clean_close";
+
 pub fn inflight(id: u64) -> Vec<u8> {
     let mut k = META_INFLIGHT.to_vec();
     k.extend_from_slice(&id.to_be_bytes());
