@@ -98,7 +98,16 @@ fn lifecycle(j: &Journal, flush_each: bool) {
 }
 
 fn open_journal(dir: &Path) -> Journal {
-    Journal::open(&dir.join("journal"), &JournalOptions::default()).unwrap()
+    // sled's flusher thread lets go of the lock a moment after a drop.
+    for _ in 0..500 {
+        match Journal::open(&dir.join("journal"), &JournalOptions::default()) {
+            Err(plutus_state::JournalError::Locked { .. }) => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            r => return r.unwrap(),
+        }
+    }
+    panic!("journal still locked after 1 s")
 }
 
 fn journal(c: &mut Criterion) {
@@ -367,7 +376,14 @@ fn reopen(c: &mut Criterion) {
             for _ in 0..iters {
                 {
                     // What a kill leaves: no clean-close mark.
-                    let db = sled::open(dir.path().join("journal")).unwrap();
+                    let db = (0..500)
+                        .find_map(|_| {
+                            sled::open(dir.path().join("journal")).ok().or_else(|| {
+                                std::thread::sleep(Duration::from_millis(2));
+                                None
+                            })
+                        })
+                        .expect("journal still locked after 1 s");
                     db.open_tree("meta").unwrap().remove("clean_close").unwrap();
                     db.flush().unwrap();
                 }
