@@ -94,6 +94,12 @@ pub struct Destination {
     /// When the next probe is due (ms since epoch), while backing off.
     pub next_probe_at: Option<u64>,
     pub last_error: Option<String>,
+    /// What the last probe of the server found: does its rename refuse to overwrite,
+    /// does fsync work. `None` until a connection was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rename_refuses_overwrite: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fsync: Option<bool>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -973,12 +973,15 @@ impl control::Handler for ServiceHandler {
             // Only the service knows how the destination is doing.
             Request::Stats => {
                 let (failures, left, last_error) = sh.gate.status();
+                let server = *sh.ctx.server.lock().unwrap_or_else(|p| p.into_inner());
                 let dest = ops::Destination {
                     url: sh.ctx.transport.describe(),
                     up: failures == 0,
                     failures,
                     next_probe_at: left.map(|d| now_ms() + d.as_millis() as u64),
                     last_error,
+                    rename_refuses_overwrite: server.map(|t| t.rename_refuses_overwrite),
+                    fsync: server.map(|t| t.fsync),
                 };
                 v["destination"] = serde_json::to_value(dest).map_err(|e| e.to_string())?;
             }

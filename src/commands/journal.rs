@@ -259,5 +259,22 @@ fn print_stats(out: &mut impl Write, st: &Stats) -> anyhow::Result<()> {
             last_error.as_deref().unwrap_or("?")
         )?,
     }
+    if let Some(d) = &st.destination {
+        let yes_no = |b: Option<bool>, yes: &str, no: &str| match b {
+            Some(true) => yes.to_string(),
+            Some(false) => no.to_string(),
+            None => "not probed yet".to_string(),
+        };
+        writeln!(
+            out,
+            "server         rename: {}; fsync: {}",
+            yes_no(
+                d.rename_refuses_overwrite,
+                "refuses overwrite",
+                "REPLACES an existing file"
+            ),
+            yes_no(d.fsync, "yes", "no (read-back only)")
+        )?;
+    }
     Ok(())
 }

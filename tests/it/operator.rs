@@ -62,6 +62,14 @@ fn journal_commands_answer_the_same_with_the_service_up_and_down() {
     ];
     let stats_up: serde_json::Value =
         serde_json::from_str(&spool.ok(&["journal", "stats", "--json"])).unwrap();
+    // What the connection's probe found, only the running service knows.
+    assert_eq!(stats_up["destination"]["rename_refuses_overwrite"], true);
+    assert_eq!(stats_up["destination"]["fsync"], true);
+    let text = spool.ok(&["journal", "stats"]);
+    assert!(
+        text.contains("rename: refuses overwrite; fsync: yes"),
+        "{text}"
+    );
     svc.stop();
     assert!(
         !spool.socket().exists(),
