@@ -1,5 +1,6 @@
 //! End-to-end delivery against a real sshd: the binary, the journal and the bytes.
 
+use crate::support::erp::Erp;
 use crate::support::service::*;
 use crate::support::sshd::Sshd;
 use crate::support::{poll_until, wait_until};
@@ -55,6 +56,8 @@ fn a_file_is_delivered_over_sftp_verified_and_archived_byte_identical() {
 #[test]
 fn a_burst_of_1000_files_is_delivered_exactly_once() {
     let sshd = Sshd::start();
+    // An importing ERP: "exactly once" means imported once.
+    let erp = Erp::start(sshd.inbox(), ".json");
     let spool = Spool::for_sshd(&sshd, "connections = 4");
     let mut svc = spool.start();
     svc.wait_ready();
@@ -73,7 +76,7 @@ fn a_burst_of_1000_files_is_delivered_exactly_once() {
     wait_archived(&spool, &svc, 1000, Duration::from_secs(180));
     eprintln!("1000 files delivered in {:?}", started.elapsed());
     assert_eq!(svc.stop().code(), Some(0));
-    assert_delivered_exactly_once(&spool, sshd.inbox(), &orders);
+    assert_imported_exactly_once(&spool, &erp, sshd.inbox(), &orders);
 }
 
 #[test]
@@ -296,6 +299,8 @@ fn a_changed_host_key_is_refused_and_nothing_is_sent() {
 #[test]
 fn sshd_stopped_and_restarted_mid_stream_delivers_every_file_afterwards() {
     let mut sshd = Sshd::start();
+    // An importing ERP: "exactly once" means imported once.
+    let erp = Erp::start(sshd.inbox(), ".json");
     let spool = Spool::for_sshd(&sshd, "timeout = \"2s\"");
     let mut svc = spool.start();
     svc.wait_ready();
@@ -320,7 +325,7 @@ fn sshd_stopped_and_restarted_mid_stream_delivers_every_file_afterwards() {
     sshd.restart();
     wait_archived(&spool, &svc, 120, Duration::from_secs(60));
     assert_eq!(svc.stop().code(), Some(0));
-    assert_delivered_exactly_once(&spool, sshd.inbox(), &orders);
+    assert_imported_exactly_once(&spool, &erp, sshd.inbox(), &orders);
     let log = svc.log_text();
     assert!(log.contains("reachable again"), "{}", tail(&log, 40));
     // Logged once per backoff step, not once per file: far fewer than 80 lines.

@@ -205,6 +205,8 @@ fn connections_cut_at_random_moments_lose_nothing_and_import_nothing_twice() {
 #[test]
 fn while_the_destination_is_down_the_service_idles_and_logs_once_per_backoff_step() {
     let mut sshd = Sshd::start();
+    // An importing ERP: "exactly once" means imported once.
+    let erp = Erp::start(sshd.inbox(), ".json");
     let spool = Spool::for_sshd(&sshd, "timeout = \"2s\"");
     let mut svc = spool.start();
     svc.wait_ready();
@@ -263,12 +265,14 @@ fn while_the_destination_is_down_the_service_idles_and_logs_once_per_backoff_ste
     );
     assert!(restarted.elapsed() < Duration::from_secs(10));
     svc.stop();
-    assert_delivered_exactly_once(&spool, sshd.inbox(), &orders);
+    assert_imported_exactly_once(&spool, &erp, sshd.inbox(), &orders);
 }
 
 #[test]
 fn a_stalled_connection_times_out_and_delivery_recovers() {
     let sshd = Sshd::start();
+    // An importing ERP: "exactly once" means imported once.
+    let erp = Erp::start(sshd.inbox(), ".json");
     let spool = Spool::for_sshd(&sshd, "timeout = \"2s\"");
     let mut svc = spool.start();
     svc.wait_ready();
@@ -316,7 +320,7 @@ fn a_stalled_connection_times_out_and_delivery_recovers() {
     let (st, _, _) = spool.sync();
     assert!(st.success());
     all.push(("order-during-stall.json".into(), order(99, 1000)));
-    assert_delivered_exactly_once(&spool, sshd.inbox(), &all);
+    assert_imported_exactly_once(&spool, &erp, sshd.inbox(), &all);
 }
 
 #[test]
