@@ -222,6 +222,12 @@ pub fn move_to_archive(
         match rename_noreplace(&from, &target) {
             Ok(()) => break,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => target = unique(&to),
+            // The folder went away under us (not the file): try again later.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(&from).is_ok() =>
+            {
+                return Err(mv(e))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // Moved by an earlier try whose folder sync or journal write may not
                 // have happened: the planned name, or a free one after it, holds it.

@@ -311,6 +311,9 @@ fn rename_step(
     note: Option<String>,
     sent_as: Option<archive::LocalId>,
 ) -> Result<Step, JournalError> {
+    // Free when `sent` was flushed just before (the usual path); after a panic or a
+    // failed flush it refuses, so no rename ever follows a `sent` that is not durable.
+    ctx.journal.flush()?;
     let temp = rec.remote_path.clone().unwrap_or_default();
     let replaces = slot.rename_replaces();
     let conn = match slot.get(ctx) {
@@ -322,7 +325,17 @@ fn rename_step(
         // that appears between this look and the rename is overwritten (documented).
         match conn.look_final(&job_of(&rec)) {
             Ok(Seen::Absent) => {}
-            Ok(_) => return resolve_sent(ctx, slot, rec, started, sent_as, None),
+            // Decided from the inbox, but never straight back here (the final name
+            // can come and go as the ERP imports): a `Rename` waits for the backoff.
+            Ok(_) => {
+                let e = TransferError::Remote(transfer::RemoteError {
+                    op: "rename",
+                    path: conn.final_path(&rec.name),
+                    fault: transfer::Fault::Failure,
+                    message: "the final name is taken (looked before the rename)".into(),
+                });
+                return resolve_sent(ctx, slot, rec, started, sent_as, Some(e));
+            }
             Err(e) => return handle_error(ctx, slot, &rec, e, Some(ms(started))),
         }
     }
@@ -387,6 +400,10 @@ fn resolve_sent(
                 path: final_path,
                 want_size: rec.size,
                 want_crc32: rec.crc32,
+                // Our temp is gone too: the rename may have happened and the ERP taken
+                // the order before someone else's file took the name. A replay would
+                // then import it twice: the operator must ask the ERP first.
+                temp_gone: temp_seen == Seen::Absent,
             };
             file_error(ctx, slot, &rec, e, Some(ms(started)))
         }

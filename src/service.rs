@@ -694,6 +694,9 @@ fn worker(
             Ok(None) => break,
             Err(_idle) => {
                 if let Some(epoch) = rt.block_on(shared.gate.wait_open(&shared.cancel)) {
+                    // A connection that sat idle may have died quietly (a NAT, the
+                    // server's idle limit): a fresh one, not a false outage.
+                    slot.refresh();
                     if let Err(e) = clean_once(&shared, &mut slot) {
                         destination_down(&shared, epoch, e);
                     }
@@ -704,7 +707,11 @@ fn worker(
         let Some(epoch) = rt.block_on(shared.gate.wait_open(&shared.cancel)) else {
             break;
         };
-        let idle = last_used.elapsed() > Duration::from_secs(15);
+        // A connection that sat idle is pinged (and replaced if dead) before anything
+        // uses it, the clean-up included.
+        if last_used.elapsed() > Duration::from_secs(15) {
+            slot.refresh();
+        }
 
         if let Err(e) = clean_once(&shared, &mut slot) {
             if destination_down(&shared, epoch, e) {
@@ -716,9 +723,6 @@ fn worker(
         }
 
         let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            if idle {
-                slot.refresh();
-            }
             pipeline::process(&ctx, &mut slot, id)
         }));
         last_used = Instant::now();

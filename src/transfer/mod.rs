@@ -90,11 +90,12 @@ pub enum TransferError {
         want_size: u64,
         want_crc32: u32,
     },
-    #[error("{path}: a different file with this name is already in the inbox (ours: size {want_size}, crc32 {want_crc32:08x}); not overwritten")]
+    #[error("{path}: a different file with this name is already in the inbox (ours: size {want_size}, crc32 {want_crc32:08x}); not overwritten{}", if *temp_gone { "; our temp file is gone too, so the ERP may already have imported this order: ask the ERP before a replay" } else { "" })]
     Conflict {
         path: String,
         want_size: u64,
         want_crc32: u32,
+        temp_gone: bool,
     },
     #[error("{dest}: this server's rename REPLACES an existing file (a probe file was overwritten); delivering could overwrite a different order, so nothing is sent\n  hint: use a server whose rename refuses an existing name (OpenSSH, Win32-OpenSSH), or accept a racy stat-then-rename with [destination] overwriting_rename = \"check-then-rename\"")]
     UnsafeRename { dest: String },
@@ -345,10 +346,28 @@ impl<R: Remote + Send> Connection for R {
         let result = (|| {
             let fsync = write_probe(self, &a, b"a\n")?;
             write_probe(self, &b, b"bb\n")?;
-            let rename_refuses_overwrite = match Remote::rename(self, &a, &b) {
-                Ok(()) => false,
+            let renamed = match Remote::rename(self, &a, &b) {
+                Ok(()) => true,
                 Err(e) if e.fault == Fault::Connection => return Err(e),
-                Err(_) => true,
+                Err(_) => false,
+            };
+            // Conclusive only if the files say the same as the answer: refused with
+            // both still there as written, or replaced with `b` holding `a`'s bytes.
+            let (sa, sb) = (self.size(&a)?, self.size(&b)?);
+            let rename_refuses_overwrite = match (renamed, sa, sb) {
+                (false, Some(2), Some(3)) => true,
+                (true, None, Some(2)) => false,
+                _ => {
+                    return Err(RemoteError {
+                        op: "probe",
+                        path: b.clone(),
+                        fault: Fault::Other,
+                        message: format!(
+                            "the rename probe was inconclusive (rename {}, then sizes {sa:?} and {sb:?}); something else changed the probe files",
+                            if renamed { "succeeded" } else { "refused" }
+                        ),
+                    })
+                }
             };
             Ok(ServerTraits {
                 rename_refuses_overwrite,
@@ -503,8 +522,12 @@ fn clean_temps<R: Remote>(
     let temp_suffix = r.temp_suffix().to_string();
     let mut removed = Vec::new();
     for name in r.list().map_err(TransferError::Remote)? {
-        let is_ours = name.starts_with(PROBE_PREFIX) && name.ends_with(temp_suffix.as_str())
-            || final_of_temp(&name, &temp_suffix).is_some_and(ours);
+        // Probe files of this process belong to a probe running now (on another
+        // worker's connection); only another process's are leftovers.
+        let is_probe = name.starts_with(PROBE_PREFIX) && name.ends_with(temp_suffix.as_str());
+        let live_probe = name.starts_with(&format!("{PROBE_PREFIX}{}-", std::process::id()));
+        let is_ours = (is_probe && !live_probe)
+            || (!is_probe && final_of_temp(&name, &temp_suffix).is_some_and(ours));
         // `keep` is asked after the listing: an upload that started after the listing
         // registered its name before creating the file, so it is claimed here.
         if is_ours && !keep(&name) {

@@ -82,6 +82,11 @@ pub struct Journal {
     writes: AtomicU64,
     flushed: AtomicU64,
     flush_lock: Mutex<()>,
+    /// Set by a flush that failed: what it should have made durable may not be, and a
+    /// later flush that succeeds proves nothing about it. Every later flush fails, so
+    /// nothing that depends on durability (a rename, an archive move) happens again
+    /// in this process, and no clean-close mark is written.
+    poisoned: std::sync::atomic::AtomicBool,
     /// sled's log file, for the `fdatasync` after sled's own flush: sled flushes with
     /// `sync_file_range`, which neither empties the drive's cache nor writes the file
     /// size, so without this a power cut can lose writes that `flush` returned for.
@@ -159,7 +164,7 @@ impl Journal {
         // index, so none hides from recovery (the sweep skips its file as in progress).
         let unclean = meta.remove(keys::META_CLEAN_CLOSE)?.is_none() && !entries.is_empty();
         if unclean {
-            recovered += repair_live_index(&entries, &by_state)?;
+            recovered += repair_live_index(&entries, &by_name, &by_state)?;
         }
         if stored != Some(next) {
             meta.insert(keys::META_NEXT_ID, &keys::id(next))?;
@@ -177,6 +182,7 @@ impl Journal {
             writes: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
             flush_lock: Mutex::new(()),
+            poisoned: std::sync::atomic::AtomicBool::new(false),
             stripes: std::array::from_fn(|_| Mutex::new(())),
             next_id: Mutex::new(next),
             recovered,
@@ -289,6 +295,13 @@ impl Journal {
     /// Callers that arrive together share one flush (group commit): a flush that started
     /// after my write covers it, so I need not start another.
     pub fn flush(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(JournalError::Storage(sled::Error::Io(
+                std::io::Error::other(
+                    "an earlier flush of the journal failed; restart the service",
+                ),
+            )));
+        }
         let mine = self.writes.load(Ordering::SeqCst);
         if self.flushed.load(Ordering::SeqCst) >= mine {
             return Ok(());
@@ -299,10 +312,14 @@ impl Journal {
         }
         // Everything counted here was applied before the flush starts, so it is in it.
         let target = self.writes.load(Ordering::SeqCst);
-        self.db.flush()?;
+        let poison = |e: JournalError| {
+            self.poisoned.store(true, Ordering::SeqCst);
+            e
+        };
+        self.db.flush().map_err(|e| poison(e.into()))?;
         if let Some(f) = &self.log_file {
             f.sync_data()
-                .map_err(|e| JournalError::Storage(sled::Error::Io(e)))?;
+                .map_err(|e| poison(JournalError::Storage(sled::Error::Io(e))))?;
         }
         self.flushed.fetch_max(target, Ordering::SeqCst);
         Ok(())
@@ -499,6 +516,10 @@ impl Drop for Journal {
     /// A clean close: the mark that tells the next `open` no check of the index is
     /// needed. A killed process never gets here, which is the point.
     fn drop(&mut self) {
+        // Not after a failed flush or during a panic: the next open then checks.
+        if self.poisoned.load(Ordering::SeqCst) || std::thread::panicking() {
+            return;
+        }
         if self.meta.insert(keys::META_CLEAN_CLOSE, &[]).is_ok() {
             let _ = self.db.flush();
         }
@@ -518,10 +539,14 @@ fn decode(key: &[u8], raw: &[u8]) -> Result<Record> {
     })
 }
 
-/// Check every entry's state key in the index, and drop index keys of live states that
+/// Check every entry's state and name keys in the indexes, and drop index keys of live states that
 /// no entry in that state backs; returns how many keys were wrong. One pass over the
 /// entries (measured: see `live_index_repair_at_scale`).
-fn repair_live_index(entries: &sled::Tree, by_state: &sled::Tree) -> Result<usize> {
+fn repair_live_index(
+    entries: &sled::Tree,
+    by_name: &sled::Tree,
+    by_state: &sled::Tree,
+) -> Result<usize> {
     let mut repaired = 0;
     for kv in entries.iter() {
         let (k, raw) = kv?;
@@ -529,6 +554,13 @@ fn repair_live_index(entries: &sled::Tree, by_state: &sled::Tree) -> Result<usiz
         let key = keys::by_state(rec.state(), rec.id);
         if !by_state.contains_key(key)? {
             by_state.insert(key, &[])?;
+            repaired += 1;
+        }
+        // The clean-up and intake find an entry by its name: a lost name key would
+        // hide a `sent` entry's temp from the one and a live name from the other.
+        let key = keys::by_name(&rec.name, rec.id);
+        if !by_name.contains_key(&key)? {
+            by_name.insert(key, &[])?;
             repaired += 1;
         }
     }
@@ -607,8 +639,28 @@ mod tests {
         }
     }
 
+    /// sled's flusher thread lets go of the lock a moment after a drop: a test that
+    /// reopens at once waits for it.
     fn open(dir: &Path) -> Journal {
-        Journal::open(dir, &JournalOptions::default()).unwrap()
+        for _ in 0..1000 {
+            match Journal::open(dir, &JournalOptions::default()) {
+                Err(JournalError::Locked { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                r => return r.unwrap(),
+            }
+        }
+        panic!("{}: still locked after 5 s", dir.display())
+    }
+
+    fn sled_open(dir: &Path) -> sled::Db {
+        for _ in 0..1000 {
+            match sled::open(dir) {
+                Ok(db) => return db,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+        panic!("{}: sled still locked after 5 s", dir.display())
     }
 
     #[test]
@@ -623,10 +675,14 @@ mod tests {
         };
         // What sled can leave after a torn write: the entry without its index key.
         let tamper = |clean: bool| {
-            let db = sled::open(dir.path()).unwrap();
+            let db = sled_open(dir.path());
             db.open_tree(keys::TREE_BY_STATE)
                 .unwrap()
                 .remove(keys::by_state(State::Pending, id))
+                .unwrap();
+            db.open_tree(keys::TREE_BY_NAME)
+                .unwrap()
+                .remove(keys::by_name("a.json", id))
                 .unwrap();
             let meta = db.open_tree(keys::TREE_META).unwrap();
             if clean {
@@ -647,9 +703,10 @@ mod tests {
         // …after an unclean stop every entry is checked, and the order is live again.
         tamper(false);
         let j = open(dir.path());
-        assert_eq!(j.recovered(), 1);
+        assert_eq!(j.recovered(), 2);
         assert!(ids(&j).contains(&id), "{:?}", ids(&j));
         assert_eq!(ids(&j).len(), 2);
+        assert_eq!(j.latest("a.json").unwrap().map(|r| r.id), Some(id));
     }
 
     #[test]

@@ -75,6 +75,7 @@ fn a_burst_of_1000_files_is_delivered_exactly_once() {
     }
     wait_archived(&spool, &svc, 1000, Duration::from_secs(180));
     eprintln!("1000 files delivered in {:?}", started.elapsed());
+    wait_no_temps(sshd.inbox());
     assert_eq!(svc.stop().code(), Some(0));
     assert_imported_exactly_once(&spool, &erp, sshd.inbox(), &orders);
 }
@@ -324,6 +325,7 @@ fn sshd_stopped_and_restarted_mid_stream_delivers_every_file_afterwards() {
     assert_eq!(names_in(&spool.outbox()).len(), 80);
     sshd.restart();
     wait_archived(&spool, &svc, 120, Duration::from_secs(60));
+    wait_no_temps(sshd.inbox());
     assert_eq!(svc.stop().code(), Some(0));
     assert_imported_exactly_once(&spool, &erp, sshd.inbox(), &orders);
     let log = svc.log_text();
@@ -553,15 +555,24 @@ fn a_leftover_temp_that_cannot_be_truncated_or_removed_does_not_block_its_order_
             .unwrap();
         assert!(st.success(), "chattr +i {}", p.display());
     }
-    let unlock = |on: bool| {
-        for l in &leftovers {
-            std::process::Command::new("chattr")
-                .arg(if on { "+i" } else { "-i" })
-                .arg(sshd.inbox().join(l))
-                .status()
-                .unwrap();
+    // Unlocked on every way out, a panic included, so the temp dir can be removed.
+    struct Unlock(Vec<std::path::PathBuf>);
+    impl Unlock {
+        fn now(&self) {
+            for p in &self.0 {
+                let _ = std::process::Command::new("chattr")
+                    .arg("-i")
+                    .arg(p)
+                    .status();
+            }
         }
-    };
+    }
+    impl Drop for Unlock {
+        fn drop(&mut self) {
+            self.now();
+        }
+    }
+    let unlock = Unlock(leftovers.iter().map(|l| sshd.inbox().join(l)).collect());
     let spool = Spool::for_sshd(&sshd, "");
     let mut svc = spool.start();
     svc.wait_ready();
@@ -577,13 +588,10 @@ fn a_leftover_temp_that_cannot_be_truncated_or_removed_does_not_block_its_order_
         assert!(sshd.inbox().join(l).exists(), "{l} is immutable, yet gone");
     }
     // Once the server lets go, the periodic clean-up (every sweep interval) takes them.
-    unlock(false);
+    unlock.now();
     let gone = crate::support::poll_until(Duration::from_secs(15), || {
         leftovers.iter().all(|l| !sshd.inbox().join(l).exists())
     });
-    if !gone {
-        unlock(false);
-    }
     assert!(gone, "leftovers still there: {:?}", names_in(sshd.inbox()));
     svc.stop();
     assert_eq!(names_in(sshd.inbox()), vec![name.to_string()]);

@@ -116,6 +116,7 @@ fn sigkill_at_random_moments_loses_nothing_and_sends_nothing_twice() {
     let orders = &pool[..dropped];
     wait_archived(&spool, &svc, orders.len(), Duration::from_secs(300));
     // The window this design closes: killed after the rename, before `verified`.
+    wait_no_temps(sshd.inbox());
     assert_eq!(svc.stop().code(), Some(0));
     let late = recovered_after_rename(&spool);
     eprintln!(
@@ -192,6 +193,7 @@ fn connections_cut_at_random_moments_lose_nothing_and_import_nothing_twice() {
     );
     let orders = &pool[..dropped];
     wait_archived(&spool, &svc, orders.len(), Duration::from_secs(300));
+    wait_no_temps(sshd.inbox());
     assert_eq!(svc.stop().code(), Some(0));
     let late = recovered_after_rename(&spool);
     eprintln!(
@@ -264,6 +266,7 @@ fn while_the_destination_is_down_the_service_idles_and_logs_once_per_backoff_ste
         restarted.elapsed()
     );
     assert!(restarted.elapsed() < Duration::from_secs(10));
+    wait_no_temps(sshd.inbox());
     svc.stop();
     assert_imported_exactly_once(&spool, &erp, sshd.inbox(), &orders);
 }

@@ -112,8 +112,18 @@ max_attempts = 3
     }
 
     /// Open the journal (the service must not be running: sled locks it).
+    /// The journal, opened in the test's process. sled lets go of its lock a moment
+    /// after the previous handle in this process was dropped: wait for it.
     pub fn journal(&self) -> Journal {
-        Journal::open(&self.journal_path(), &JournalOptions::default()).unwrap()
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match Journal::open(&self.journal_path(), &JournalOptions::default()) {
+                Err(plutus_state::JournalError::Locked { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                r => return r.unwrap(),
+            }
+        }
     }
 
     /// The journal's entries through the running service's control socket.
@@ -405,6 +415,16 @@ pub fn assert_delivered_exactly_once(spool: &Spool, inbox: &Path, orders: &[(Str
             "name index for {name}"
         );
     }
+}
+
+/// Waits (while the service still runs, so its periodic clean-up can act) until no
+/// temp file is left in the inbox.
+pub fn wait_no_temps(inbox: &Path) {
+    wait_until(
+        Duration::from_secs(30),
+        "no temp file left in the inbox",
+        || !names_in(inbox).iter().any(|n| n.ends_with(".part")),
+    );
 }
 
 /// The invariants of every exactly-once test against an importing ERP: each order was
