@@ -253,17 +253,34 @@ pub trait Connection: Send {
 /// Probes of concurrent workers must not share a file name.
 static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-fn probe_path<R: Remote>(r: &R, tag: &str) -> String {
+/// The names of probe files in use right now, on any connection of this process: the
+/// clean-up (on another worker's connection) must not remove them mid-probe. A probe
+/// cut off midway leaves its files unclaimed, and the next clean-up takes them.
+static LIVE_PROBES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn live_probes() -> std::sync::MutexGuard<'static, Vec<String>> {
+    LIVE_PROBES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A probe file's path, claimed until the guard drops.
+struct ProbeName(String);
+
+impl Drop for ProbeName {
+    fn drop(&mut self) {
+        live_probes().retain(|n| !self.0.ends_with(&format!("/{n}")));
+    }
+}
+
+fn probe_path<R: Remote>(r: &R, tag: &str) -> ProbeName {
     // A temp name, so an ERP that looks at that moment ignores it.
-    join(
-        r.inbox(),
-        &format!(
-            "{PROBE_PREFIX}{}-{}{tag}{}",
-            std::process::id(),
-            PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            r.temp_suffix()
-        ),
-    )
+    let name = format!(
+        "{PROBE_PREFIX}{}-{}{tag}{}",
+        std::process::id(),
+        PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        r.temp_suffix()
+    );
+    live_probes().push(name.clone());
+    ProbeName(join(r.inbox(), &name))
 }
 
 /// Write a small probe file; whether fsync worked on it.
@@ -335,25 +352,27 @@ impl<R: Remote + Send> Connection for R {
     }
 
     fn probe(&mut self) -> Result<(), TransferError> {
-        let path = probe_path(self, "");
-        let wrote = write_probe(self, &path, b"plutus-sync check\n").map(|_| ());
-        let removed = Remote::remove(self, &path);
+        let claim = probe_path(self, "");
+        let path = &claim.0;
+        let wrote = write_probe(self, path, b"plutus-sync check\n").map(|_| ());
+        let removed = Remote::remove(self, path);
         wrote.and(removed).map_err(TransferError::Remote)
     }
 
     fn server(&mut self) -> Result<ServerTraits, TransferError> {
-        let (a, b) = (probe_path(self, "a"), probe_path(self, "b"));
+        let claims = (probe_path(self, "a"), probe_path(self, "b"));
+        let (a, b) = (&claims.0 .0, &claims.1 .0);
         let result = (|| {
-            let fsync = write_probe(self, &a, b"a\n")?;
-            write_probe(self, &b, b"bb\n")?;
-            let renamed = match Remote::rename(self, &a, &b) {
+            let fsync = write_probe(self, a, b"a\n")?;
+            write_probe(self, b, b"bb\n")?;
+            let renamed = match Remote::rename(self, a, b) {
                 Ok(()) => true,
                 Err(e) if e.fault == Fault::Connection => return Err(e),
                 Err(_) => false,
             };
             // Conclusive only if the files say the same as the answer: refused with
             // both still there as written, or replaced with `b` holding `a`'s bytes.
-            let (sa, sb) = (self.size(&a)?, self.size(&b)?);
+            let (sa, sb) = (self.size(a)?, self.size(b)?);
             let rename_refuses_overwrite = match (renamed, sa, sb) {
                 (false, Some(2), Some(3)) => true,
                 (true, None, Some(2)) => false,
@@ -375,7 +394,7 @@ impl<R: Remote + Send> Connection for R {
             })
         })();
         // Both, whatever happened: after a replacing rename only `b` is left.
-        for p in [&a, &b] {
+        for p in [a, b] {
             match Remote::remove(self, p) {
                 Err(e) if e.fault == Fault::Connection => {
                     return Err(TransferError::Remote(e));
@@ -522,10 +541,9 @@ fn clean_temps<R: Remote>(
     let temp_suffix = r.temp_suffix().to_string();
     let mut removed = Vec::new();
     for name in r.list().map_err(TransferError::Remote)? {
-        // Probe files of this process belong to a probe running now (on another
-        // worker's connection); only another process's are leftovers.
+        // A probe running now (on another worker's connection) keeps its files.
         let is_probe = name.starts_with(PROBE_PREFIX) && name.ends_with(temp_suffix.as_str());
-        let live_probe = name.starts_with(&format!("{PROBE_PREFIX}{}-", std::process::id()));
+        let live_probe = is_probe && live_probes().contains(&name);
         let is_ours = (is_probe && !live_probe)
             || (!is_probe && final_of_temp(&name, &temp_suffix).is_some_and(ours));
         // `keep` is asked after the listing: an upload that started after the listing
