@@ -4,12 +4,12 @@
 
 mod support;
 
-#[path = "it/fixture_tests.rs"]
-mod fixture_tests;
-#[path = "it/fixture_sftp_wrapper.rs"]
-mod fixture_sftp_wrapper;
 #[path = "it/fixture_erp_relay.rs"]
 mod fixture_erp_relay;
+#[path = "it/fixture_sftp_wrapper.rs"]
+mod fixture_sftp_wrapper;
+#[path = "it/fixture_tests.rs"]
+mod fixture_tests;
 
 #[path = "it/cli.rs"]
 mod cli;
@@ -23,7 +23,7 @@ mod operator;
 mod packaging;
 #[path = "it/recovery.rs"]
 mod recovery;
-#[path = "it/torture.rs"]
-mod torture;
 #[path = "it/servers.rs"]
 mod servers;
+#[path = "it/torture.rs"]
+mod torture;
