@@ -429,6 +429,16 @@ pub async fn run(
     }
     tracker.close();
     tracker.wait().await;
+    // `sync` ends with no temp a delivery left behind (a conflict's, a recovered
+    // entry's): every upload of the pass is over, so one more clean-up takes them all.
+    if mode == Mode::Once && shared.destination_error.lock().unwrap().is_none() {
+        let sh = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            *sh.cleaned.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            clean_once(&sh, &mut Slot::default())
+        })
+        .await;
+    }
     let flushed = journal.flush();
     if mode == Mode::Service {
         let _ = std::fs::remove_file(&settings.socket);

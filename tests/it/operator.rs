@@ -184,6 +184,8 @@ fn replaying_a_failed_batch_after_fixing_the_cause_delivers_exactly_those_files(
     let out = spool.ok(&["replay", "--batch", &batch]);
     assert!(out.starts_with("replayed 2: "), "{out}");
     wait_archived(&spool, &svc, 3, Duration::from_secs(20));
+    // The conflicts' temps go with the next clean-up (every sweep interval).
+    wait_no_temps(sshd.inbox());
     svc.stop();
     for (n, b) in &ours {
         assert_eq!(&fs::read(sshd.inbox().join(n)).unwrap(), b, "{n}");
