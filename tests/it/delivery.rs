@@ -368,7 +368,10 @@ fn the_same_content_already_in_the_inbox_counts_as_delivered_and_a_different_one
     // The conflict's temp is no `sent` entry's any more: the end of the pass took it.
     assert_eq!(
         names_in(sshd.inbox()),
-        vec!["order-conflict.json".to_string(), "order-same.json".to_string()]
+        vec![
+            "order-conflict.json".to_string(),
+            "order-same.json".to_string()
+        ]
     );
     let entries = spool.entries();
     let c = entries
