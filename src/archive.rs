@@ -79,7 +79,14 @@ pub fn unique(path: &Path) -> PathBuf {
 /// Size and CRC32 of a local file, in one streamed read.
 fn content_of(path: &Path) -> io::Result<(u64, u32)> {
     use std::io::Read;
-    let mut f = fs::File::open(path)?;
+    // Never through a link or into a FIFO: the outbox is untrusted.
+    let mut f = match crate::intake::open_regular(path)? {
+        crate::intake::Opened::File(f, _) => f,
+        crate::intake::Opened::Gone => return Err(io::ErrorKind::NotFound.into()),
+        crate::intake::Opened::Refused(why) => {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, why))
+        }
+    };
     let mut h = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 128 * 1024];
     let mut size = 0u64;

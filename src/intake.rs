@@ -98,6 +98,54 @@ impl<R: Read> Read for Tee<R> {
     }
 }
 
+/// What opening an outbox file found.
+#[derive(Debug)]
+pub enum Opened {
+    /// A regular file, opened; its metadata from the handle (`fstat`), not the name.
+    File(fs::File, fs::Metadata),
+    /// Something that is not taken, with the reason for the log line.
+    Refused(&'static str),
+    /// No file under the name.
+    Gone,
+}
+
+/// Open an outbox file the one safe way: the outbox is untrusted input. Never through
+/// a symbolic link (`O_NOFOLLOW`: a link to a secret or to `/dev/zero` is refused, not
+/// read), never blocking (`O_NONBLOCK`: a FIFO with no writer would hang a worker),
+/// and only a regular file, judged on the handle (`fstat`), so a name swapped between
+/// a check and the open cannot slip through. Every read of the handle must still be
+/// bounded by the size expected.
+pub fn open_regular(path: &Path) -> io::Result<Opened> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path);
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Ok(Opened::Refused("a symbolic link (never followed)"))
+        }
+        // A socket file cannot be opened at all.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Ok(Opened::Refused("a socket")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Gone),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    let ft = meta.file_type();
+    Ok(if ft.is_file() {
+        Opened::File(file, meta)
+    } else if ft.is_dir() {
+        Opened::Refused("a folder")
+    } else if ft.is_fifo() {
+        Opened::Refused("a FIFO (named pipe)")
+    } else if ft.is_socket() {
+        Opened::Refused("a socket")
+    } else {
+        Opened::Refused("a device")
+    })
+}
+
 /// Files up to this size are read into memory and checked with the slice parser,
 /// which is several times faster than the reader's byte-at-a-time path; orders are a
 /// few KB. Larger files are streamed.
@@ -192,12 +240,18 @@ pub fn take(
         return Ok(Outcome::Wait(s.settle - age));
     }
 
-    let file = match fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Outcome::Skip("gone")),
-        Err(e) => return Err(io_err(e)),
+    let (file, opened) = match open_regular(path).map_err(io_err)? {
+        Opened::File(f, m) => (f, m),
+        // Swapped for a link, a FIFO or a device since the look above: not taken.
+        Opened::Refused(why) => return Ok(Outcome::Skip(why)),
+        Opened::Gone => return Ok(Outcome::Skip("gone")),
     };
-    let scan = scan(file).map_err(io_err)?;
+    // Bounded by what the handle said: a file that grows while it is read is still
+    // being written (and a device, had one slipped through, is never read to its end).
+    let scan = scan(file.take(opened.len() + 1)).map_err(io_err)?;
+    if scan.size > opened.len() {
+        return Ok(Outcome::Wait(s.settle));
+    }
     // A failed file waits for an operator's replay; new content under its name (the
     // web shop wrote the order again) is a new file.
     if let Some(f) = latest.filter(|r| r.state() == State::Failed) {

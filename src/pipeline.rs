@@ -28,8 +28,7 @@ use crate::transfer::{self, Connection, Job, Scope, Seen, ServerTraits, Transfer
 use plutus_state::protocol::{self, Recovery};
 use plutus_state::{now_ms, Event, Journal, JournalError, Record, State};
 use std::collections::HashSet;
-use std::fs;
-use std::io;
+use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 use tracing::{error, info, warn};
@@ -245,9 +244,28 @@ fn upload_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, JournalE
     let s = &ctx.settings;
     let src_path = s.outbox.join(&rec.name);
     let src_str = src_path.display().to_string();
-    let mut file = match fs::File::open(&src_path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+    let opened = intake::open_regular(&src_path).map(|o| match o {
+        intake::Opened::File(f, _) => Ok(f),
+        other => Err(other),
+    });
+    let file = match opened {
+        Ok(Ok(f)) => f,
+        // Regular at intake, something else now: never followed, never sent.
+        Ok(Err(intake::Opened::Refused(why))) => {
+            let error = format!(
+                "{src_str}: is now {why}, not the regular file taken at intake; nothing sent"
+            );
+            ctx.metrics.failed.inc();
+            let rec = ctx.journal.apply(
+                rec.id,
+                Event::Failed {
+                    error: error.clone(),
+                },
+            )?;
+            warn!(state = %rec.state(), attempt = rec.attempts, "{error}");
+            return Ok(Step::Done);
+        }
+        Ok(Err(_gone)) => {
             let error = format!(
                 "{src_str}: the local file disappeared from the outbox before it was verified"
             );
@@ -276,6 +294,9 @@ fn upload_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, JournalE
     };
     // What the bytes we send come from; checked again before the archive move.
     let sent_as = file.metadata().ok().map(|m| archive::LocalId::of(&m));
+    // Never more than one byte past the size taken at intake: a file that grew (or a
+    // device) is a changed source, not an endless upload.
+    let mut file = file.take(rec.size + 1);
     let started = Instant::now();
     let conn = match slot.get(ctx) {
         Ok(c) => c,
@@ -653,9 +674,28 @@ fn file_error(
 /// size and CRC32 and check it again before sending anything.
 fn rehash(ctx: &Ctx, rec: &Record) -> Result<Step, JournalError> {
     let path = ctx.settings.outbox.join(&rec.name);
-    let scan = match fs::File::open(&path).and_then(intake::scan) {
+    let opened = match intake::open_regular(&path) {
+        Ok(intake::Opened::File(f, m)) => Ok((f, m)),
+        Ok(intake::Opened::Gone) => return Ok(Step::RetryAt(now_ms())),
+        Ok(intake::Opened::Refused(why)) => {
+            let error = format!(
+                "{}: changed after intake and is now {why}; nothing sent",
+                path.display()
+            );
+            let r = ctx.journal.apply(
+                rec.id,
+                Event::Failed {
+                    error: error.clone(),
+                },
+            )?;
+            ctx.metrics.failed.inc();
+            warn!(state = %r.state(), "{error}");
+            return Ok(Step::Done);
+        }
+        Err(e) => Err(e),
+    };
+    let scan = match opened.and_then(|(f, m)| intake::scan(f.take(m.len() + 1))) {
         Ok(s) => s,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Step::RetryAt(now_ms())),
         Err(e) => {
             let at = now_ms() + ctx.settings.retry_initial.as_millis() as u64;
             let r = ctx.journal.apply(

@@ -603,3 +603,58 @@ fn a_leftover_temp_that_cannot_be_truncated_or_removed_does_not_block_its_order_
     svc.stop();
     assert_eq!(names_in(sshd.inbox()), vec![name.to_string()]);
 }
+
+#[test]
+fn links_fifos_and_folders_in_the_outbox_are_never_followed_or_waited_on_and_orders_still_flow() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let outbox = spool.outbox();
+    let secret = spool.dir.path().join("secret.json");
+    fs::write(&secret, br#"{"password": "hunter2"}"#).unwrap();
+    std::os::unix::fs::symlink(&secret, outbox.join("order-secret.json")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", outbox.join("order-zero.json")).unwrap();
+    std::os::unix::fs::symlink("/etc", outbox.join("order-dir.json")).unwrap();
+    fs::create_dir(outbox.join("order-folder.json")).unwrap();
+    for n in ["order-fifo-1.json", "order-fifo-2.json"] {
+        let c =
+            std::ffi::CString::new(outbox.join(n).into_os_string().into_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+    }
+    let mut svc = spool.start();
+    svc.wait_ready();
+    let orders: Vec<(String, Vec<u8>)> = (0..10)
+        .map(|n| (format!("order-2026-{n:06}.json"), order(n, 1500)))
+        .collect();
+    for (n, b) in &orders[..5] {
+        spool.drop_order(n, b);
+    }
+    wait_archived(&spool, &svc, 5, Duration::from_secs(20));
+    // And more, while the hostile names are still there for every sweep to meet.
+    for (n, b) in &orders[5..] {
+        spool.drop_order(n, b);
+    }
+    wait_archived(&spool, &svc, 10, Duration::from_secs(20));
+    let t = Instant::now();
+    assert_eq!(svc.stop().code(), Some(0));
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    let mut want: Vec<String> = orders.iter().map(|(n, _)| n.clone()).collect();
+    want.sort();
+    assert_eq!(
+        names_in(sshd.inbox()),
+        want,
+        "only the regular files' bytes reach the inbox"
+    );
+    for (n, b) in &orders {
+        assert_eq!(&fs::read(sshd.inbox().join(n)).unwrap(), b);
+    }
+    // Left where they are, untouched.
+    assert_eq!(
+        fs::read_link(outbox.join("order-secret.json")).unwrap(),
+        secret
+    );
+    assert!(outbox.join("order-fifo-1.json").exists());
+}

@@ -448,3 +448,113 @@ fn a_file_replaced_between_its_delivery_and_its_archive_move_stays_and_is_taken_
     );
     assert_eq!(fs::read(sshd.inbox().join("order-6.json")).unwrap(), sent);
 }
+
+// The outbox is untrusted: what the web shop's account swaps in under a name after
+// intake saw a regular file is never followed, never blocks, never read unbounded.
+
+/// Replace the outbox file `name` by what `make` creates at its path.
+fn swap(spool: &Spool, name: &str, make: impl FnOnce(&std::path::Path)) {
+    let path = spool.outbox().join(name);
+    fs::remove_file(&path).unwrap();
+    make(&path);
+}
+
+/// `run_out` on a thread, failing the test if it does not return in time (a worker
+/// blocked on a FIFO would hang it).
+fn run_out_within(ctx: Ctx, id: u64, secs: u64) -> (Step, Ctx) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let step = run_out(&ctx, &mut Slot::default(), id);
+        let _ = tx.send((step, ctx));
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("delivery of #{id} still blocked after {secs} s"))
+}
+
+#[test]
+fn a_file_swapped_for_a_symlink_to_a_secret_after_intake_is_never_sent() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let ctx = ctx(&spool);
+    let body = order(11, 1500);
+    let id = pending(&ctx, &spool, "order-11.json", &body);
+    // A file the service's user may read, valid JSON, outside the outbox.
+    let secret = spool.dir.path().join("secret.json");
+    fs::write(&secret, br#"{"password": "hunter2"}"#).unwrap();
+    swap(&spool, "order-11.json", |p| {
+        std::os::unix::fs::symlink(&secret, p).unwrap()
+    });
+    let (step, ctx) = run_out_within(ctx, id, 20);
+    assert!(matches!(step, Step::Done), "{step:?}");
+    let rec = ctx.journal.get(id).unwrap().unwrap();
+    assert_eq!(rec.state(), State::Failed);
+    assert!(
+        rec.last_error.as_deref().unwrap().contains("symbolic link"),
+        "{rec:?}"
+    );
+    assert!(
+        names_in(sshd.inbox()).is_empty(),
+        "{:?}",
+        names_in(sshd.inbox())
+    );
+}
+
+#[test]
+fn a_file_swapped_for_a_symlink_to_dev_zero_after_intake_is_not_read_endlessly() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let ctx = ctx(&spool);
+    let id = pending(&ctx, &spool, "order-12.json", &order(12, 1500));
+    swap(&spool, "order-12.json", |p| {
+        std::os::unix::fs::symlink("/dev/zero", p).unwrap()
+    });
+    let (step, ctx) = run_out_within(ctx, id, 20);
+    assert!(matches!(step, Step::Done), "{step:?}");
+    assert_eq!(ctx.journal.get(id).unwrap().unwrap().state(), State::Failed);
+    // Nothing under any name, not even a temp: no byte of /dev/zero was uploaded.
+    assert!(
+        names_in(sshd.inbox()).is_empty(),
+        "{:?}",
+        names_in(sshd.inbox())
+    );
+}
+
+#[test]
+fn a_file_swapped_for_a_fifo_after_intake_does_not_block_the_worker() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let ctx = ctx(&spool);
+    let id = pending(&ctx, &spool, "order-13.json", &order(13, 1500));
+    swap(&spool, "order-13.json", |p| {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    });
+    let (step, ctx) = run_out_within(ctx, id, 20);
+    assert!(matches!(step, Step::Done), "{step:?}");
+    let rec = ctx.journal.get(id).unwrap().unwrap();
+    assert_eq!(rec.state(), State::Failed);
+    assert!(
+        rec.last_error.as_deref().unwrap().contains("FIFO"),
+        "{rec:?}"
+    );
+    assert!(names_in(sshd.inbox()).is_empty());
+}
+
+#[test]
+fn a_file_that_grew_after_intake_is_sent_with_no_more_than_its_new_content() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let ctx = ctx(&spool);
+    let id = pending(&ctx, &spool, "order-14.json", b"{\"a\": 1}");
+    // The writer was not done: the file is longer now, and valid.
+    let grown = order(14, 3000);
+    fs::write(spool.outbox().join("order-14.json"), &grown).unwrap();
+    let (step, ctx) = run_out_within(ctx, id, 20);
+    assert!(matches!(step, Step::Done), "{step:?}");
+    assert_eq!(
+        ctx.journal.get(id).unwrap().unwrap().state(),
+        State::Archived
+    );
+    assert_eq!(fs::read(sshd.inbox().join("order-14.json")).unwrap(), grown);
+    assert_eq!(names_in(sshd.inbox()), vec!["order-14.json".to_string()]);
+}
