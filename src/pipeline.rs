@@ -244,14 +244,10 @@ fn upload_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, JournalE
     let s = &ctx.settings;
     let src_path = s.outbox.join(&rec.name);
     let src_str = src_path.display().to_string();
-    let opened = intake::open_regular(&src_path).map(|o| match o {
-        intake::Opened::File(f, _) => Ok(f),
-        other => Err(other),
-    });
-    let file = match opened {
-        Ok(Ok(f)) => f,
+    let file = match intake::open_regular(&src_path) {
+        Ok(intake::Opened::File(f, _)) => f,
         // Regular at intake, something else now: never followed, never sent.
-        Ok(Err(intake::Opened::Refused(why))) => {
+        Ok(intake::Opened::Refused(why)) => {
             let error = format!(
                 "{src_str}: is now {why}, not the regular file taken at intake; nothing sent"
             );
@@ -265,7 +261,7 @@ fn upload_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, JournalE
             warn!(state = %rec.state(), attempt = rec.attempts, "{error}");
             return Ok(Step::Done);
         }
-        Ok(Err(_gone)) => {
+        Ok(intake::Opened::Gone) => {
             let error = format!(
                 "{src_str}: the local file disappeared from the outbox before it was verified"
             );
