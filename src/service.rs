@@ -55,6 +55,12 @@ pub enum ServiceError {
     },
     #[error("{path}: journal write failed; stopped so that no file moves unrecorded: {source}\n  hint: free space or fix permissions there, then start again: every file not yet verified is still in the outbox")]
     JournalFailed { path: PathBuf, source: JournalError },
+    #[error("{path}: private key {problem}; refusing to start\n  hint: {fix}")]
+    Key {
+        path: PathBuf,
+        problem: String,
+        fix: String,
+    },
     #[error("a worker task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -269,6 +275,17 @@ pub async fn run(
     mode: Mode,
     cancel: CancellationToken,
 ) -> Result<Summary, ServiceError> {
+    // As ssh does: a key others may read, or one that needs a passphrase, is refused
+    // before anything starts, with the fix.
+    if let crate::config::Destination::Sftp { .. } = settings.destination {
+        if let Some((problem, fix)) = transfer::sftp::identity_problem(&settings.identity) {
+            return Err(ServiceError::Key {
+                path: settings.identity.clone(),
+                problem,
+                fix,
+            });
+        }
+    }
     prepare_dirs(&settings)?;
     // Whichever way `run` returns (a set-up step below can fail after the workers
     // started), every task and worker thread is told to stop: a worker thread left

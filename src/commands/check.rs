@@ -5,7 +5,7 @@ use crate::cli::ConfigArgs;
 use crate::config::{Destination, Settings};
 use crate::transfer::{self, TransferError};
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 struct Report {
@@ -125,25 +125,16 @@ fn same_fs(r: &mut Report, s: &Settings) {
 }
 
 fn key_files(r: &mut Report, s: &Settings) {
-    match fs::metadata(&s.identity) {
-        Err(e) => r.fail(
+    match transfer::sftp::identity_problem(&s.identity) {
+        Some((problem, fix)) => r.fail(
             "identity",
-            format!("{}: {e}", s.identity.display()),
-            format!("ssh-keygen -t ed25519 -N '' -f {}", s.identity.display()),
+            format!("{} {problem}", s.identity.display()),
+            fix,
         ),
-        Ok(m) if m.permissions().mode() & 0o077 != 0 => r.fail(
+        None => r.ok(
             "identity",
             format!(
-                "{} has mode {:o}: group or others may read the private key",
-                s.identity.display(),
-                m.permissions().mode() & 0o777
-            ),
-            format!("chmod 600 {}", s.identity.display()),
-        ),
-        Ok(_) => r.ok(
-            "identity",
-            format!(
-                "{} exists, readable by its owner only",
+                "{} exists, readable by its owner only, no passphrase",
                 s.identity.display()
             ),
         ),

@@ -343,6 +343,112 @@ impl Remote for SftpConn {
     }
 }
 
+/// What is wrong with the private key file at `path`, as ssh would refuse it: the
+/// problem and its fix. `None`: usable. Checked before the service starts and by
+/// `check`; libssh2 itself would take a key anyone can read, and say nothing useful
+/// about one that needs a passphrase.
+pub fn identity_problem(path: &Path) -> Option<(String, String)> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.display();
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            return Some((
+                format!("cannot be read: {e}"),
+                format!(
+                    "create a key without a passphrase: ssh-keygen -t ed25519 -N '' -f {shown}"
+                ),
+            ))
+        }
+    };
+    if meta.mode() & 0o077 != 0 {
+        return Some((
+            format!(
+                "has mode {:o}: group or others may read the private key",
+                meta.mode() & 0o777
+            ),
+            format!("chmod 600 {shown}"),
+        ));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Some((
+            format!(
+                "is owned by uid {}, not by the user plutus-sync runs as (uid {me})",
+                meta.uid()
+            ),
+            format!("chown plutus-sync {shown} (the service's user)"),
+        ));
+    }
+    // A key is a few KB; read no more than that of whatever the file is.
+    let mut head = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(64 * 1024).read_to_end(&mut head);
+    }
+    if key_needs_passphrase(&String::from_utf8_lossy(&head)) {
+        return Some((
+            "is protected by a passphrase, which a service cannot type".into(),
+            format!("use a key without one: ssh-keygen -p -N '' -f {shown} (or a new key), then install its .pub on the server again if you made a new one"),
+        ));
+    }
+    None
+}
+
+/// Does this private key text need a passphrase? PEM keys say `ENCRYPTED`; OpenSSH's
+/// own format names its cipher right after the magic (`none` when unencrypted).
+fn key_needs_passphrase(text: &str) -> bool {
+    if text.contains("ENCRYPTED") {
+        return true;
+    }
+    let Some(body) = text
+        .split("-----BEGIN OPENSSH PRIVATE KEY-----")
+        .nth(1)
+        .and_then(|b| b.split("-----END").next())
+    else {
+        return false;
+    };
+    let b64: String = body
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .take(64)
+        .collect();
+    let raw = base64_decode(&b64);
+    // "openssh-key-v1\0", then a uint32 length and the cipher name.
+    const MAGIC: &[u8] = b"openssh-key-v1\0";
+    let Some(rest) = raw.strip_prefix(MAGIC) else {
+        return false;
+    };
+    let Some(len) = rest
+        .get(..4)
+        .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
+    else {
+        return false;
+    };
+    rest.get(4..4 + len).is_some_and(|cipher| cipher != b"none")
+}
+
+/// Standard base64, as far as it decodes (stops at the first other character).
+fn base64_decode(s: &str) -> Vec<u8> {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let Some(v) = T.iter().position(|&t| t == c) else {
+            break;
+        };
+        acc = acc << 6 | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
 /// The host-key algorithms to offer: those whose key types known_hosts holds for this
 /// host (plain `host` for port 22, `[host]:port` otherwise). Hashed and wildcard
 /// entries cannot be matched without more work, so their types are offered too.
@@ -449,6 +555,19 @@ mod tests {
             vec!["ssh-ed25519"]
         );
         assert!(host_key_algorithms(kh, "10.0.0.1", 22).is_empty());
+    }
+
+    #[test]
+    fn a_key_needing_a_passphrase_is_told_apart_from_one_that_does_not() {
+        // The first bytes of real keys from ssh-keygen (OpenSSH format).
+        let plain = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n-----END OPENSSH PRIVATE KEY-----\n";
+        let locked = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAACmFlczI1Ni1jdHIAAAAGYmNyeXB0AAAAGAAAABD\n-----END OPENSSH PRIVATE KEY-----\n";
+        assert!(!key_needs_passphrase(plain));
+        assert!(key_needs_passphrase(locked));
+        assert!(key_needs_passphrase(
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n"
+        ));
+        assert_eq!(base64_decode("Zm9vYmFy"), b"foobar");
     }
 
     #[test]

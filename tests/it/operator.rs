@@ -493,3 +493,36 @@ fn archived_entries_older_than_the_retention_are_pruned_and_failed_ones_kept() {
         ("order-2.json", State::Failed)
     );
 }
+
+#[test]
+fn a_private_key_others_can_read_or_that_needs_a_passphrase_is_refused_at_start_with_the_fix() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    spool.drop_order("order-1.json", &order(1, 1000));
+    fs::set_permissions(sshd.client_key(), fs::Permissions::from_mode(0o644)).unwrap();
+    let (st, _, err) = spool.sync();
+    assert_eq!(st.code(), Some(2), "{err}");
+    assert!(
+        err.contains("has mode 644")
+            && err.contains(&format!("hint: chmod 600 {}", sshd.client_key().display())),
+        "{err}"
+    );
+    assert!(names_in(sshd.inbox()).is_empty());
+
+    // A key with a passphrase: said so, not a misleading libssh2 error.
+    let locked = spool.dir.path().join("locked_key");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "a passphrase", "-f"])
+        .arg(&locked)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    spool.set_config(
+        &format!("identity = \"{}\"", sshd.client_key().display()),
+        &format!("identity = \"{}\"", locked.display()),
+    );
+    let (st, _, err) = spool.sync();
+    assert_eq!(st.code(), Some(2), "{err}");
+    assert!(err.contains("passphrase"), "{err}");
+    assert!(spool.outbox().join("order-1.json").exists());
+}
