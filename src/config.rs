@@ -66,6 +66,9 @@ pub struct Settings {
     pub matcher: GlobMatcher,
     pub sweep_interval: Duration,
     pub settle: Duration,
+    /// `[source] names = "portable"` (default): only names a Windows inbox takes as
+    /// they are; others are quarantined. `"posix"`: any name the pattern takes.
+    pub portable_names: bool,
     pub journal: PathBuf,
     /// Archived entries older than this are pruned from the journal.
     pub retention: Duration,
@@ -135,6 +138,7 @@ struct RawSource {
     pattern: Option<String>,
     sweep_interval: Option<String>,
     settle: Option<String>,
+    names: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -276,6 +280,16 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
         .compile_matcher();
     let sweep_interval = duration("source.sweep_interval", src.sweep_interval, "5m")?;
     let settle = duration("source.settle", src.settle, "2s")?;
+    let portable_names = match src.names.as_deref() {
+        None | Some("portable") => true,
+        Some("posix") => false,
+        Some(other) => {
+            return Err(invalid(
+                "source.names",
+                format!("{other:?} is not one of \"portable\", \"posix\""),
+            ))
+        }
+    };
 
     let journal = abs(raw
         .journal
@@ -398,6 +412,7 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
         matcher,
         sweep_interval,
         settle,
+        portable_names,
         journal,
         retention,
         socket,

@@ -74,6 +74,62 @@ pub fn name_rule<'a>(name: &'a OsStr, s: &Settings) -> Result<&'a str, &'static 
     Ok(name)
 }
 
+/// The portable name rule (`[source] names = "portable"`, the default): names a
+/// Windows inbox takes as they are. Win32-OpenSSH reads `\\` as a path separator (a
+/// name could climb out of the inbox) and `:` as an NTFS stream; `CON`, `NUL`, `COM1`…
+/// are devices; a trailing dot or space is dropped; control characters forge log
+/// lines. So: a letter or digit, then letters, digits, `.`, `_`, `-`, at most 151 in
+/// all, no device name as the part before the first dot, no trailing dot.
+pub fn portable_name(name: &str) -> Result<(), String> {
+    let bad = |why: String| {
+        Err(format!(
+            "name {} {why}; never sent (names = \"portable\")",
+            shown(name)
+        ))
+    };
+    let mut chars = name.chars();
+    if !chars.next().is_some_and(|c| c.is_ascii_alphanumeric()) {
+        return bad("does not start with a letter or digit".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return bad(format!(
+            "holds {c:?}, which a Windows inbox does not take as it is"
+        ));
+    }
+    if name.len() > 151 {
+        return bad(format!("is {} characters long (at most 151)", name.len()));
+    }
+    if name.ends_with('.') {
+        return bad("ends with a dot, which Windows drops".into());
+    }
+    let stem = name.split('.').next().unwrap_or("").to_ascii_uppercase();
+    let device = matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || (stem.len() == 4
+            && (stem.starts_with("COM") || stem.starts_with("LPT"))
+            && matches!(stem.as_bytes()[3], b'1'..=b'9'));
+    if device {
+        return bad(format!("is the Windows device {stem}"));
+    }
+    Ok(())
+}
+
+/// A name as it may be printed in a log line or on an operator's terminal: as it is
+/// when it is plain printable text, else quoted with escapes (`"a\nb"`), so no name can
+/// forge a line or send terminal escapes.
+pub fn shown(name: &str) -> std::borrow::Cow<'_, str> {
+    if name
+        .chars()
+        .all(|c| !c.is_control() && c != '"' && c != '\\')
+    {
+        std::borrow::Cow::Borrowed(name)
+    } else {
+        std::borrow::Cow::Owned(format!("{name:?}"))
+    }
+}
+
 /// Size, CRC32 and JSON verdict from one streamed read of the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scan {
@@ -268,6 +324,22 @@ pub fn take(
         found_by: found.as_str().to_string(),
     };
 
+    // A name a Windows inbox would misread is set aside at once, whatever the content:
+    // it cannot become valid by waiting.
+    if s.portable_names {
+        if let Err(reason) = portable_name(name) {
+            let dest = quarantine(s, path, name, &reason).map_err(io_err)?;
+            let rec = journal.insert_as(
+                new,
+                Event::Quarantined {
+                    reason,
+                    path: dest.display().to_string(),
+                },
+            )?;
+            return Ok(Outcome::Quarantined(rec));
+        }
+    }
+
     if let Err(reason) = scan.json {
         // A close event can come before the writer is done (a `touch` first, or a
         // write in several opens): invalid content that is still fresh gets the benefit
@@ -364,6 +436,36 @@ pub fn batch_id(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_a_windows_inbox_would_misread_are_not_portable() {
+        for bad in [
+            "x\\..\\..\\evil.json",
+            "a:b.json",
+            "CON.json",
+            "con.json",
+            "lpt9.backup.json",
+            "order.json.",
+            "order .json",
+            "order\nINFO forged.json",
+            "-order.json",
+            "ordér.json",
+        ] {
+            assert!(portable_name(bad).is_err(), "{bad:?} passed");
+        }
+        for good in [
+            "order-2026-000001.json",
+            "CONSOLE.json",
+            "com10.json",
+            "a_b.c-d.json",
+        ] {
+            assert_eq!(portable_name(good), Ok(()), "{good}");
+        }
+        let why = portable_name("order\nINFO forged.json").unwrap_err();
+        assert!(!why.contains('\n'), "{why}");
+        assert_eq!(shown("a\nb"), "\"a\\nb\"");
+        assert_eq!(shown("order-1.json"), "order-1.json");
+    }
 
     #[test]
     fn one_read_gives_size_crc_and_json_verdict() {

@@ -581,7 +581,7 @@ pub fn archive_batch(
 
 /// Every log line about one file carries its name, batch and id.
 fn file_span(rec: &Record) -> tracing::Span {
-    tracing::info_span!("file", file = %rec.name, batch = %rec.batch, id = rec.id)
+    tracing::info_span!("file", file = %intake::shown(&rec.name), batch = %rec.batch, id = rec.id)
 }
 
 /// A retry after `retry.max`: for failures that are neither the file's nor the
@@ -648,7 +648,7 @@ fn file_error(
             },
             elapsed_ms,
         )?;
-        error!(state = %rec.state(), attempt = rec.attempts, "{error}; gave up, replay with `plutus-sync replay {}`", rec.name);
+        error!(state = %rec.state(), attempt = rec.attempts, "{error}; gave up, replay with `plutus-sync replay {}`", intake::shown(&rec.name));
         return Ok(Step::Done);
     }
     ctx.metrics.retries.inc();
@@ -716,7 +716,7 @@ fn rehash(ctx: &Ctx, rec: &Record) -> Result<Step, JournalError> {
         ) {
             Ok(r) => {
                 ctx.metrics.quarantined.inc();
-                warn!(state = %r.state(), "changed after intake and is no longer valid JSON: quarantined to {}", r.quarantine_path.as_deref().unwrap_or("?"));
+                warn!(state = %r.state(), "changed after intake and is no longer valid JSON: quarantined to {}", intake::shown(r.quarantine_path.as_deref().unwrap_or("?")));
                 Ok(Step::Done)
             }
             Err(intake::IntakeError::Journal(e)) => Err(e),

@@ -582,7 +582,7 @@ async fn intake_task(
                 let (at, path, tries) = deferred.swap_remove(pos);
                 tokio::time::sleep_until(at).await;
                 if tries >= 3 {
-                    warn!(file = %path.display(), "still being written after {tries} waits; left for the next run");
+                    warn!(file = %crate::intake::shown(&path.display().to_string()), "still being written after {tries} waits; left for the next run");
                     continue;
                 }
                 take(
@@ -630,22 +630,22 @@ async fn take(
     };
     match out {
         Ok(Outcome::Pending(rec)) => {
-            info!(file = %rec.name, batch = %rec.batch, state = %rec.state(), size = rec.size, crc32 = %rec.crc_hex(), found_by = %rec.found_by, "detected");
+            info!(file = %crate::intake::shown(&rec.name), batch = %rec.batch, state = %rec.state(), size = rec.size, crc32 = %rec.crc_hex(), found_by = %rec.found_by, "detected");
             shared.seen.lock().unwrap().push(rec.id);
             shared.queue.push(rec.id);
         }
         Ok(Outcome::Duplicate { record, of }) => {
-            warn!(file = %record.name, batch = %record.batch, state = %record.state(), "duplicate of #{of}, which was delivered with the same size and CRC32: archiving without sending");
+            warn!(file = %crate::intake::shown(&record.name), batch = %record.batch, state = %record.state(), "duplicate of #{of}, which was delivered with the same size and CRC32: archiving without sending");
             shared.seen.lock().unwrap().push(record.id);
             shared.queue.push(record.id);
         }
         Ok(Outcome::Quarantined(rec)) => {
             shared.ctx.metrics.quarantined.inc();
             warn!(
-                file = %rec.name, batch = %rec.batch, state = %rec.state(),
+                file = %crate::intake::shown(&rec.name), batch = %rec.batch, state = %rec.state(),
                 "{}: quarantined to {}",
                 rec.last_error.as_deref().unwrap_or("invalid"),
-                rec.quarantine_path.as_deref().unwrap_or("?")
+                crate::intake::shown(rec.quarantine_path.as_deref().unwrap_or("?"))
             );
             shared.seen.lock().unwrap().push(rec.id);
         }
@@ -667,7 +667,9 @@ async fn take(
             }
             None => deferred.push((Instant::now() + d, path, tries + 1)),
         },
-        Ok(Outcome::Skip(why)) => debug!(file = %path.display(), "skipped: {why}"),
+        Ok(Outcome::Skip(why)) => {
+            debug!(file = %crate::intake::shown(&path.display().to_string()), "skipped: {why}")
+        }
         Err(intake::IntakeError::Journal(e)) => shared.fatal(e),
         Err(e) => warn!("{e}; the next sweep will try again"),
     }
@@ -1021,7 +1023,7 @@ impl control::Handler for ServiceHandler {
                 let r: ops::Replayed =
                     serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
                 for (id, name) in r.replayed {
-                    info!(file = %name, id, "replayed by an operator");
+                    info!(file = %crate::intake::shown(&name), id, "replayed by an operator");
                     sh.queue.push(id);
                 }
             }

@@ -94,7 +94,7 @@ fn print_list(out: &mut impl Write, recs: &[Record], limit: usize) -> anyhow::Re
     let now = now_ms();
     let name_w = recs
         .iter()
-        .map(|r| r.name.chars().count())
+        .map(|r| crate::intake::shown(&r.name).chars().count())
         .max()
         .unwrap_or(4)
         .clamp(4, 48);
@@ -107,7 +107,7 @@ fn print_list(out: &mut impl Write, recs: &[Record], limit: usize) -> anyhow::Re
     for r in recs {
         let mut line = format!(
             "{:<name_w$}  {:<11}  {:>3}  {:>9}  {:<13}  {:>4}  {}",
-            r.name,
+            crate::intake::shown(&r.name),
             r.state(),
             r.attempts,
             r.size,
@@ -134,7 +134,7 @@ fn print_list(out: &mut impl Write, recs: &[Record], limit: usize) -> anyhow::Re
 }
 
 fn print_show(out: &mut impl Write, r: &Record) -> anyhow::Result<()> {
-    writeln!(out, "#{} {}", r.id, r.name)?;
+    writeln!(out, "#{} {}", r.id, crate::intake::shown(&r.name))?;
     writeln!(out, "  state        {}", r.state())?;
     writeln!(out, "  size         {} bytes", r.size)?;
     writeln!(out, "  crc32        {}", r.crc_hex())?;

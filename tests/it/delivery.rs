@@ -202,6 +202,12 @@ fn names_that_are_hidden_temporary_or_off_pattern_are_left_alone() {
     }
     std::os::unix::fs::symlink("/etc/hostname", spool.outbox().join("link.json")).unwrap();
     fs::create_dir(spool.outbox().join("dir.json")).unwrap();
+    // Names that a Linux inbox takes as they are (`names = "posix"`; the portable
+    // default quarantines them: `names_a_windows_inbox_would_misread_…`).
+    spool.set_config(
+        "settle = \"300ms\"",
+        "settle = \"300ms\"\nnames = \"posix\"",
+    );
     let odd = [
         "-leading dash.json",
         "with space and \"quotes\".json",
@@ -657,4 +663,60 @@ fn links_fifos_and_folders_in_the_outbox_are_never_followed_or_waited_on_and_ord
         secret
     );
     assert!(outbox.join("order-fifo-1.json").exists());
+}
+
+#[test]
+fn names_a_windows_inbox_would_misread_are_quarantined_with_the_reason_and_printed_escaped() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let hostile = [
+        "x\\..\\..\\evil.json",
+        "a:b.json",
+        "CON.json",
+        "order .json",
+        "order\nINFO forged line.json",
+    ];
+    let body = order(1, 800);
+    for n in hostile {
+        spool.drop_order(n, &body);
+    }
+    spool.drop_order("order-2026-000001.json", &body);
+    // A trailing dot never matches `*.json`: not taken at all, left where it is.
+    spool.drop_order("order.json.", &body);
+    std::thread::sleep(Duration::from_millis(350)); // settle (300 ms): sync takes only settled files
+    let (status, stdout, stderr) = spool.sync();
+    assert!(
+        stdout.contains("6 found, 1 archived, 5 quarantined, 0 failed"),
+        "{status:?} {stdout}\n{}",
+        tail(&stderr, 20)
+    );
+    assert!(spool.outbox().join("order.json.").exists());
+    assert_eq!(
+        names_in(sshd.inbox()),
+        vec!["order-2026-000001.json".to_string()],
+        "only the portable name was sent"
+    );
+    for n in hostile {
+        assert!(
+            spool.quarantine().join(n).exists(),
+            "{n:?} not quarantined: {:?}",
+            names_in(&spool.quarantine())
+        );
+        let mut note = spool.quarantine().join(n).into_os_string();
+        note.push(".reason");
+        let why = fs::read_to_string(note).unwrap();
+        assert!(why.contains("never sent"), "{n:?}: {why}");
+    }
+    // No name forges a line: every log line and every `journal list` line starts as
+    // the tool writes it.
+    assert!(
+        !stderr.lines().any(|l| l.starts_with("INFO forged")),
+        "{stderr}"
+    );
+    let list = spool.ok(&["journal", "list"]);
+    assert!(
+        !list.lines().any(|l| l.starts_with("INFO forged")),
+        "{list}"
+    );
+    assert!(list.contains(r#""order\nINFO forged line.json""#), "{list}");
 }
