@@ -69,6 +69,9 @@ pub struct Settings {
     /// `[source] names = "portable"` (default): only names a Windows inbox takes as
     /// they are; others are quarantined. `"posix"`: any name the pattern takes.
     pub portable_names: bool,
+    /// Larger files are quarantined with the reason, not sent: a bound on what the
+    /// web shop's account can make the service read and upload.
+    pub max_size: u64,
     pub journal: PathBuf,
     /// Archived entries older than this are pruned from the journal.
     pub retention: Duration,
@@ -139,6 +142,7 @@ struct RawSource {
     sweep_interval: Option<String>,
     settle: Option<String>,
     names: Option<String>,
+    max_size: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -280,6 +284,13 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
         .compile_matcher();
     let sweep_interval = duration("source.sweep_interval", src.sweep_interval, "5m")?;
     let settle = duration("source.settle", src.settle, "2s")?;
+    let max_size_text = src.max_size.as_deref().unwrap_or("64MiB");
+    let max_size = parse_size(max_size_text).ok_or_else(|| {
+        invalid(
+            "source.max_size",
+            format!("{max_size_text:?} is not a size such as \"64MiB\" (bytes, KiB, MiB or GiB; more than 0)"),
+        )
+    })?;
     let portable_names = match src.names.as_deref() {
         None | Some("portable") => true,
         Some("posix") => false,
@@ -413,6 +424,7 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
         sweep_interval,
         settle,
         portable_names,
+        max_size,
         journal,
         retention,
         socket,
@@ -430,6 +442,25 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
         retry_max,
         max_attempts,
     })
+}
+
+/// A size: a number of bytes, or a number with `KiB`, `MiB` or `GiB`. `None` if it
+/// is not one (or is zero).
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    num.parse::<u64>()
+        .ok()
+        .filter(|&n| n > 0)
+        .and_then(|n| n.checked_mul(mult))
 }
 
 /// `sftp://user@host[:port]/path` or `file:///path`. Percent-escapes in the path are
@@ -508,6 +539,17 @@ pub fn parse_url(url: &str) -> Result<Destination, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_bytes_or_binary_units_and_never_zero() {
+        assert_eq!(parse_size("64MiB"), Some(64 << 20));
+        assert_eq!(parse_size("1 GiB"), Some(1 << 30));
+        assert_eq!(parse_size("1500"), Some(1500));
+        assert_eq!(parse_size("2KiB"), Some(2048));
+        for bad in ["", "0", "64MB", "-1", "1.5MiB", "MiB"] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
+    }
 
     fn parse_str(text: &str) -> Result<Settings, ConfigError> {
         parse(text, Path::new("/etc/p.toml"), Path::new("/etc"))

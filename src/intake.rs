@@ -302,6 +302,30 @@ pub fn take(
         Opened::Refused(why) => return Ok(Outcome::Skip(why)),
         Opened::Gone => return Ok(Outcome::Skip("gone")),
     };
+    if opened.len() > s.max_size {
+        let reason = format!(
+            "{} bytes, larger than [source] max_size ({} bytes); never sent",
+            opened.len(),
+            s.max_size
+        );
+        drop(file);
+        let dest = quarantine(s, path, name, &reason).map_err(io_err)?;
+        let rec = journal.insert_as(
+            NewEntry {
+                name: name.to_string(),
+                size: opened.len(),
+                crc32: 0,
+                batch: batch_id(SystemTime::now()),
+                source_path: path.display().to_string(),
+                found_by: found.as_str().to_string(),
+            },
+            Event::Quarantined {
+                reason,
+                path: dest.display().to_string(),
+            },
+        )?;
+        return Ok(Outcome::Quarantined(rec));
+    }
     // Bounded by what the handle said: a file that grows while it is read is still
     // being written (and a device, had one slipped through, is never read to its end).
     let scan = scan(file.take(opened.len() + 1)).map_err(io_err)?;

@@ -690,7 +690,23 @@ fn rehash(ctx: &Ctx, rec: &Record) -> Result<Step, JournalError> {
         }
         Err(e) => Err(e),
     };
-    let scan = match opened.and_then(|(f, m)| intake::scan(f.take(m.len() + 1))) {
+    let max = ctx.settings.max_size;
+    let scan = match opened.and_then(|(f, m)| {
+        // Larger than max_size now: judged without reading it (the verdict below).
+        let scan = if m.len() > max {
+            intake::Scan {
+                size: m.len(),
+                crc32: 0,
+                json: Err(format!(
+                    "{} bytes, larger than [source] max_size ({max} bytes); never sent",
+                    m.len()
+                )),
+            }
+        } else {
+            intake::scan(f.take(m.len() + 1))?
+        };
+        Ok(scan)
+    }) {
         Ok(s) => s,
         Err(e) => {
             let at = now_ms() + ctx.settings.retry_initial.as_millis() as u64;
@@ -706,6 +722,7 @@ fn rehash(ctx: &Ctx, rec: &Record) -> Result<Step, JournalError> {
         }
     };
     if let Err(reason) = scan.json {
+        // Not valid JSON, or too large: quarantined either way.
         return match intake::quarantine_entry(
             &ctx.journal,
             &ctx.settings,
@@ -716,7 +733,7 @@ fn rehash(ctx: &Ctx, rec: &Record) -> Result<Step, JournalError> {
         ) {
             Ok(r) => {
                 ctx.metrics.quarantined.inc();
-                warn!(state = %r.state(), "changed after intake and is no longer valid JSON: quarantined to {}", intake::shown(r.quarantine_path.as_deref().unwrap_or("?")));
+                warn!(state = %r.state(), "changed after intake: {}; quarantined to {}", r.last_error.as_deref().unwrap_or("invalid"), intake::shown(r.quarantine_path.as_deref().unwrap_or("?")));
                 Ok(Step::Done)
             }
             Err(intake::IntakeError::Journal(e)) => Err(e),

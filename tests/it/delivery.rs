@@ -720,3 +720,34 @@ fn names_a_windows_inbox_would_misread_are_quarantined_with_the_reason_and_print
     );
     assert!(list.contains(r#""order\nINFO forged line.json""#), "{list}");
 }
+
+#[test]
+fn a_file_larger_than_max_size_is_quarantined_with_the_reason_and_never_read_whole() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    spool.set_config(
+        "settle = \"300ms\"",
+        "settle = \"300ms\"\nmax_size = \"2KiB\"",
+    );
+    let small = order(1, 1500);
+    let big = order(2, 5000);
+    spool.drop_order("order-small.json", &small);
+    spool.drop_order("order-big.json", &big);
+    std::thread::sleep(Duration::from_millis(350)); // settle (300 ms): sync takes only settled files
+    let (_, stdout, stderr) = spool.sync();
+    assert!(
+        stdout.contains("2 found, 1 archived, 1 quarantined"),
+        "{stdout}\n{}",
+        tail(&stderr, 20)
+    );
+    assert_eq!(names_in(sshd.inbox()), vec!["order-small.json".to_string()]);
+    assert_eq!(
+        fs::read(spool.quarantine().join("order-big.json")).unwrap(),
+        big
+    );
+    let why = fs::read_to_string(spool.quarantine().join("order-big.json.reason")).unwrap();
+    assert!(
+        why.contains("larger than [source] max_size (2048 bytes)"),
+        "{why}"
+    );
+}

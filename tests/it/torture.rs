@@ -379,6 +379,10 @@ fn a_very_large_file_is_streamed_with_flat_memory() {
     let mib: usize = if long() { 600 } else { 200 };
     let sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "timeout = \"30s\"");
+    spool.set_config(
+        "settle = \"300ms\"",
+        "settle = \"300ms\"\nmax_size = \"1GiB\"",
+    );
     let mut svc = spool.start();
     svc.wait_ready();
     let pid = svc.pid();
