@@ -309,22 +309,15 @@ pub fn take(
             s.max_size
         );
         drop(file);
-        let dest = quarantine(s, path, name, &reason).map_err(io_err)?;
-        let rec = journal.insert_as(
-            NewEntry {
-                name: name.to_string(),
-                size: opened.len(),
-                crc32: 0,
-                batch: batch_id(SystemTime::now()),
-                source_path: path.display().to_string(),
-                found_by: found.as_str().to_string(),
-            },
-            Event::Quarantined {
-                reason,
-                path: dest.display().to_string(),
-            },
-        )?;
-        return Ok(Outcome::Quarantined(rec));
+        let new = NewEntry {
+            name: name.to_string(),
+            size: opened.len(),
+            crc32: 0,
+            batch: batch_id(SystemTime::now()),
+            source_path: path.display().to_string(),
+            found_by: found.as_str().to_string(),
+        };
+        return born_quarantined(journal, s, path, new, reason);
     }
     // Bounded by what the handle said: a file that grows while it is read is still
     // being written (and a device, had one slipped through, is never read to its end).
@@ -352,15 +345,7 @@ pub fn take(
     // it cannot become valid by waiting.
     if s.portable_names {
         if let Err(reason) = portable_name(name) {
-            let dest = quarantine(s, path, name, &reason).map_err(io_err)?;
-            let rec = journal.insert_as(
-                new,
-                Event::Quarantined {
-                    reason,
-                    path: dest.display().to_string(),
-                },
-            )?;
-            return Ok(Outcome::Quarantined(rec));
+            return born_quarantined(journal, s, path, new, reason);
         }
     }
 
@@ -371,17 +356,7 @@ pub fn take(
         if age < s.settle {
             return Ok(Outcome::Wait(s.settle - age));
         }
-        // The file moves first, and its entry is born quarantined: no moment exists in
-        // which a crash leaves a `pending` entry that recovery would send.
-        let dest = quarantine(s, path, name, &reason).map_err(io_err)?;
-        let rec = journal.insert_as(
-            new,
-            Event::Quarantined {
-                reason,
-                path: dest.display().to_string(),
-            },
-        )?;
-        return Ok(Outcome::Quarantined(rec));
+        return born_quarantined(journal, s, path, new, reason);
     }
 
     if let Some(prev) = journal.find_archived(name, scan.size, scan.crc32)? {
@@ -406,6 +381,29 @@ pub fn take(
     }
 
     Ok(Outcome::Pending(journal.insert(new)?))
+}
+
+/// Quarantine a file at intake: it moves first, and its entry is born quarantined,
+/// so no moment exists in which a crash leaves a `pending` entry recovery would send.
+fn born_quarantined(
+    journal: &Journal,
+    s: &Settings,
+    path: &Path,
+    new: NewEntry,
+    reason: String,
+) -> Result<Outcome, IntakeError> {
+    let dest = quarantine(s, path, &new.name, &reason).map_err(|source| IntakeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let rec = journal.insert_as(
+        new,
+        Event::Quarantined {
+            reason,
+            path: dest.display().to_string(),
+        },
+    )?;
+    Ok(Outcome::Quarantined(rec))
 }
 
 /// Quarantine the file of pending entry `id`: move it, then journal why and where.

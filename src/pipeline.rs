@@ -248,32 +248,22 @@ fn upload_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, JournalE
         Ok(intake::Opened::File(f, _)) => f,
         // Regular at intake, something else now: never followed, never sent.
         Ok(intake::Opened::Refused(why)) => {
-            let error = format!(
-                "{src_str}: is now {why}, not the regular file taken at intake; nothing sent"
-            );
-            ctx.metrics.failed.inc();
-            let rec = ctx.journal.apply(
-                rec.id,
-                Event::Failed {
-                    error: error.clone(),
-                },
-            )?;
-            warn!(state = %rec.state(), attempt = rec.attempts, "{error}");
-            return Ok(Step::Done);
+            return fail_now(
+                ctx,
+                &rec,
+                format!(
+                    "{src_str}: is now {why}, not the regular file taken at intake; nothing sent"
+                ),
+            )
         }
         Ok(intake::Opened::Gone) => {
-            let error = format!(
-                "{src_str}: the local file disappeared from the outbox before it was verified"
-            );
-            ctx.metrics.failed.inc();
-            let rec = ctx.journal.apply(
-                rec.id,
-                Event::Failed {
-                    error: error.clone(),
-                },
-            )?;
-            warn!(state = %rec.state(), attempt = rec.attempts, "{error}");
-            return Ok(Step::Done);
+            return fail_now(
+                ctx,
+                &rec,
+                format!(
+                    "{src_str}: the local file disappeared from the outbox before it was verified"
+                ),
+            )
         }
         Err(source) => {
             return file_error(
@@ -579,6 +569,19 @@ pub fn archive_batch(
     Ok(steps)
 }
 
+/// Set a `pending` entry aside at once, for a reason no retry can mend.
+fn fail_now(ctx: &Ctx, rec: &Record, error: String) -> Result<Step, JournalError> {
+    ctx.metrics.failed.inc();
+    let rec = ctx.journal.apply(
+        rec.id,
+        Event::Failed {
+            error: error.clone(),
+        },
+    )?;
+    warn!(state = %rec.state(), attempt = rec.attempts, "{error}");
+    Ok(Step::Done)
+}
+
 /// Every log line about one file carries its name, batch and id.
 fn file_span(rec: &Record) -> tracing::Span {
     tracing::info_span!("file", file = %intake::shown(&rec.name), batch = %rec.batch, id = rec.id)
@@ -674,19 +677,14 @@ fn rehash(ctx: &Ctx, rec: &Record) -> Result<Step, JournalError> {
         Ok(intake::Opened::File(f, m)) => Ok((f, m)),
         Ok(intake::Opened::Gone) => return Ok(Step::RetryAt(now_ms())),
         Ok(intake::Opened::Refused(why)) => {
-            let error = format!(
-                "{}: changed after intake and is now {why}; nothing sent",
-                path.display()
-            );
-            let r = ctx.journal.apply(
-                rec.id,
-                Event::Failed {
-                    error: error.clone(),
-                },
-            )?;
-            ctx.metrics.failed.inc();
-            warn!(state = %r.state(), "{error}");
-            return Ok(Step::Done);
+            return fail_now(
+                ctx,
+                rec,
+                format!(
+                    "{}: changed after intake and is now {why}; nothing sent",
+                    path.display()
+                ),
+            )
         }
         Err(e) => Err(e),
     };

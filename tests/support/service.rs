@@ -384,9 +384,24 @@ pub fn assert_delivered_exactly_once(spool: &Spool, inbox: &Path, orders: &[(Str
         assert_eq!(gn, wn);
         assert!(gb == wb, "{gn}: inbox bytes differ from the order written");
     }
-    let archived = spool.archived();
+    let journal = assert_archived_once(spool, &want);
+    for (name, _) in &want {
+        let latest = journal.latest(name).unwrap();
+        assert!(
+            latest.is_some_and(|r| &r.name == name),
+            "name index for {name}"
+        );
+    }
+}
+
+/// The local half of every exactly-once check: each order archived once,
+/// byte-identical, the outbox empty, one `archived` journal entry per order with its
+/// size and CRC32, and the state index agreeing with the entries (after kills too: the
+/// repair at open). Returns the journal for further checks.
+pub fn assert_archived_once(spool: &Spool, want: &[(String, Vec<u8>)]) -> Journal {
     assert_eq!(
-        archived, want,
+        spool.archived(),
+        want,
         "archive must hold each order once, byte-identical"
     );
     assert!(
@@ -395,26 +410,19 @@ pub fn assert_delivered_exactly_once(spool: &Spool, inbox: &Path, orders: &[(Str
         names_in(&spool.outbox())
     );
     let entries = spool.entries();
-    for (name, body) in &want {
+    for (name, body) in want {
         let mine: Vec<&Record> = entries.iter().filter(|r| &r.name == name).collect();
         assert_eq!(mine.len(), 1, "{name}: journal entries {mine:#?}");
         assert_eq!(mine[0].state(), State::Archived, "{name}");
         assert_eq!(mine[0].crc32, crc32fast::hash(body), "{name}: crc32");
         assert_eq!(mine[0].size, body.len() as u64, "{name}: size");
     }
-    // The indexes agree with the entries (after kills, too: the repair at open).
     let journal = spool.journal();
     for (state, n) in journal.counts().unwrap() {
         let by_entries = entries.iter().filter(|r| r.state() == state).count() as u64;
         assert_eq!(n, by_entries, "state index for {state}");
     }
-    for (name, _) in &want {
-        let latest = journal.latest(name).unwrap();
-        assert!(
-            latest.is_some_and(|r| &r.name == name),
-            "name index for {name}"
-        );
-    }
+    journal
 }
 
 /// Waits (while the service still runs, so its periodic clean-up can act) until no
@@ -464,28 +472,7 @@ pub fn assert_imported_exactly_once(
         "temp files left in the inbox: {:?}",
         names_in(inbox)
     );
-    let archived = spool.archived();
-    assert_eq!(
-        archived, want,
-        "archive must hold each order once, byte-identical"
-    );
-    assert!(
-        names_in(&spool.outbox()).is_empty(),
-        "outbox not empty: {:?}",
-        names_in(&spool.outbox())
-    );
-    let entries = spool.entries();
-    for (name, body) in &want {
-        let mine: Vec<&Record> = entries.iter().filter(|r| &r.name == name).collect();
-        assert_eq!(mine.len(), 1, "{name}: journal entries {mine:#?}");
-        assert_eq!(mine[0].state(), State::Archived, "{name}");
-        assert_eq!(mine[0].crc32, crc32fast::hash(body), "{name}: crc32");
-    }
-    let journal = spool.journal();
-    for (state, n) in journal.counts().unwrap() {
-        let by_entries = entries.iter().filter(|r| r.state() == state).count() as u64;
-        assert_eq!(n, by_entries, "state index for {state}");
-    }
+    assert_archived_once(spool, &want);
 }
 
 pub fn wait_for_log(svc: &Service, what: &str, timeout: Duration) {
