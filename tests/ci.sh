@@ -17,7 +17,11 @@ packages=(openssh-server openssh-client libssl-dev pkg-config
   systemd dpkg-dev debootstrap lintian
   # tests/it/torture.rs: the network-namespace lab (packaging/lab/lab.sh) needs
   # ip and nft.
-  iproute2 nftables)
+  iproute2 nftables
+  # tests/support/sftp_wrapper.py (a misbehaving SFTP server for tests/it/servers.rs)
+  # runs under sshd with the system's python3; chattr (e2fsprogs) makes an immutable
+  # leftover temp in tests/it/delivery.rs.
+  python3 e2fsprogs)
 
 missing=()
 for pkg in "${packages[@]}"; do
