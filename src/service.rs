@@ -203,8 +203,8 @@ struct Shared {
     gate: Gate,
     mode: Mode,
     cancel: CancellationToken,
-    /// Temp files left by a crash are removed once, before the first upload.
-    /// When the inbox's unneeded temp files were last removed (`None`: not yet).
+    /// When the inbox's unneeded temp files were last removed (`None`: not yet; every
+    /// worker waits for that first clean-up before its first upload).
     cleaned: Mutex<Option<Instant>>,
     cleaned_once: AtomicBool,
     /// Entries this run touched (for `sync`'s summary).
