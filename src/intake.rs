@@ -168,11 +168,11 @@ pub enum Opened {
 /// Open an outbox file the one safe way: the outbox is untrusted input. Never through
 /// a symbolic link (`O_NOFOLLOW`: a link to a secret or to `/dev/zero` is refused, not
 /// read), never blocking (`O_NONBLOCK`: a FIFO with no writer would hang a worker),
-/// and only a regular file, judged on the handle (`fstat`), so a name swapped between
-/// a check and the open cannot slip through. Every read of the handle must still be
-/// bounded by the size expected.
+/// and only a regular file with one name, judged on the handle (`fstat`), so a name
+/// swapped between a check and the open cannot slip through. Every read of the handle
+/// must still be bounded by the size expected.
 pub fn open_regular(path: &Path) -> io::Result<Opened> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
     let opened = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
@@ -189,7 +189,11 @@ pub fn open_regular(path: &Path) -> io::Result<Opened> {
     };
     let meta = file.metadata()?;
     let ft = meta.file_type();
-    Ok(if ft.is_file() {
+    Ok(if ft.is_file() && meta.nlink() > 1 {
+        // Another name for a file elsewhere (the web shop's account could link any
+        // file it can reach on this file system): not an order it wrote here.
+        Opened::Refused("a hard link (the file has other names)")
+    } else if ft.is_file() {
         Opened::File(file, meta)
     } else if ft.is_dir() {
         Opened::Refused("a folder")

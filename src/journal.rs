@@ -346,9 +346,11 @@ pub fn replay(
                     // Durable first: were the move to happen and the `resend` write be
                     // lost, the file would look like a duplicate and never be sent.
                     j.flush()?;
-                    // A link never replaces a file the web shop just wrote under the name.
-                    let moved = std::fs::hard_link(&from, &local)
-                        .and_then(|()| std::fs::remove_file(&from));
+                    // Never over a file the web shop just wrote under the name, and in
+                    // one step: a link + unlink would show intake a file with two names,
+                    // which the outbox's rules refuse.
+                    let moved =
+                        crate::archive::rename_noreplace(std::path::Path::new(&from), &local);
                     if let Err(e) = moved {
                         j.apply(
                             rec.id,

@@ -621,6 +621,10 @@ fn links_fifos_and_folders_in_the_outbox_are_never_followed_or_waited_on_and_ord
     std::os::unix::fs::symlink("/dev/zero", outbox.join("order-zero.json")).unwrap();
     std::os::unix::fs::symlink("/etc", outbox.join("order-dir.json")).unwrap();
     fs::create_dir(outbox.join("order-folder.json")).unwrap();
+    // A second name for a file outside the outbox (same file system).
+    let other = spool.dir.path().join("other.json");
+    fs::write(&other, br#"{"not": "an order"}"#).unwrap();
+    fs::hard_link(&other, outbox.join("order-hardlink.json")).unwrap();
     for n in ["order-fifo-1.json", "order-fifo-2.json"] {
         let c =
             std::ffi::CString::new(outbox.join(n).into_os_string().into_encoded_bytes()).unwrap();
@@ -663,6 +667,7 @@ fn links_fifos_and_folders_in_the_outbox_are_never_followed_or_waited_on_and_ord
         secret
     );
     assert!(outbox.join("order-fifo-1.json").exists());
+    assert!(outbox.join("order-hardlink.json").exists());
 }
 
 #[test]
