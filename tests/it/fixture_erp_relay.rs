@@ -280,30 +280,9 @@ fn sshd_addr(sshd: &Sshd) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, sshd.port()))
 }
 
-/// OpenSSH client options for `sshd` reached through `relay`. known_hosts pins
-/// `[127.0.0.1]:<sshd port>`: the alias makes ssh check the key under it.
-fn client_options(sshd: &Sshd) -> Vec<String> {
-    let mut args = vec!["-F".to_string(), "/dev/null".to_string(), "-i".to_string()];
-    args.push(sshd.client_key().display().to_string());
-    for o in [
-        format!("UserKnownHostsFile={}", sshd.known_hosts().display()),
-        format!("HostKeyAlias=[127.0.0.1]:{}", sshd.port()),
-        "CheckHostIP=no".to_string(),
-        "GlobalKnownHostsFile=/dev/null".to_string(),
-        "StrictHostKeyChecking=yes".to_string(),
-        "BatchMode=yes".to_string(),
-        "IdentitiesOnly=yes".to_string(),
-        "ConnectTimeout=10".to_string(),
-    ] {
-        args.push("-o".to_string());
-        args.push(o);
-    }
-    args
-}
-
 fn ssh(sshd: &Sshd, relay: &Relay) -> Command {
     let mut cmd = Command::new("ssh");
-    cmd.args(client_options(sshd))
+    cmd.args(sshd.client_options(sshd.known_hosts()))
         .arg("-p")
         .arg(relay.port().to_string())
         .arg(format!("{}@127.0.0.1", sshd.user()));
@@ -314,7 +293,7 @@ fn ssh(sshd: &Sshd, relay: &Relay) -> Command {
 fn sftp_put(sshd: &Sshd, relay: &Relay, local: &Path, remote_name: &str) -> Output {
     let mut child = Command::new("sftp")
         .args(["-b", "-"])
-        .args(client_options(sshd))
+        .args(sshd.client_options(sshd.known_hosts()))
         .arg("-P")
         .arg(relay.port().to_string())
         .arg(format!("{}@127.0.0.1", sshd.user()))

@@ -48,27 +48,9 @@ impl Run {
 /// first failing command (and the exit status says so).
 fn sftp_batch(sshd: &Sshd, batch: &str) -> Run {
     let mut child = Command::new("sftp")
-        // Ignore any ~/.ssh/config of whoever runs the tests.
-        .args(["-b", "-", "-F", "/dev/null", "-i"])
-        .arg(sshd.client_key())
-        .arg("-o")
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            sshd.known_hosts().display()
-        ))
-        .args([
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "ConnectTimeout=10",
-            "-P",
-        ])
+        .args(["-b", "-"])
+        .args(sshd.client_options(sshd.known_hosts()))
+        .arg("-P")
         .arg(sshd.port().to_string())
         .arg(format!("{}@127.0.0.1", sshd.user()))
         .stdin(Stdio::piped())

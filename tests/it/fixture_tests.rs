@@ -13,28 +13,9 @@ use crate::support::sshd::{read_banner, Sshd};
 /// Uploads `local` to `inbox/remote_name` with `sftp -b -`.
 fn sftp_put(sshd: &Sshd, known_hosts: &Path, local: &Path, remote_name: &str) -> Output {
     let mut child = Command::new("sftp")
-        // Ignore any ~/.ssh/config of whoever runs the tests.
-        .args(["-b", "-", "-F", "/dev/null", "-i"])
-        .arg(sshd.client_key())
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .args([
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "ConnectTimeout=10",
-            "-o",
-            "ServerAliveInterval=5",
-            "-o",
-            "ServerAliveCountMax=2",
-            "-P",
-        ])
+        .args(["-b", "-"])
+        .args(sshd.client_options(known_hosts))
+        .arg("-P")
         .arg(sshd.port().to_string())
         .arg(format!("{}@127.0.0.1", sshd.user()))
         .stdin(Stdio::piped())

@@ -336,6 +336,32 @@ impl Sshd {
         path
     }
 
+    /// Options for the stock OpenSSH client (`ssh`, `sftp`) to log in to this server
+    /// with its client key, checking its host key against `known_hosts` (under the
+    /// name `[127.0.0.1]:PORT` even through a relay), never asking anything, and
+    /// ignoring the ~/.ssh/config of whoever runs the tests. The port is the
+    /// caller's (`-p` for ssh, `-P` for sftp).
+    pub fn client_options(&self, known_hosts: &Path) -> Vec<String> {
+        let mut args = vec!["-F".to_string(), "/dev/null".to_string(), "-i".to_string()];
+        args.push(self.client_key().display().to_string());
+        for o in [
+            format!("UserKnownHostsFile={}", known_hosts.display()),
+            format!("HostKeyAlias={}", self.host_pattern()),
+            "CheckHostIP=no".to_string(),
+            "GlobalKnownHostsFile=/dev/null".to_string(),
+            "StrictHostKeyChecking=yes".to_string(),
+            "BatchMode=yes".to_string(),
+            "IdentitiesOnly=yes".to_string(),
+            "ConnectTimeout=10".to_string(),
+            "ServerAliveInterval=5".to_string(),
+            "ServerAliveCountMax=2".to_string(),
+        ] {
+            args.push("-o".to_string());
+            args.push(o);
+        }
+        args
+    }
+
     /// Writes an empty known_hosts ("unknown host key").
     pub fn empty_known_hosts(&self) -> PathBuf {
         let path = self.dir().join("empty_known_hosts");
