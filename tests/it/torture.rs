@@ -434,12 +434,23 @@ fn a_burst_that_overflows_the_inotify_queue_is_swept_up() {
     let spool = Spool::for_sshd(&sshd, "");
     spool.set_config("sweep_interval = \"1s\"", "sweep_interval = \"1h\"");
     let knob = "/proc/sys/fs/inotify/max_queued_events";
+    // The knob is machine-wide: another test run on the same machine (two suites side
+    // by side) must not read our lowered value as the one to restore, nor restore its
+    // own while our service starts. One holder at a time.
+    let lock =
+        fs::File::create(std::env::temp_dir().join("plutus-sync-inotify-knob.lock")).unwrap();
+    // SAFETY: a valid open file descriptor; flock has no other preconditions.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
+        0
+    );
     let saved = fs::read_to_string(knob).unwrap();
     // The limit is taken when an inotify instance is created: lower it for our start only.
     fs::write(knob, "32").unwrap();
     let mut svc = spool.start();
     svc.wait_ready();
     fs::write(knob, saved.trim()).unwrap();
+    drop(lock);
     let orders = orders(1500);
     for (n, b) in &orders {
         spool.drop_order(n, b);
