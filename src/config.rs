@@ -66,6 +66,9 @@ pub struct Settings {
     pub matcher: GlobMatcher,
     pub sweep_interval: Duration,
     pub settle: Duration,
+    /// An invalid file is left in the outbox (state `invalid`) until it has been
+    /// unchanged, and not open for writing, this long: its writer may only have paused.
+    pub quarantine_after: Duration,
     /// `[source] names = "portable"` (default): only names a Windows inbox takes as
     /// they are; others are quarantined. `"posix"`: any name the pattern takes.
     pub portable_names: bool,
@@ -141,6 +144,7 @@ struct RawSource {
     pattern: Option<String>,
     sweep_interval: Option<String>,
     settle: Option<String>,
+    quarantine_after: Option<String>,
     names: Option<String>,
     max_size: Option<String>,
 }
@@ -284,6 +288,17 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
         .compile_matcher();
     let sweep_interval = duration("source.sweep_interval", src.sweep_interval, "5m")?;
     let settle = duration("source.settle", src.settle, "2s")?;
+    let quarantine_after = duration("source.quarantine_after", src.quarantine_after, "10m")?;
+    if quarantine_after <= settle {
+        return Err(invalid(
+            "source.quarantine_after",
+            format!(
+                "{} is not longer than settle ({}): a file must be given longer to become valid than to settle",
+                humantime::format_duration(quarantine_after),
+                humantime::format_duration(settle)
+            ),
+        ));
+    }
     let max_size_text = src.max_size.as_deref().unwrap_or("64MiB");
     let max_size = parse_size(max_size_text).ok_or_else(|| {
         invalid(
@@ -423,6 +438,7 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
         matcher,
         sweep_interval,
         settle,
+        quarantine_after,
         portable_names,
         max_size,
         journal,
@@ -561,6 +577,7 @@ mod tests {
         assert_eq!(s.outbox, PathBuf::from("/var/spool/plutus-sync/outbox"));
         assert_eq!(s.sweep_interval, Duration::from_secs(300));
         assert_eq!(s.settle, Duration::from_secs(2));
+        assert_eq!(s.quarantine_after, Duration::from_secs(600));
         assert_eq!(s.connections, 2);
         assert_eq!(s.temp_suffix, ".part");
         assert_eq!(
@@ -587,6 +604,7 @@ mod tests {
     fn errors_name_the_file_the_key_and_the_reason() {
         let cases = [
             ("[source]\nsettle = \"soon\"\n[destination]\nurl=\"file:///x\"", "[source.settle]: \"soon\" is not a duration"),
+            ("[source]\nsettle = \"2s\"\nquarantine_after = \"1s\"\n[destination]\nurl=\"file:///x\"", "[source.quarantine_after]: 1s is not longer than settle (2s)"),
             ("[destination]\nurl = \"ftp://x/y\"", "[destination.url]: \"ftp://x/y\": expected sftp://"),
             ("[destination]\nurl = \"sftp://host/in\"", "the user is missing"),
             ("[destination]\nurl = \"sftp://u@h:99999/in\"", "is not a port number"),

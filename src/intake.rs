@@ -1,6 +1,7 @@
 //! From a candidate path to a journal entry: name rules, regular file, settled, one
-//! streamed read for size + CRC32 + JSON check, then `pending` (or `quarantined`, or
-//! a duplicate of an earlier delivery). Owns the quarantine folder.
+//! streamed read for size + CRC32 + JSON check, then `pending` (or `invalid` while its
+//! writer may still be at it, `quarantined`, or a duplicate of an earlier delivery).
+//! Owns the quarantine folder.
 
 use crate::config::Settings;
 use plutus_state::{Event, Journal, JournalError, NewEntry, Record, State};
@@ -46,6 +47,19 @@ pub enum Outcome {
         of: u64,
     },
     Quarantined(Record),
+    /// Not a valid order (yet): journaled `invalid`, left in the outbox, never sent.
+    /// Look again after `recheck_in` (or on the writer's next close).
+    Invalid {
+        record: Record,
+        recheck_in: Duration,
+    },
+    /// An `invalid` entry's file is still not valid and may still be written to.
+    StillInvalid(Duration),
+    /// An `invalid` entry's file went away before it became valid: entry dropped.
+    Dropped {
+        record: Record,
+        why: &'static str,
+    },
     /// Not settled yet: look again after this long.
     Wait(Duration),
     /// Nothing to do, and why (for debug logs).
@@ -259,12 +273,14 @@ fn verdict(parsed: serde_json::Result<serde::de::IgnoredAny>) -> io::Result<Resu
     }
 }
 
-/// Look at one candidate and journal it.
+/// Look at one candidate and journal it. `writing`: the watch saw the file written
+/// and not yet closed, so its writer may still be at it.
 pub fn take(
     journal: &Journal,
     s: &Settings,
     path: &Path,
     found: Found,
+    writing: bool,
 ) -> Result<Outcome, IntakeError> {
     let Some(fname) = path.file_name() else {
         return Ok(Outcome::Skip("no file name"));
@@ -277,19 +293,24 @@ pub fn take(
         path: path.to_path_buf(),
         source,
     };
+    let latest = journal.latest(name)?;
+    if latest.as_ref().is_some_and(|r| r.state().is_live()) {
+        return Ok(Outcome::Skip("already in the journal"));
+    }
+    // An earlier look found this file not valid yet: it is judged again, and its entry
+    // moves on (never a second entry for the same file).
+    let waiting = latest.as_ref().filter(|r| r.state() == State::Invalid);
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Outcome::Skip("gone")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return withdrawn(journal, waiting, "gone")
+        }
         Err(e) => return Err(io_err(e)),
     };
     if !meta.file_type().is_file() {
         // A symlink or folder is left where it is: following a link could send a file
         // from anywhere on the machine.
-        return Ok(Outcome::Skip("not a regular file"));
-    }
-    let latest = journal.latest(name)?;
-    if latest.as_ref().is_some_and(|r| r.state().is_live()) {
-        return Ok(Outcome::Skip("already in the journal"));
+        return withdrawn(journal, waiting, "not a regular file");
     }
     let age = meta
         .modified()
@@ -303,8 +324,16 @@ pub fn take(
     let (file, opened) = match open_regular(path).map_err(io_err)? {
         Opened::File(f, m) => (f, m),
         // Swapped for a link, a FIFO or a device since the look above: not taken.
-        Opened::Refused(why) => return Ok(Outcome::Skip(why)),
-        Opened::Gone => return Ok(Outcome::Skip("gone")),
+        Opened::Refused(why) => return withdrawn(journal, waiting, why),
+        Opened::Gone => return withdrawn(journal, waiting, "gone"),
+    };
+    let new = |size, crc32| NewEntry {
+        name: name.to_string(),
+        size,
+        crc32,
+        batch: batch_id(SystemTime::now()),
+        source_path: path.display().to_string(),
+        found_by: found.as_str().to_string(),
     };
     if opened.len() > s.max_size {
         let reason = format!(
@@ -313,15 +342,7 @@ pub fn take(
             s.max_size
         );
         drop(file);
-        let new = NewEntry {
-            name: name.to_string(),
-            size: opened.len(),
-            crc32: 0,
-            batch: batch_id(SystemTime::now()),
-            source_path: path.display().to_string(),
-            found_by: found.as_str().to_string(),
-        };
-        return born_quarantined(journal, s, path, new, reason);
+        return set_aside(journal, s, path, new(opened.len(), 0), waiting, reason);
     }
     // Bounded by what the handle said: a file that grows while it is read is still
     // being written (and a device, had one slipped through, is never read to its end).
@@ -331,52 +352,65 @@ pub fn take(
     }
     // A failed file waits for an operator's replay; new content under its name (the
     // web shop wrote the order again) is a new file.
-    if let Some(f) = latest.filter(|r| r.state() == State::Failed) {
+    if let Some(f) = latest.as_ref().filter(|r| r.state() == State::Failed) {
         if (f.size, f.crc32) == (scan.size, scan.crc32) {
             return Ok(Outcome::Skip("failed; waits for an operator's replay"));
         }
     }
-    let new = NewEntry {
-        name: name.to_string(),
-        size: scan.size,
-        crc32: scan.crc32,
-        batch: batch_id(SystemTime::now()),
-        source_path: path.display().to_string(),
-        found_by: found.as_str().to_string(),
-    };
+    let new = new(scan.size, scan.crc32);
 
     // A name a Windows inbox would misread is set aside at once, whatever the content:
     // it cannot become valid by waiting.
     if s.portable_names {
         if let Err(reason) = portable_name(name) {
-            return born_quarantined(journal, s, path, new, reason);
+            return set_aside(journal, s, path, new, waiting, reason);
         }
     }
 
     if let Err(reason) = scan.json {
-        // A close event can come before the writer is done (a `touch` first, or a
-        // write in several opens): invalid content that is still fresh gets the benefit
-        // of the doubt until it has been unchanged for `settle`.
+        // Its writer may not be done: a pause, a second open to append, a file renamed
+        // in half-written. It stays where it is, never sent, and is set aside only once
+        // nobody has written to it for `quarantine_after`.
+        let quiet = quiet_for(&opened);
+        if !writing && quiet >= s.quarantine_after {
+            let reason = format!(
+                "{reason} (unchanged for {})",
+                humantime::format_duration(s.quarantine_after)
+            );
+            return set_aside(journal, s, path, new, waiting, reason);
+        }
+        let recheck_in = if writing {
+            s.quarantine_after
+        } else {
+            s.quarantine_after - quiet
+        };
+        if waiting.is_some() {
+            return Ok(Outcome::StillInvalid(recheck_in));
+        }
+        // A close event can come before the writer is done (a `touch` first, then the
+        // content): fresh content gets `settle` before it is even called invalid.
         if age < s.settle {
             return Ok(Outcome::Wait(s.settle - age));
         }
-        return born_quarantined(journal, s, path, new, reason);
+        let record = journal.insert_as(new, Event::Invalid { reason })?;
+        return Ok(Outcome::Invalid { record, recheck_in });
     }
 
     if let Some(prev) = journal.find_archived(name, scan.size, scan.crc32)? {
         let archive_path = crate::archive::plan(&s.archive, name, SystemTime::now());
         // Born verified, in one write: never a `pending` entry that could be sent.
-        let rec = journal.insert_as(
-            new,
-            Event::Verified {
-                remote_path: prev.remote_path.clone().unwrap_or_default(),
-                archive_path: archive_path.display().to_string(),
-                note: Some(format!(
-                    "duplicate of #{} (delivered before); not sent again",
-                    prev.id
-                )),
-            },
-        )?;
+        let verified = Event::Verified {
+            remote_path: prev.remote_path.clone().unwrap_or_default(),
+            archive_path: archive_path.display().to_string(),
+            note: Some(format!(
+                "duplicate of #{} (delivered before); not sent again",
+                prev.id
+            )),
+        };
+        let rec = match waiting {
+            Some(w) => journal.apply(w.id, verified)?,
+            None => journal.insert_as(new, verified)?,
+        };
         journal.flush()?;
         return Ok(Outcome::Duplicate {
             record: rec,
@@ -384,7 +418,62 @@ pub fn take(
         });
     }
 
-    Ok(Outcome::Pending(journal.insert(new)?))
+    Ok(Outcome::Pending(match waiting {
+        // Its writer finished it: the same entry goes on with the content now there.
+        Some(w) => journal.apply(
+            w.id,
+            Event::Rehash {
+                size: new.size,
+                crc32: new.crc32,
+            },
+        )?,
+        None => journal.insert(new)?,
+    }))
+}
+
+/// How long nobody has changed the file: since the later of its last write (mtime)
+/// and its last change of any kind, a rename in or a truncation included (ctime).
+fn quiet_for(m: &fs::Metadata) -> Duration {
+    use std::os::unix::fs::MetadataExt;
+    let secs = |s: i64, ns: i64| {
+        SystemTime::UNIX_EPOCH + Duration::new(s.max(0) as u64, ns.clamp(0, 999_999_999) as u32)
+    };
+    let last = secs(m.mtime(), m.mtime_nsec()).max(secs(m.ctime(), m.ctime_nsec()));
+    SystemTime::now().duration_since(last).unwrap_or_default()
+}
+
+/// The file of an `invalid` entry is no longer there to judge (removed, or replaced
+/// by something that is not a regular file): the entry is dropped, since nothing was
+/// ever taken. Any other candidate is simply skipped.
+fn withdrawn(
+    journal: &Journal,
+    waiting: Option<&Record>,
+    why: &'static str,
+) -> Result<Outcome, IntakeError> {
+    match waiting {
+        Some(w) if journal.drop_invalid(w.id)? => Ok(Outcome::Dropped {
+            record: w.clone(),
+            why,
+        }),
+        _ => Ok(Outcome::Skip(why)),
+    }
+}
+
+/// Quarantine at intake: a new file is born quarantined; an `invalid` entry moves on.
+fn set_aside(
+    journal: &Journal,
+    s: &Settings,
+    path: &Path,
+    new: NewEntry,
+    waiting: Option<&Record>,
+    reason: String,
+) -> Result<Outcome, IntakeError> {
+    match waiting {
+        Some(w) => {
+            quarantine_entry(journal, s, w.id, path, &w.name, reason).map(Outcome::Quarantined)
+        }
+        None => born_quarantined(journal, s, path, new, reason),
+    }
 }
 
 /// Quarantine a file at intake: it moves first, and its entry is born quarantined,

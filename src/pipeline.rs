@@ -719,27 +719,39 @@ fn rehash(ctx: &Ctx, rec: &Record) -> Result<Step, JournalError> {
             return Ok(Step::RetryAt(at));
         }
     };
-    if let Err(reason) = scan.json {
-        // Not valid JSON, or too large: quarantined either way.
-        return match intake::quarantine_entry(
-            &ctx.journal,
-            &ctx.settings,
-            rec.id,
-            &path,
-            &rec.name,
-            reason,
-        ) {
-            Ok(r) => {
-                ctx.metrics.quarantined.inc();
-                warn!(state = %r.state(), "changed after intake: {}; quarantined to {}", r.last_error.as_deref().unwrap_or("invalid"), intake::shown(r.quarantine_path.as_deref().unwrap_or("?")));
-                Ok(Step::Done)
-            }
-            Err(intake::IntakeError::Journal(e)) => Err(e),
-            Err(e) => {
-                error!("{e}; will try again");
-                Ok(retry_later(ctx))
-            }
-        };
+    let too_large = scan.size > max;
+    match scan.json {
+        // Too large cannot be fixed by waiting: set aside at once.
+        Err(reason) if too_large => {
+            return match intake::quarantine_entry(
+                &ctx.journal,
+                &ctx.settings,
+                rec.id,
+                &path,
+                &rec.name,
+                reason,
+            ) {
+                Ok(r) => {
+                    ctx.metrics.quarantined.inc();
+                    warn!(state = %r.state(), "changed after intake: {}; quarantined to {}", r.last_error.as_deref().unwrap_or("invalid"), intake::shown(r.quarantine_path.as_deref().unwrap_or("?")));
+                    Ok(Step::Done)
+                }
+                Err(intake::IntakeError::Journal(e)) => Err(e),
+                Err(e) => {
+                    error!("{e}; will try again");
+                    Ok(retry_later(ctx))
+                }
+            };
+        }
+        // Being rewritten, and not valid now: its writer may be halfway. Back to
+        // intake, which waits for the writer as it does for a new file (never sent,
+        // quarantined only once unchanged for `quarantine_after`).
+        Err(reason) => {
+            let r = ctx.journal.apply(rec.id, Event::Invalid { reason })?;
+            warn!(state = %r.state(), "changed after intake and not a valid order now: {}; left in the outbox, never sent, until its writer finishes it (or quarantined once unchanged for {})", r.last_error.as_deref().unwrap_or("invalid"), humantime::format_duration(ctx.settings.quarantine_after));
+            return Ok(Step::Done);
+        }
+        Ok(()) => {}
     }
     let r = ctx.journal.apply(
         rec.id,

@@ -71,6 +71,8 @@ pub struct Summary {
     pub found: usize,
     pub archived: usize,
     pub quarantined: usize,
+    /// Not valid orders (yet), left in the outbox for their writers.
+    pub invalid: usize,
     pub failed: usize,
     pub unfinished: usize,
     pub destination_error: Option<String>,
@@ -213,6 +215,8 @@ struct Shared {
     fatal: Mutex<Option<JournalError>>,
     /// Ask the sweep task for a sweep now.
     sweep_now: Arc<Notify>,
+    /// Outbox files that may be open for writing (the watch keeps it; intake reads it).
+    writers: Arc<watch::Writers>,
 }
 
 impl Shared {
@@ -326,6 +330,7 @@ pub async fn run(
         destination_error: Mutex::new(None),
         fatal: Mutex::new(None),
         sweep_now: Arc::new(Notify::new()),
+        writers: Arc::default(),
     });
 
     // Recovery: whatever was in flight when the last run stopped goes first.
@@ -395,6 +400,7 @@ pub async fn run(
             tx.clone(),
             sweep_now.clone(),
             lost.clone(),
+            shared.writers.clone(),
         )?;
         tracker.spawn(watch_task(
             shared.clone(),
@@ -482,6 +488,7 @@ pub async fn run(
         match rec.state() {
             State::Archived => summary.archived += 1,
             State::Quarantined => summary.quarantined += 1,
+            State::Invalid => summary.invalid += 1,
             State::Failed => summary.failed += 1,
             _ => summary.unfinished += 1,
         }
@@ -509,7 +516,13 @@ async fn watch_task(
         drop(current.take());
         loop {
             if outbox.is_dir() {
-                match watch::start(&outbox, tx.clone(), sweep_now.clone(), lost.clone()) {
+                match watch::start(
+                    &outbox,
+                    tx.clone(),
+                    sweep_now.clone(),
+                    lost.clone(),
+                    shared.writers.clone(),
+                ) {
                     Ok(w) => {
                         current = Some(w);
                         info!("watching the outbox again: {}", outbox.display());
@@ -600,7 +613,12 @@ async fn intake_task(
                 continue;
             }
         };
-        if c.found == Found::Sweep && waiting.lock().unwrap().contains(&c.path) {
+        // A file already waiting for a second look is not looked at twice; one that is
+        // gone is (an `invalid` entry's file removed by its writer: dropped now).
+        if c.found == Found::Sweep
+            && waiting.lock().unwrap().contains(&c.path)
+            && std::fs::symlink_metadata(&c.path).is_ok()
+        {
             continue;
         }
         take(&shared, c, 0, &mut deferred, &waiting, retry_tx.as_ref()).await;
@@ -617,8 +635,11 @@ async fn take(
 ) {
     let ctx = shared.ctx.clone();
     let path = c.path.clone();
+    let writing = path
+        .file_name()
+        .is_some_and(|n| shared.writers.is_writing(n));
     let out = tokio::task::spawn_blocking(move || {
-        intake::take(&ctx.journal, &ctx.settings, &c.path, c.found)
+        intake::take(&ctx.journal, &ctx.settings, &c.path, c.found, writing)
     })
     .await;
     let out = match out {
@@ -628,9 +649,38 @@ async fn take(
             return;
         }
     };
+    // Look at `path` again after `d`: the service waits; `sync` takes up to three
+    // short waits for a file still settling, then leaves it for the next run.
+    let look_again = |d: Duration, deferred: &mut Vec<(Instant, PathBuf, u32)>| match retry_tx {
+        Some(tx) => {
+            if waiting.lock().unwrap().insert(path.clone()) {
+                let (tx, waiting, cancel, path) = (
+                    tx.clone(),
+                    waiting.clone(),
+                    shared.cancel.clone(),
+                    path.clone(),
+                );
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = tokio::time::sleep(d) => {
+                            waiting.lock().unwrap().remove(&path);
+                            let _ = tx.send(Candidate { path, found: Found::Sweep }).await;
+                        }
+                    }
+                });
+            }
+        }
+        None => deferred.push((Instant::now() + d, path.clone(), tries + 1)),
+    };
     match out {
         Ok(Outcome::Pending(rec)) => {
-            info!(file = %crate::intake::shown(&rec.name), batch = %rec.batch, state = %rec.state(), size = rec.size, crc32 = %rec.crc_hex(), found_by = %rec.found_by, "detected");
+            let was = if rec.history.len() > 1 {
+                " (was invalid; its writer finished it)"
+            } else {
+                ""
+            };
+            info!(file = %crate::intake::shown(&rec.name), batch = %rec.batch, state = %rec.state(), size = rec.size, crc32 = %rec.crc_hex(), found_by = %rec.found_by, "detected{was}");
             shared.seen.lock().unwrap().push(rec.id);
             shared.queue.push(rec.id);
         }
@@ -649,24 +699,28 @@ async fn take(
             );
             shared.seen.lock().unwrap().push(rec.id);
         }
-        Ok(Outcome::Wait(d)) => match retry_tx {
-            Some(tx) => {
-                if waiting.lock().unwrap().insert(path.clone()) {
-                    let (tx, waiting, cancel) =
-                        (tx.clone(), waiting.clone(), shared.cancel.clone());
-                    tokio::spawn(async move {
-                        tokio::select! {
-                            _ = cancel.cancelled() => {}
-                            _ = tokio::time::sleep(d) => {
-                                waiting.lock().unwrap().remove(&path);
-                                let _ = tx.send(Candidate { path, found: Found::Sweep }).await;
-                            }
-                        }
-                    });
-                }
+        Ok(Outcome::Invalid { record, recheck_in }) => {
+            // Logged once, here; the looks after this one are silent until it moves on.
+            warn!(
+                file = %crate::intake::shown(&record.name), batch = %record.batch, state = %record.state(),
+                "{}: not a valid order; left in the outbox, never sent. Looked at again on every change: delivered if it becomes valid, quarantined once unchanged for {}",
+                record.last_error.as_deref().unwrap_or("invalid"),
+                humantime::format_duration(shared.ctx.settings.quarantine_after)
+            );
+            shared.seen.lock().unwrap().push(record.id);
+            if shared.mode == Mode::Service {
+                look_again(recheck_in, deferred);
             }
-            None => deferred.push((Instant::now() + d, path, tries + 1)),
-        },
+        }
+        Ok(Outcome::StillInvalid(d)) => {
+            if shared.mode == Mode::Service {
+                look_again(d, deferred);
+            }
+        }
+        Ok(Outcome::Dropped { record, why }) => {
+            info!(file = %crate::intake::shown(&record.name), "{why}: it left the outbox before it became a valid order; entry #{} dropped", record.id);
+        }
+        Ok(Outcome::Wait(d)) => look_again(d, deferred),
         Ok(Outcome::Skip(why)) => {
             debug!(file = %crate::intake::shown(&path.display().to_string()), "skipped: {why}")
         }

@@ -1,12 +1,17 @@
 //! inotify (via notify) → candidate paths. Only close-after-write and moved-in events
 //! count. An overflow, a watcher error or a full channel means "sweep now", never
 //! "drop": the sweep is the source of truth, the watcher only cuts latency.
+//!
+//! The same events say which files may be open for writing ([`Writers`]): intake
+//! never quarantines one of those, however long its writer pauses.
 
 use crate::intake::Found;
-use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Notify};
 use tracing::warn;
 
@@ -24,6 +29,46 @@ pub struct WatchError {
     source: notify::Error,
 }
 
+/// Names in the outbox that were created or written to since their last
+/// close-after-write: a writer may hold them open.
+///
+/// inotify as notify sets it up reports every open, but a close only when the file
+/// was open for writing, so opens cannot be counted (our own reads would never be
+/// closed). A write or a create marks a name and its writer's close clears it, which
+/// is what matters: a writer that wrote half an order and paused, or re-opened the
+/// file and appended, holds a mark until it closes. Not covered: a writer that opened
+/// the file and has not written yet (the file is then unchanged, and
+/// `quarantine_after` is what protects it). An inotify overflow clears every mark:
+/// the closes it lost would otherwise hold them forever.
+#[derive(Debug, Default)]
+pub struct Writers(Mutex<HashSet<OsString>>);
+
+impl Writers {
+    /// True if `name` may be open for writing now.
+    pub fn is_writing(&self, name: &OsStr) -> bool {
+        self.0.lock().unwrap().contains(name)
+    }
+
+    fn mark(&self, path: &Path) {
+        if let Some(n) = path.file_name() {
+            let mut set = self.0.lock().unwrap();
+            if !set.contains(n) {
+                set.insert(n.to_os_string());
+            }
+        }
+    }
+
+    fn clear(&self, path: &Path) {
+        if let Some(n) = path.file_name() {
+            self.0.lock().unwrap().remove(n);
+        }
+    }
+
+    fn forget_all(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
 /// Keeps the watch alive; dropping it stops the watch.
 pub struct Watch {
     _watcher: notify::RecommendedWatcher,
@@ -39,6 +84,7 @@ pub fn start(
     tx: mpsc::Sender<Candidate>,
     sweep_now: Arc<Notify>,
     lost: Arc<Notify>,
+    writers: Arc<Writers>,
 ) -> Result<Watch, WatchError> {
     let root = outbox.to_path_buf();
     let handler = move |res: notify::Result<notify::Event>| match res {
@@ -56,8 +102,22 @@ pub fn start(
             }
             if ev.need_rescan() {
                 warn!("inotify queue overflowed; sweeping the outbox");
+                writers.forget_all();
                 sweep_now.notify_one();
                 return;
+            }
+            match ev.kind {
+                EventKind::Create(CreateKind::File | CreateKind::Any)
+                | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
+                    ev.paths.iter().for_each(|p| writers.mark(p));
+                    return;
+                }
+                EventKind::Access(AccessKind::Close(AccessMode::Write))
+                | EventKind::Remove(_)
+                | EventKind::Modify(ModifyKind::Name(_)) => {
+                    ev.paths.iter().for_each(|p| writers.clear(p));
+                }
+                _ => {}
             }
             let wanted = matches!(
                 ev.kind,

@@ -27,3 +27,5 @@ mod recovery;
 mod servers;
 #[path = "it/torture.rs"]
 mod torture;
+#[path = "it/writers.rs"]
+mod writers;

@@ -191,6 +191,9 @@ fn print_show(out: &mut impl Write, r: &Record) -> anyhow::Result<()> {
             }
             Some(Event::Failed { error }) => format!("gave up: {error}"),
             Some(Event::Quarantined { reason, path }) => format!("quarantined to {path}: {reason}"),
+            Some(Event::Invalid { reason }) => {
+                format!("not a valid order yet: {reason}; left in the outbox for its writer")
+            }
             Some(Event::Replay) => "replayed by an operator".into(),
             Some(Event::Resend { from_path }) => {
                 format!("re-send from {from_path} forced by an operator")

@@ -10,8 +10,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<bool> {
     crate::shutdown::on_signal(cancel.clone())?;
     let s = service::run(settings, Mode::Once, cancel).await?;
     let mut line = format!(
-        "sync: {} found, {} archived, {} quarantined, {} failed, {} not finished",
-        s.found, s.archived, s.quarantined, s.failed, s.unfinished
+        "sync: {} found, {} archived, {} quarantined, {} invalid (left in the outbox), {} failed, {} not finished",
+        s.found, s.archived, s.quarantined, s.invalid, s.failed, s.unfinished
     );
     if let Some(e) = &s.destination_error {
         line.push_str(&format!(

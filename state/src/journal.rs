@@ -459,6 +459,17 @@ impl Journal {
 
     /// Forget entry `id` if `wanted` holds for its current record, read under
     /// the entry's lock; returns whether it went.
+    /// Forget an `invalid` entry whose file left the outbox before it became valid
+    /// (its writer removed it): nothing was taken, so nothing is left to track.
+    /// False if the entry is no longer `invalid`.
+    pub fn drop_invalid(&self, id: u64) -> Result<bool> {
+        let gone = self.remove_if(id, |r| r.state() == State::Invalid)?;
+        if gone {
+            self.flush()?;
+        }
+        Ok(gone)
+    }
+
     fn remove_if(&self, id: u64, wanted: impl FnOnce(&Record) -> bool) -> Result<bool> {
         let _entry = self.stripe(id);
         let Some(rec) = self.get(id)?.filter(|r| wanted(r)) else {

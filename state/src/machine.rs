@@ -10,7 +10,14 @@
 //!   │ │ ╰── Reupload ────╯ ╰─╯ Retry (stays sent)              pending
 //!   │ ╰──── Replay ── failed ◀── Failed (pending; sent only on a conflict)
 //!   ╰── Quarantined ──▶ quarantined          Retry, Rehash: pending → pending
+//!   ▲ │                     ▲
+//!   │ ╰── Invalid ─▶ invalid ┤ Quarantined (unchanged for quarantine_after, not open)
+//!   ╰──── Rehash ────╯  ╰── Verified (duplicate at intake)
 //! ```
+//!
+//! `invalid` is a file whose content is not a valid order yet: it stays in the outbox
+//! (never sent) until its writer finishes it (`Rehash` → `pending`) or it has been left
+//! unchanged for `quarantine_after`. An entry can be born `invalid` at intake.
 //!
 //! `sent` means "the temp copy is complete and verified" and is made durable before the
 //! rename is sent. The rename may then have happened, so a `sent` entry never goes back
@@ -38,19 +45,26 @@ pub enum State {
     Failed,
     /// Not a valid order file; moved to quarantine, never sent.
     Quarantined,
+    /// Not a valid order file *yet*: still in the outbox, never sent, looked at again
+    /// on every change and sweep. Its writer may not be done (a pause, a second open
+    /// to append), so it becomes `pending` if it turns valid and `quarantined` only
+    /// once unchanged for `quarantine_after`.
+    Invalid,
 }
 
 impl State {
-    pub const ALL: [State; 6] = [
+    pub const ALL: [State; 7] = [
         State::Pending,
         State::Sent,
         State::Verified,
         State::Archived,
         State::Failed,
         State::Quarantined,
+        State::Invalid,
     ];
 
-    /// Live entries are the ones the service still has to act on.
+    /// Live entries are the ones the workers still have to act on. (`invalid` is
+    /// intake's: it waits for its writer, not for a worker.)
     pub fn is_live(self) -> bool {
         matches!(self, State::Pending | State::Sent | State::Verified)
     }
@@ -63,6 +77,7 @@ impl State {
             State::Archived => "archived",
             State::Failed => "failed",
             State::Quarantined => "quarantined",
+            State::Invalid => "invalid",
         }
     }
 
@@ -75,6 +90,7 @@ impl State {
             State::Archived => 4,
             State::Failed => 5,
             State::Quarantined => 6,
+            State::Invalid => 7,
         }
     }
 }
@@ -93,7 +109,7 @@ impl FromStr for State {
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown state {s:?} (expected one of pending, sent, verified, archived, failed, quarantined)"
+                    "unknown state {s:?} (expected one of pending, sent, verified, archived, failed, quarantined, invalid)"
                 )
             })
     }
@@ -128,8 +144,10 @@ pub enum Event {
     Retry { error: String, next_attempt_at: u64 },
     /// Give up until an operator replays it.
     Failed { error: String },
-    /// Not a valid order file.
+    /// Not a valid order file: moved to quarantine at `path`.
     Quarantined { reason: String, path: String },
+    /// Not a valid order file yet: left in the outbox for its writer to finish.
+    Invalid { reason: String },
     /// Operator's replay of a failed entry.
     Replay,
     /// Operator's forced re-send of an archived entry, from `from_path` (the archive).
@@ -152,6 +170,7 @@ impl Event {
             Event::Retry { .. } => "retry",
             Event::Failed { .. } => "failed",
             Event::Quarantined { .. } => "quarantined",
+            Event::Invalid { .. } => "invalid",
             Event::Replay => "replay",
             Event::Resend { .. } => "resend",
             Event::Rehash { .. } => "rehash",
@@ -174,7 +193,7 @@ pub fn next(from: State, event: &Event) -> Result<State, IllegalTransition> {
     use State::*;
     let to = match (from, event) {
         (Pending, Event::Uploaded { .. }) => Sent,
-        (Pending | Sent, Event::Verified { .. }) => Verified,
+        (Pending | Sent | Invalid, Event::Verified { .. }) => Verified,
         (Verified, Event::Archived | Event::ArchivedAs { .. } | Event::LocalReplaced { .. }) => {
             Archived
         }
@@ -184,7 +203,10 @@ pub fn next(from: State, event: &Event) -> Result<State, IllegalTransition> {
         (Sent, Event::Reupload { .. }) => Pending,
         // From `sent` only on a conflict (the pipeline's rule, not the table's).
         (Pending | Sent, Event::Failed { .. }) => Failed,
-        (Pending, Event::Quarantined { .. }) => Quarantined,
+        (Pending | Invalid, Event::Quarantined { .. }) => Quarantined,
+        // Changed after intake and not valid now: back to intake until the writer is done.
+        (Pending, Event::Invalid { .. }) => Invalid,
+        (Invalid, Event::Rehash { .. }) => Pending,
         (Failed, Event::Replay) => Pending,
         (Archived, Event::Resend { .. }) => Pending,
         (Pending, Event::Rehash { .. }) => Pending,
@@ -224,6 +246,7 @@ mod tests {
                 reason: "r".into(),
                 path: "q".into(),
             },
+            Event::Invalid { reason: "r".into() },
             Event::Replay,
             Event::Resend {
                 from_path: "a".into(),
@@ -254,6 +277,10 @@ mod tests {
             (Failed, "replay", Pending),
             (Archived, "resend", Pending),
             (Pending, "rehash", Pending),
+            (Pending, "invalid", Invalid),
+            (Invalid, "rehash", Pending),
+            (Invalid, "verified", Verified),
+            (Invalid, "quarantined", Quarantined),
         ];
         let mut checked = 0;
         for from in State::ALL {
@@ -276,7 +303,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 6 * 12);
+        assert_eq!(checked, 7 * 13);
     }
 
     #[test]

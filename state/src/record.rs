@@ -146,6 +146,7 @@ impl Record {
                 self.last_error = Some(reason.clone());
                 self.quarantine_path = Some(path.clone());
             }
+            Event::Invalid { reason } => self.last_error = Some(reason.clone()),
             Event::Replay => {
                 self.attempts = 0;
                 self.next_attempt_at = None;
@@ -159,6 +160,9 @@ impl Record {
             Event::Rehash { size, crc32 } => {
                 self.size = *size;
                 self.crc32 = *crc32;
+                if self.state == State::Invalid {
+                    self.last_error = None;
+                }
             }
             Event::Reupload { reason } => {
                 self.remote_path = None;

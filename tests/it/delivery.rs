@@ -121,6 +121,7 @@ fn a_file_found_by_the_sweep_waits_until_it_has_settled() {
     // A long settle makes the wait observable.
     let spool = Spool::for_sshd(&sshd, "");
     spool.set_config("settle = \"300ms\"", "settle = \"2s\"");
+    spool.set_config("quarantine_after = \"1s\"", "quarantine_after = \"10s\"");
     // Written before the service starts: no event, only the start-up sweep sees it.
     let body = order(7, 2000);
     spool.drop_order("order-2026-000007.json", &body);
@@ -359,7 +360,9 @@ fn the_same_content_already_in_the_inbox_counts_as_delivered_and_a_different_one
         "one file failed: {stdout}\n{stderr}"
     );
     assert!(
-        stdout.contains("2 found, 1 archived, 0 quarantined, 1 failed"),
+        stdout.contains(
+            "2 found, 1 archived, 0 quarantined, 0 invalid (left in the outbox), 1 failed"
+        ),
         "{stdout}"
     );
     // Never overwritten.
@@ -691,7 +694,9 @@ fn names_a_windows_inbox_would_misread_are_quarantined_with_the_reason_and_print
     std::thread::sleep(Duration::from_millis(350)); // settle (300 ms): sync takes only settled files
     let (status, stdout, stderr) = spool.sync();
     assert!(
-        stdout.contains("6 found, 1 archived, 5 quarantined, 0 failed"),
+        stdout.contains(
+            "6 found, 1 archived, 5 quarantined, 0 invalid (left in the outbox), 0 failed"
+        ),
         "{status:?} {stdout}\n{}",
         tail(&stderr, 20)
     );

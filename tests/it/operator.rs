@@ -409,6 +409,12 @@ fn a_lost_journal_is_rebuilt_from_disk_and_nothing_is_sent_again() {
     spool.sync();
     let mut svc = spool.start();
     svc.wait_ready();
+    // Invalid, and left unchanged: quarantined once quarantine_after (1 s) has passed.
+    wait_until(
+        Duration::from_secs(10),
+        "bad.json to be quarantined",
+        || spool.quarantine().join("bad.json").exists(),
+    );
     let (st, _, err) = spool.cmd(&["journal", "rebuild"]);
     assert_eq!(st.code(), Some(2));
     assert!(err.contains("the service is running"), "{err}");

@@ -4,6 +4,7 @@
 
 use crate::support::service::{names_in, order, Spool};
 use crate::support::sshd::Sshd;
+use crate::support::wait_until;
 use plutus_state::{Event, Journal, JournalOptions, NewEntry, State};
 use plutus_sync::config;
 use plutus_sync::pipeline::{self, Ctx, Slot, Step};
@@ -11,6 +12,7 @@ use plutus_sync::transfer;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 fn ctx(spool: &Spool) -> Ctx {
     let settings = config::load(&spool.config).unwrap();
@@ -365,47 +367,51 @@ fn an_invalid_file_that_cannot_be_quarantined_is_never_left_pending() {
     let spool = Spool::for_sshd(&sshd, "");
     let ctx = ctx(&spool);
     // The move to quarantine fails (a file stands where the folder should be). Were
-    // the entry written before the move, a `pending` entry would be left for the
+    // the entry moved on before the move, a `pending` entry could be left for the
     // pipeline to send.
     fs::remove_dir(spool.quarantine()).unwrap();
     fs::write(spool.quarantine(), b"in the way").unwrap();
     spool.drop_order("bad.json", b"{\"truncated\": ");
     let path = spool.outbox().join("bad.json");
-    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
-    fs::File::options()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
-    let r = plutus_sync::intake::take(
-        &ctx.journal,
-        &ctx.settings,
-        &path,
-        plutus_sync::intake::Found::Sweep,
+    let take = || {
+        plutus_sync::intake::take(
+            &ctx.journal,
+            &ctx.settings,
+            &path,
+            plutus_sync::intake::Found::Watch,
+            false,
+        )
+    };
+    // First `invalid` (its writer may be at it); once unchanged for quarantine_after
+    // (1 s here), the move is tried and fails.
+    let mut first = None;
+    wait_until(
+        Duration::from_secs(10),
+        "intake to try the quarantine",
+        || match take() {
+            Err(e) => {
+                first = Some(e.to_string());
+                true
+            }
+            Ok(plutus_sync::intake::Outcome::Invalid { .. })
+            | Ok(plutus_sync::intake::Outcome::StillInvalid(_))
+            | Ok(plutus_sync::intake::Outcome::Wait(_)) => false,
+            Ok(other) => panic!("{other:?}"),
+        },
     );
-    assert!(r.is_err(), "{r:?}");
-    assert!(
-        ctx.journal.is_empty(),
-        "{:?}",
-        ctx.journal.iter().collect::<Vec<_>>()
-    );
+    let entries: Vec<_> = ctx.journal.iter().map(|r| r.unwrap()).collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].state(), State::Invalid, "{entries:?}");
     assert!(path.exists(), "the file stays in the outbox");
 
-    // Once the folder is back, it is quarantined, and its entry is born that way.
+    // Once the folder is back, it is quarantined, and its entry moves on.
     fs::remove_file(spool.quarantine()).unwrap();
     fs::create_dir(spool.quarantine()).unwrap();
-    let r = plutus_sync::intake::take(
-        &ctx.journal,
-        &ctx.settings,
-        &path,
-        plutus_sync::intake::Found::Sweep,
-    )
-    .unwrap();
+    let r = take().unwrap();
     let plutus_sync::intake::Outcome::Quarantined(rec) = r else {
         panic!("{r:?}")
     };
-    assert_eq!(rec.history.len(), 2);
+    assert_eq!(rec.history.len(), 3);
     assert_eq!(rec.state(), State::Quarantined);
     assert!(names_in(sshd.inbox()).is_empty());
 }

@@ -67,6 +67,7 @@ outbox = "outbox"
 archive = "archive"
 quarantine = "quarantine"
 settle = "300ms"
+quarantine_after = "1s"
 sweep_interval = "1s"
 
 [journal]
