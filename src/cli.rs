@@ -47,7 +47,18 @@ pub enum Command {
     /// Put failed files back in the queue (and, with --force, re-send archived ones).
     Replay(ReplayArgs),
     /// Preflight after editing the config: folders, key, connection, host key, inbox.
-    Check(ConfigArgs),
+    /// Run it as the service's user (`sudo -u plutus-sync plutus-sync check`).
+    Check(CheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Run as root anyway. `check` answers for the user it runs as: as root every
+    /// folder looks writable and the key's owner check is against root.
+    #[arg(long)]
+    pub as_root: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,7 +73,8 @@ pub struct JournalArgs {
 pub enum JournalCommand {
     /// One line per file, newest first.
     List {
-        /// Only files in this state (pending, sent, verified, archived, failed, quarantined).
+        /// Only files in this state (pending, sent, verified, archived, failed, quarantined,
+        /// invalid).
         #[arg(long)]
         state: Option<plutus_state::State>,
         /// Only files of this batch (the id in the logs, like 20261123-1147).

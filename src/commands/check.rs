@@ -1,7 +1,7 @@
 //! `plutus-sync check`: the preflight an operator runs after editing the config. One
 //! line per check, OK or FAIL, and for a FAIL the fix.
 
-use crate::cli::ConfigArgs;
+use crate::cli::CheckArgs;
 use crate::config::{Destination, Settings};
 use crate::transfer::{self, TransferError};
 use std::fs;
@@ -32,9 +32,18 @@ impl Report {
     }
 }
 
-pub fn run(args: &ConfigArgs) -> anyhow::Result<bool> {
+/// Returns whether every check passed. Refuses to run as root without `--as-root`.
+pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 && !args.as_root {
+        anyhow::bail!(
+            "check answers for the user it runs as, and this is root: every folder would look writable to it, \
+             the key's owner check would be against root, and a file it made would be root's\n  \
+             hint: run it as the service's user (sudo -u plutus-sync plutus-sync check), or pass --as-root"
+        );
+    }
     let mut r = Report { failed: 0 };
-    let s = match super::settings(args) {
+    let s = match super::settings(&args.config) {
         Ok(s) => {
             r.ok("config", &s.origin);
             s
@@ -97,8 +106,18 @@ fn writable_dir(r: &mut Report, what: &str, dir: &Path) {
             )
         }
     }
-    let probe = dir.join(format!(".plutus-sync-check-{}", std::process::id()));
-    match fs::write(&probe, b"check").and_then(|()| fs::remove_file(&probe)) {
+    // A new file under a random name, created exclusively (O_CREAT|O_EXCL, which never
+    // follows a link): whoever can write the folder cannot point the probe at a file
+    // of their choice, even when `check` runs as root. Removed when dropped.
+    let probe = tempfile::Builder::new()
+        .prefix(".plutus-sync-check-")
+        .tempfile_in(dir)
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(b"check")?;
+            f.close()
+        });
+    match probe {
         Ok(()) => r.ok(what, format!("{} exists and is writable", dir.display())),
         Err(e) => r.fail(
             what,

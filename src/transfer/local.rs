@@ -66,6 +66,17 @@ impl Remote for LocalConn {
             .map_err(|e| fault("create", path, e))
     }
 
+    fn create_new(&mut self, path: &str) -> Result<fs::File, RemoteError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|e| fault("create", path, e))
+    }
+
     fn sync(&mut self, w: &mut fs::File, _path: &str) -> Result<bool, RemoteError> {
         // As over SFTP: a failed fsync means "no fsync here" (some shares cannot),
         // and the read-back is the proof.

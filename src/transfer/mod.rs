@@ -134,6 +134,9 @@ pub trait Remote {
     type Reader: Read;
     /// Create or truncate `path` for writing and reading.
     fn create(&mut self, path: &str) -> Result<Self::Writer, RemoteError>;
+    /// Create `path`, which must not exist yet (exclusive create, which never follows
+    /// a link): for probe files, whose names others could guess and plant first.
+    fn create_new(&mut self, path: &str) -> Result<Self::Writer, RemoteError>;
     /// Flush `w` to stable storage. `Ok(false)`: the server cannot, and that is fine.
     fn sync(&mut self, w: &mut Self::Writer, path: &str) -> Result<bool, RemoteError>;
     /// Close the written file; errors here are write errors (a full disk, say).
@@ -273,10 +276,13 @@ impl Drop for ProbeName {
 
 fn probe_path<R: Remote>(r: &R, tag: &str) -> ProbeName {
     // A temp name, so an ERP that looks at that moment ignores it.
+    // The random token makes the name unguessable; the exclusive create makes a
+    // planted file or link under it an error, never a write through it.
     let name = format!(
-        "{PROBE_PREFIX}{}-{}{tag}{}",
+        "{PROBE_PREFIX}{}-{}-{:08x}{tag}{}",
         std::process::id(),
         PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        fastrand::u32(..),
         r.temp_suffix()
     );
     live_probes().push(name.clone());
@@ -285,7 +291,7 @@ fn probe_path<R: Remote>(r: &R, tag: &str) -> ProbeName {
 
 /// Write a small probe file; whether fsync worked on it.
 fn write_probe<R: Remote>(r: &mut R, path: &str, body: &[u8]) -> Result<bool, RemoteError> {
-    let mut w = r.create(path)?;
+    let mut w = r.create_new(path)?;
     let wrote = w.write_all(body).map_err(|e| io_fault("write", path, e));
     let synced = match wrote {
         Ok(()) => r.sync(&mut w, path),

@@ -255,6 +255,17 @@ impl Remote for SftpConn {
             .map_err(|e| ssh_fault("create", path, &e))
     }
 
+    fn create_new(&mut self, path: &str) -> Result<ssh2::File, RemoteError> {
+        self.sftp()
+            .open_mode(
+                Path::new(path),
+                OpenFlags::READ | OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUSIVE,
+                0o644,
+                OpenType::File,
+            )
+            .map_err(|e| ssh_fault("create", path, &e))
+    }
+
     fn sync(&mut self, w: &mut ssh2::File, path: &str) -> Result<bool, RemoteError> {
         if self.fsync == Some(false) {
             return Ok(false);

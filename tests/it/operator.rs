@@ -8,6 +8,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::time::Duration;
 
 fn json_lines(text: &str) -> Vec<serde_json::Value> {
@@ -343,7 +344,7 @@ fn the_socket_is_closed_to_users_outside_the_services_group() {
 fn check_reports_each_problem_with_its_fix() {
     let mut sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "");
-    let out = spool.ok(&["check"]);
+    let out = spool.ok(&["check", "--as-root"]);
     for what in [
         "config",
         "outbox",
@@ -370,7 +371,7 @@ fn check_reports_each_problem_with_its_fix() {
     );
 
     fs::set_permissions(sshd.client_key(), fs::Permissions::from_mode(0o644)).unwrap();
-    let (st, out, _) = spool.cmd(&["check"]);
+    let (st, out, _) = spool.cmd(&["check", "--as-root"]);
     assert_eq!(st.code(), Some(1));
     assert!(
         out.contains("FAIL  identity")
@@ -380,13 +381,13 @@ fn check_reports_each_problem_with_its_fix() {
     fs::set_permissions(sshd.client_key(), fs::Permissions::from_mode(0o600)).unwrap();
 
     fs::remove_dir(sshd.inbox()).unwrap();
-    let (st, out, _) = spool.cmd(&["check"]);
+    let (st, out, _) = spool.cmd(&["check", "--as-root"]);
     assert_eq!(st.code(), Some(1));
     assert!(out.contains("FAIL  inbox"), "{out}");
     fs::create_dir(sshd.inbox()).unwrap();
 
     sshd.stop();
-    let (st, out, _) = spool.cmd(&["check"]);
+    let (st, out, _) = spool.cmd(&["check", "--as-root"]);
     assert_eq!(st.code(), Some(1));
     assert!(
         out.contains("FAIL  connect") && out.contains("SKIP  inbox"),
@@ -531,4 +532,69 @@ fn a_private_key_others_can_read_or_that_needs_a_passphrase_is_refused_at_start_
     assert_eq!(st.code(), Some(2), "{err}");
     assert!(err.contains("passphrase"), "{err}");
     assert!(spool.outbox().join("order-1.json").exists());
+}
+
+#[test]
+fn check_as_root_needs_as_root_and_never_writes_through_a_link_planted_where_it_probes() {
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test runs `check` as root, as operators will, and must run as root (CI does)");
+    }
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+
+    let (st, out, err) = spool.cmd(&["check"]);
+    assert_eq!(st.code(), Some(2), "{out}{err}");
+    assert!(
+        err.contains("this is root") && err.contains("--as-root") && err.contains("sudo -u"),
+        "{err}"
+    );
+    assert!(out.is_empty(), "nothing checked, nothing written: {out}");
+
+    // Whoever can write the outbox (or the inbox) plants links to a file they want
+    // overwritten under every name the probes used to take: `.plutus-sync-check-<pid>`
+    // and `plutus-sync-check-<pid>-<n>[a|b].part`, for the next thousand pids.
+    let victim_dir = tempfile::tempdir().unwrap();
+    let victim = victim_dir.path().join("shadow");
+    fs::write(&victim, b"precious\n").unwrap();
+    let next_pid: u32 = fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let local = [
+        spool.outbox(),
+        spool.archive(),
+        spool.quarantine(),
+        spool.journal_path().parent().unwrap().to_path_buf(),
+    ];
+    let inbox = sshd.inbox().to_path_buf();
+    for pid in next_pid..next_pid + 1000 {
+        for dir in &local {
+            std::os::unix::fs::symlink(&victim, dir.join(format!(".plutus-sync-check-{pid}")))
+                .unwrap();
+        }
+        for n in 0..4 {
+            for tag in ["", "a", "b"] {
+                std::os::unix::fs::symlink(
+                    &victim,
+                    inbox.join(format!("plutus-sync-check-{pid}-{n}{tag}.part")),
+                )
+                .unwrap();
+            }
+        }
+    }
+    let listing =
+        |dirs: &[PathBuf]| -> Vec<Vec<String>> { dirs.iter().map(|d| names_in(d)).collect() };
+    let mut all = local.to_vec();
+    all.push(inbox.clone());
+    let before = listing(&all);
+
+    let out = spool.ok(&["check", "--as-root"]);
+    assert!(out.contains("all checks passed"), "{out}");
+    assert_eq!(
+        fs::read(&victim).unwrap(),
+        b"precious\n",
+        "written through a link"
+    );
+    assert_eq!(listing(&all), before, "check left or removed files:\n{out}");
 }

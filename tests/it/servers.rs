@@ -18,7 +18,7 @@ fn orders(n: usize) -> Vec<(String, Vec<u8>)> {
 fn a_server_whose_rename_replaces_fails_check_and_gets_nothing() {
     let sshd = Sshd::start_with_sftp_wrapper("rename-overwrites");
     let spool = Spool::for_sshd(&sshd, "");
-    let (st, out, _) = spool.cmd(&["check"]);
+    let (st, out, _) = spool.cmd(&["check", "--as-root"]);
     assert_eq!(st.code(), Some(1), "{out}");
     assert!(
         out.contains("FAIL  rename") && out.contains("REPLACES an existing file"),
@@ -58,7 +58,7 @@ fn a_server_whose_rename_replaces_fails_check_and_gets_nothing() {
 fn a_replacing_rename_accepted_by_config_delivers_and_still_never_overwrites_a_different_order() {
     let sshd = Sshd::start_with_sftp_wrapper("rename-overwrites");
     let spool = Spool::for_sshd(&sshd, "overwriting_rename = \"check-then-rename\"");
-    let (st, out, _) = spool.cmd(&["check"]);
+    let (st, out, _) = spool.cmd(&["check", "--as-root"]);
     assert_eq!(st.code(), Some(0), "{out}");
     assert!(
         out.contains("OK    rename") && out.contains("check-then-rename"),
@@ -95,7 +95,7 @@ fn a_replacing_rename_accepted_by_config_delivers_and_still_never_overwrites_a_d
 fn a_server_answering_fsync_with_failure_still_gets_every_order_noted_no_fsync() {
     let sshd = Sshd::start_with_sftp_wrapper("fsync-fails");
     let spool = Spool::for_sshd(&sshd, "");
-    let (st, out, _) = spool.cmd(&["check"]);
+    let (st, out, _) = spool.cmd(&["check", "--as-root"]);
     assert_eq!(st.code(), Some(0), "{out}");
     assert!(out.contains("OK    fsync") && out.contains("no:"), "{out}");
 
