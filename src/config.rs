@@ -211,6 +211,7 @@ outbox = "outbox"
 archive = "archive"
 quarantine = "quarantine"
 settle = "500ms"
+quarantine_after = "5s"
 [journal]
 path = "journal"
 [destination]

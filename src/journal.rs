@@ -250,7 +250,8 @@ pub struct Replayed {
 }
 
 /// Put failed entries back to `pending` with fresh attempts; with `force`, archived
-/// ones too, moving the archived copy back into the outbox to be sent again.
+/// ones too, moving the archived copy back into the outbox to be sent again. A
+/// quarantined file named explicitly goes back to the outbox to be judged again.
 pub fn replay(
     j: &Journal,
     s: &Settings,
@@ -375,11 +376,44 @@ pub fn replay(
                 "already archived (delivered); add --force to send it again from the archive"
                     .into(),
             )),
+            // Named by the operator: the quarantined file goes back to the outbox,
+            // where intake judges it afresh (a writer that paused too long may have
+            // finished it in the quarantine). The entry stays `quarantined` as history;
+            // the file gets a new one.
+            State::Quarantined if matches!(sel, Selector::Names(_)) => {
+                let Some(from) = rec
+                    .quarantine_path
+                    .clone()
+                    .filter(|p| Path::new(p).is_file())
+                else {
+                    out.refused
+                        .push((rec.name.clone(), "its quarantined copy is gone".into()));
+                    continue;
+                };
+                if !dry_run {
+                    // Never over a file the web shop wrote meanwhile under the name.
+                    if let Err(e) = crate::archive::rename_noreplace(Path::new(&from), &local) {
+                        out.refused.push((
+                            rec.name.clone(),
+                            format!(
+                                "cannot move {from} back to {}: {e}",
+                                local.display()
+                            ),
+                        ));
+                        continue;
+                    }
+                    let mut note = std::ffi::OsString::from(&from);
+                    note.push(".reason");
+                    let _ = std::fs::remove_file(note);
+                }
+                out.replayed.push((rec.id, rec.name.clone()));
+            }
             State::Quarantined => out.refused.push((
                 rec.name.clone(),
                 format!(
-                    "quarantined ({}); fix the file and put it back in the outbox",
-                    rec.last_error.as_deref().unwrap_or("invalid")
+                    "quarantined ({}); name it to put it back in the outbox (plutus-sync replay {})",
+                    rec.last_error.as_deref().unwrap_or("invalid"),
+                    crate::intake::shown(&rec.name)
                 ),
             )),
             st => out.refused.push((

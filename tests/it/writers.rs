@@ -287,3 +287,53 @@ fn an_invalid_file_its_writer_removes_is_dropped_from_the_journal() {
     assert!(names_in(&spool.quarantine()).is_empty());
     assert!(svc.log_text().contains("entry #1 dropped"));
 }
+
+#[test]
+fn an_order_its_writer_finished_in_the_quarantine_is_put_back_by_replay_and_delivered() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let mut svc = spool.start();
+    svc.wait_ready();
+    // A writer that paused longer than quarantine_after (1 s here) with the file
+    // closed: its half order goes to quarantine.
+    let name = "order-2026-000068.json";
+    let body = order(68, 3000);
+    let path = spool.outbox().join(name);
+    let mut f = fs::File::create(&path).unwrap();
+    f.write_all(&body[..body.len() / 2]).unwrap();
+    let mut f = {
+        // Closed (a close event) and re-opened: a handle that follows the file.
+        drop(f);
+        fs::OpenOptions::new().append(true).open(&path).unwrap()
+    };
+    let quarantined = spool.quarantine().join(name);
+    // Only an open handle that has not written is not seen as a writer: the file is
+    // judged once unchanged for quarantine_after.
+    wait_until(
+        Duration::from_secs(20),
+        "the half order to be quarantined",
+        || quarantined.exists(),
+    );
+    // The writer finishes, inside the quarantine: the handle followed the file.
+    f.write_all(&body[body.len() / 2..]).unwrap();
+    drop(f);
+    assert!(names_in(sshd.inbox()).is_empty());
+
+    let out = spool.ok(&["replay", name]);
+    assert!(out.starts_with("replayed 1"), "{out}");
+    wait_archived(&spool, &svc, 1, Duration::from_secs(20));
+    svc.stop();
+    assert!(
+        names_in(&spool.quarantine()).is_empty(),
+        "the file and its .reason left the quarantine: {:?}",
+        names_in(&spool.quarantine())
+    );
+    assert_eq!(fs::read(sshd.inbox().join(name)).unwrap(), body);
+    let states: Vec<State> = spool
+        .entries()
+        .iter()
+        .filter(|r| r.name == name)
+        .map(|r| r.state())
+        .collect();
+    assert_eq!(states, vec![State::Quarantined, State::Archived]);
+}
