@@ -186,7 +186,16 @@ pub enum Opened {
 /// swapped between a check and the open cannot slip through. Every read of the handle
 /// must still be bounded by the size expected.
 pub fn open_regular(path: &Path) -> io::Result<Opened> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    // Look before opening: opening a device can do something by itself (a tape
+    // rewinds, a modem line hangs up), whatever is read after. The `fstat` below
+    // still decides, since the name can change between the two.
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => {}
+        Ok(m) => return Ok(Opened::Refused(kind_of(&m))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Gone),
+        Err(e) => return Err(e),
+    }
     let opened = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
@@ -202,22 +211,34 @@ pub fn open_regular(path: &Path) -> io::Result<Opened> {
         Err(e) => return Err(e),
     };
     let meta = file.metadata()?;
-    let ft = meta.file_type();
-    Ok(if ft.is_file() && meta.nlink() > 1 {
+    Ok(if meta.file_type().is_file() && meta.nlink() > 1 {
         // Another name for a file elsewhere (the web shop's account could link any
         // file it can reach on this file system): not an order it wrote here.
         Opened::Refused("a hard link (the file has other names)")
-    } else if ft.is_file() {
+    } else if meta.file_type().is_file() {
         Opened::File(file, meta)
-    } else if ft.is_dir() {
-        Opened::Refused("a folder")
-    } else if ft.is_fifo() {
-        Opened::Refused("a FIFO (named pipe)")
-    } else if ft.is_socket() {
-        Opened::Refused("a socket")
     } else {
-        Opened::Refused("a device")
+        Opened::Refused(kind_of(&meta))
     })
+}
+
+/// What a file that is not a regular file is, for the log line.
+fn kind_of(m: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = m.file_type();
+    if ft.is_symlink() {
+        "a symbolic link (never followed)"
+    } else if ft.is_dir() {
+        "a folder"
+    } else if ft.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_file() {
+        "a regular file"
+    } else {
+        "a device"
+    }
 }
 
 /// Files up to this size are read into memory and checked with the slice parser,

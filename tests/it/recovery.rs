@@ -547,6 +547,67 @@ fn a_file_swapped_for_a_fifo_after_intake_does_not_block_the_worker() {
 }
 
 #[test]
+fn a_file_swapped_for_a_device_after_intake_is_refused_without_being_opened() {
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test makes a device node (mknod) and must run as root (CI does)");
+    }
+    use notify::event::{AccessKind, EventKind};
+    use notify::Watcher;
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let ctx = ctx(&spool);
+    let name = "order-15.json";
+    let id = pending(&ctx, &spool, name, &order(15, 1500));
+    // /dev/zero's numbers (1, 5): harmless here, but opening some devices acts by
+    // itself (a tape rewinds), so the rule is: never opened at all.
+    swap(&spool, name, |p| {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o644, libc::makedev(1, 5)) };
+        assert_eq!(r, 0, "mknod: {}", std::io::Error::last_os_error());
+    });
+    // Every open under the outbox, as inotify reports it.
+    let opened: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let seen = opened.clone();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            if matches!(ev.kind, EventKind::Access(AccessKind::Open(_))) {
+                for p in ev.paths {
+                    let n = p.file_name().unwrap().to_string_lossy().into_owned();
+                    seen.lock().unwrap().push(n);
+                }
+            }
+        }
+    })
+    .unwrap();
+    watcher
+        .watch(&spool.outbox(), notify::RecursiveMode::NonRecursive)
+        .unwrap();
+
+    let (step, ctx) = run_out_within(ctx, id, 20);
+    assert!(matches!(step, Step::Done), "{step:?}");
+    let rec = ctx.journal.get(id).unwrap().unwrap();
+    assert_eq!(rec.state(), State::Failed);
+    assert!(
+        rec.last_error.as_deref().unwrap().contains("a device"),
+        "{rec:?}"
+    );
+    // inotify keeps order: once an open made after the delivery has been reported,
+    // an open of the device would have been reported before it.
+    let sentinel = spool.outbox().join(".sentinel");
+    fs::write(&sentinel, b"").unwrap();
+    drop(fs::File::open(&sentinel).unwrap());
+    wait_until(Duration::from_secs(10), "the sentinel's open", || {
+        opened.lock().unwrap().iter().any(|n| n == ".sentinel")
+    });
+    assert!(
+        !opened.lock().unwrap().iter().any(|n| n == name),
+        "the device was opened: {:?}",
+        opened.lock().unwrap()
+    );
+    assert!(names_in(sshd.inbox()).is_empty());
+}
+
+#[test]
 fn a_file_that_grew_after_intake_is_sent_with_no_more_than_its_new_content() {
     let sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "");
