@@ -1,21 +1,34 @@
 //! plutus-sync: moves order files from the web shop's outbox to the ERP's inbox over
 //! SFTP, verified and journaled. The journal and state machine live in `plutus-state`.
 //!
-//! - `cli`: clap definitions; parses only.
-//! - `config`: TOML → validated `Settings`.
-//! - `shutdown`: SIGTERM/SIGINT → one cancellation token.
-//! - `control`: the control socket (JSON lines) the CLI uses while the service runs.
-//! - `watch`: inotify events → candidate paths.
-//! - `sweep`: periodic outbox scan → candidate paths.
-//! - `intake`: name rules, settle, one read for CRC32 + JSON → journal entry.
-//! - `journal`: operator queries and replay, shared by the CLI and the control socket.
-//! - `pipeline`: per-file steps pending → sent → verified → archived.
-//! - `metrics`: Prometheus counters, histograms and gauges, and their endpoint.
-//! - `transfer`: the Transport trait and protocol; `sftp` (ssh2) and `local` (file://).
-//! - `archive`: the dated local archive.
+//! Where things happen, in three groups.
+//!
+//! **A file's life** (the stages, in order):
+//! - `watch`: inotify events → candidate paths; which files may be open for writing.
+//! - `sweep`: periodic outbox scan → candidate paths (the source of truth).
+//! - `intake`: name rules, settle, one read for CRC32 + JSON → journal entry
+//!   (`pending`, `invalid` while its writer may be at it, `quarantined`).
+//! - `pipeline`: per-file steps pending → sent → verified → archived, and recovery.
+//! - `transfer`: the Transport trait and the delivery protocol; `sftp` (ssh2) and
+//!   `local` (file://). Knows nothing of the journal.
+//! - `archive`: the dated local archive (moves that never replace a file).
 //! - `retry`: backoff schedule and the destination gate.
-//! - `service`: wires the tasks for `run` and `sync`.
-//! - `commands`: the subcommands.
+//!
+//! **The service** (`run` and `sync`):
+//! - `service`: wires the stages around one journal: `policy` (what `run` and `sync`
+//!   differ in), `queue`, `source` (watch, sweep and intake loops), `workers`
+//!   (connection threads, archiver, inbox clean-up), `housekeeping` (watchdog,
+//!   pruning), `handler` (control answers only the service knows).
+//! - `shutdown`: SIGTERM/SIGINT → one cancellation token; systemd notifications.
+//! - `metrics`: Prometheus counters, histograms and gauges, and their endpoint.
+//!
+//! **The operator side**:
+//! - `control`: the control socket (JSON lines) the CLI uses while the service runs.
+//! - `journal`: operator queries, replay and rebuild rules, shared by the CLI and
+//!   the control socket.
+//! - `cli`: clap definitions; parses only. `commands`: the subcommands (arguments →
+//!   call → print).
+//! - `config`: TOML → validated `Settings`.
 
 pub mod archive;
 pub mod cli;

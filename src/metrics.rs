@@ -44,6 +44,30 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Scrape-time gauges: states from the journal's index, the queue depth, the age
+    /// of the oldest file not yet verified, and whether the destination is up.
+    pub fn refresh(&self, j: &plutus_state::Journal, queue_depth: usize, destination_up: bool) {
+        use plutus_state::{now_ms, State};
+        if let Ok(counts) = j.counts() {
+            for (st, n) in counts {
+                self.files
+                    .get_or_create(&StateLabel {
+                        state: st.to_string(),
+                    })
+                    .set(n as i64);
+            }
+        }
+        self.queue_depth.set(queue_depth as i64);
+        let oldest = [State::Pending, State::Sent]
+            .into_iter()
+            .filter_map(|st| j.oldest_in_state(st).ok().flatten())
+            .map(|r| r.detected_at)
+            .min();
+        self.oldest_pending_age_seconds
+            .set(oldest.map_or(0.0, |t| now_ms().saturating_sub(t) as f64 / 1000.0));
+        self.destination_up.set(i64::from(destination_up));
+    }
+
     pub fn new() -> Metrics {
         // 1 ms .. ~33 s: a loopback delivery takes milliseconds, a WAN one seconds.
         let buckets = || prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 16);
