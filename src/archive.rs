@@ -76,6 +76,20 @@ pub fn unique(path: &Path) -> PathBuf {
         .expect("some suffix is free")
 }
 
+/// The name a file in the archive or quarantine was taken under: `unique` adds
+/// `.1`, `.2`, … when the name was taken, so `name.json.1` is a second `name.json`
+/// (if `is_order` says the stem is an order's name; otherwise the name is as it is).
+pub fn original_name(fname: &str, is_order: impl Fn(&str) -> bool) -> &str {
+    match fname.rsplit_once('.') {
+        Some((stem, n))
+            if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && is_order(stem) =>
+        {
+            stem
+        }
+        _ => fname,
+    }
+}
+
 /// Size and CRC32 of a local file, in one streamed read.
 fn content_of(path: &Path) -> io::Result<(u64, u32)> {
     use std::io::Read;
@@ -335,6 +349,20 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    #[test]
+    fn the_original_name_of_a_uniqued_copy_drops_only_its_number() {
+        let is_json = |n: &str| n.ends_with(".json");
+        assert_eq!(original_name("order-1.json", is_json), "order-1.json");
+        assert_eq!(original_name("order-1.json.1", is_json), "order-1.json");
+        assert_eq!(original_name("order-1.json.12", is_json), "order-1.json");
+        // Not a number, or not an order's name before it: the name as it is.
+        assert_eq!(
+            original_name("order-1.json.part", is_json),
+            "order-1.json.part"
+        );
+        assert_eq!(original_name("notes.2", is_json), "notes.2");
     }
 
     #[test]

@@ -23,9 +23,9 @@
 //! - `metrics`: Prometheus counters, histograms and gauges, and their endpoint.
 //!
 //! **The operator side**:
-//! - `control`: the control socket (JSON lines) the CLI uses while the service runs.
-//! - `journal`: operator queries, replay and rebuild rules, shared by the CLI and
-//!   the control socket.
+//! - `operator`: what operators ask (`queries`: list, show, stats, export;
+//!   `replay`), the typed `protocol` of the control socket and the `socket` itself;
+//!   `ask` goes to the running service, or to the journal on disk when it is down.
 //! - `cli`: clap definitions; parses only. `commands`: the subcommands (arguments →
 //!   call → print).
 //! - `config`: TOML → validated `Settings`.
@@ -34,10 +34,9 @@ pub mod archive;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod control;
 pub mod intake;
-pub mod journal;
 pub mod metrics;
+pub mod operator;
 pub mod pipeline;
 pub mod retry;
 pub mod service;

@@ -1,10 +1,10 @@
 //! `plutus-sync journal …`: list, show, stats, export, rebuild. Printing only; the
-//! answers come from `crate::journal` through the service or straight from disk.
+//! answers come from `crate::operator`, through the service or straight from disk.
 
-use super::ask;
 use crate::cli::{JournalArgs, JournalCommand};
-use crate::control::Request;
-use crate::journal::{rfc3339, Destination, ListFilter, Receipt, Stats};
+use crate::operator::protocol::{Destination, ListFilter, Stats};
+use crate::operator::queries::rfc3339;
+use crate::operator::{ask, expect, Answer, Request};
 use plutus_state::{now_ms, Event, Record, State};
 use std::io::{IsTerminal, Write};
 
@@ -27,7 +27,10 @@ pub fn run(args: &JournalArgs) -> anyhow::Result<bool> {
                 name: name.clone(),
                 limit: Some(*limit),
             };
-            let recs: Vec<Record> = serde_json::from_value(ask(&s, &Request::List { filter })?)?;
+            let recs = expect(ask(&s, &Request::List { filter })?, "list", |a| match a {
+                Answer::List(r) => Some(r),
+                _ => None,
+            })?;
             if *json {
                 for r in &recs {
                     writeln!(out, "{}", serde_json::to_string(r)?)?;
@@ -37,8 +40,14 @@ pub fn run(args: &JournalArgs) -> anyhow::Result<bool> {
             }
         }
         JournalCommand::Show { key, json } => {
-            let recs: Vec<Record> =
-                serde_json::from_value(ask(&s, &Request::Show { key: key.clone() })?)?;
+            let recs = expect(
+                ask(&s, &Request::Show { key: key.clone() })?,
+                "show",
+                |a| match a {
+                    Answer::Show(r) => Some(r),
+                    _ => None,
+                },
+            )?;
             for r in &recs {
                 if *json {
                     writeln!(out, "{}", serde_json::to_string(r)?)?;
@@ -48,7 +57,10 @@ pub fn run(args: &JournalArgs) -> anyhow::Result<bool> {
             }
         }
         JournalCommand::Stats { json } => {
-            let st: Stats = serde_json::from_value(ask(&s, &Request::Stats)?)?;
+            let st = expect(ask(&s, &Request::Stats)?, "stats", |a| match a {
+                Answer::Stats(st) => Some(st),
+                _ => None,
+            })?;
             if *json {
                 writeln!(out, "{}", serde_json::to_string(&st)?)?;
             } else {
@@ -57,8 +69,14 @@ pub fn run(args: &JournalArgs) -> anyhow::Result<bool> {
         }
         JournalCommand::Export { since } => {
             let since_ms = since.map(|d| d.as_millis() as u64);
-            let receipts: Vec<Receipt> =
-                serde_json::from_value(ask(&s, &Request::Export { since_ms })?)?;
+            let receipts = expect(
+                ask(&s, &Request::Export { since_ms })?,
+                "export",
+                |a| match a {
+                    Answer::Export(r) => Some(r),
+                    _ => None,
+                },
+            )?;
             for r in &receipts {
                 writeln!(out, "{}", serde_json::to_string(r)?)?;
             }

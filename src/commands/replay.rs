@@ -1,10 +1,9 @@
 //! `plutus-sync replay`: failed files back to pending, through the service when it
 //! runs (it starts them at once) or straight into the journal when it does not.
 
-use super::ask;
 use crate::cli::ReplayArgs;
-use crate::control::Request;
-use crate::journal::{Replayed, Selector};
+use crate::operator::protocol::Selector;
+use crate::operator::{ask, expect, Answer, Request};
 use std::io::Write;
 
 /// Returns false when some selected file was refused.
@@ -22,7 +21,10 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<bool> {
         dry_run: args.dry_run,
         force: args.force,
     };
-    let r: Replayed = serde_json::from_value(ask(&s, &req)?)?;
+    let r = expect(ask(&s, &req)?, "replay", |a| match a {
+        Answer::Replay(r) => Some(r),
+        _ => None,
+    })?;
     let mut out = std::io::stdout().lock();
     let verb = if r.dry_run {
         "would replay"

@@ -18,7 +18,7 @@ mod workers;
 pub use policy::Mode;
 
 use crate::config::Settings;
-use crate::control;
+use crate::operator::socket as control;
 use crate::pipeline::{Ctx, Slot};
 use crate::retry::Gate;
 use crate::transfer;

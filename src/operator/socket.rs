@@ -3,8 +3,7 @@
 //! the journal while the running service holds sled's lock. Requests are bounded in
 //! size and time, so a bad client can neither crash nor block the service.
 
-use crate::journal::{ListFilter, Selector};
-use serde::{Deserialize, Serialize};
+use super::protocol::{Answer, Request, Response};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -20,38 +19,10 @@ use tracing::{debug, warn};
 pub const MAX_REQUEST: u64 = 64 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
-    Ping,
-    List {
-        filter: ListFilter,
-    },
-    Show {
-        key: String,
-    },
-    Stats,
-    Export {
-        since_ms: Option<u64>,
-    },
-    Replay {
-        selector: Selector,
-        dry_run: bool,
-        force: bool,
-    },
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Response {
-    Ok(serde_json::Value),
-    Error(String),
-}
-
 /// What answers requests: the running service.
 pub trait Handler: Send + Sync + 'static {
     /// Blocking (sled); called from `spawn_blocking`.
-    fn handle(&self, req: Request) -> Result<serde_json::Value, String>;
+    fn handle(&self, req: Request) -> Result<Answer, String>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -168,7 +139,7 @@ async fn one(
 }
 
 /// Ask the running service. `NotRunning` means: open the journal yourself.
-pub fn request(path: &Path, req: &Request) -> Result<serde_json::Value, ControlError> {
+pub fn request(path: &Path, req: &Request) -> Result<Answer, ControlError> {
     let io_err = |source: io::Error| ControlError::Io {
         path: path.to_path_buf(),
         source,

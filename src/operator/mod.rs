@@ -1,0 +1,91 @@
+//! The operator side: what `journal`, `replay` and `rebuild` ask, and how the answer
+//! is found. The running service holds sled's lock, so a question goes to it over
+//! the control socket; when it is not running, the CLI opens the journal and runs the
+//! same code. Either way the answer is the same.
+//!
+//! - `protocol`: the typed requests and answers both ends share.
+//! - `socket`: the control socket: framing, limits, permissions.
+//! - `queries`: list, show, stats, export.
+//! - `replay`: failed (and named quarantined, or forced archived) files back to work.
+//! - `rebuild`: a lost journal rebuilt from the archive, quarantine, outbox and inbox.
+
+pub mod protocol;
+pub mod queries;
+pub mod rebuild;
+pub mod replay;
+pub mod socket;
+
+pub use protocol::{Answer, Request};
+
+use crate::config::Settings;
+use anyhow::Context;
+use plutus_state::{Journal, JournalOptions};
+use socket::ControlError;
+
+/// Answer a request from the journal alone: what the CLI does when the service is
+/// down, and what the service does before adding what only it knows.
+pub fn answer(j: &Journal, s: &Settings, req: &Request) -> Result<Answer, String> {
+    let a = match req {
+        Request::Ping => Ok(Answer::Pong {
+            pid: std::process::id(),
+        }),
+        Request::List { filter } => queries::list(j, filter).map(Answer::List),
+        Request::Show { key } => queries::show(j, key).map(Answer::Show),
+        Request::Stats => queries::stats(j).map(Answer::Stats),
+        Request::Export { since_ms } => queries::export(j, *since_ms).map(Answer::Export),
+        Request::Replay {
+            selector,
+            dry_run,
+            force,
+        } => replay::replay(j, s, selector, *dry_run, *force).map(Answer::Replay),
+    };
+    a.map_err(|e| e.to_string())
+}
+
+/// Ask the running service; when it is not running, answer from the journal on disk
+/// with the same code, so the output is the same either way.
+pub fn ask(s: &Settings, req: &Request) -> anyhow::Result<Answer> {
+    match socket::request(&s.socket, req) {
+        Ok(a) => Ok(a),
+        Err(ControlError::NotRunning { .. }) => {
+            let j = open_stopped(s)?;
+            answer(&j, s, req).map_err(anyhow::Error::msg)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// An answer of the kind that was asked for; any other is a protocol error (a CLI
+/// and a service of different versions).
+pub fn expect<T>(
+    a: Answer,
+    want: &str,
+    pick: impl FnOnce(Answer) -> Option<T>,
+) -> anyhow::Result<T> {
+    let got = format!("{a:?}");
+    pick(a).with_context(|| {
+        format!(
+            "the service answered {} to a {want} request (a CLI and a service of different versions?)",
+            got.split(['(', ' ', '{']).next().unwrap_or("?")
+        )
+    })
+}
+
+/// Open the journal of a service that is not running.
+pub fn open_stopped(s: &Settings) -> anyhow::Result<Journal> {
+    if !s.journal.exists() {
+        anyhow::bail!(
+            "{}: no journal here: the service has not run with this config ({})",
+            s.journal.display(),
+            s.origin
+        );
+    }
+    Journal::open(&s.journal, &JournalOptions::default()).map_err(|e| match e {
+        plutus_state::JournalError::Locked { path } => anyhow::anyhow!(
+            "{}: the journal is locked, but nobody answers on the control socket {}\n  hint: is a `plutus-sync sync` running, or a service with another [control] socket?",
+            path.display(),
+            s.socket.display()
+        ),
+        e => e.into(),
+    })
+}

@@ -1,0 +1,126 @@
+//! The control socket's language, typed at both ends: the CLI and the service share
+//! these types, so a request or an answer that one side changes and the other does
+//! not is a compile error, not a parse failure at run time. One JSON line each way.
+
+use plutus_state::{Record, State};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Ping,
+    List {
+        filter: ListFilter,
+    },
+    Show {
+        key: String,
+    },
+    Stats,
+    Export {
+        since_ms: Option<u64>,
+    },
+    Replay {
+        selector: Selector,
+        dry_run: bool,
+        force: bool,
+    },
+}
+
+/// The answer to each request, in the same order.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "answer", content = "value", rename_all = "snake_case")]
+pub enum Answer {
+    Pong { pid: u32 },
+    List(Vec<Record>),
+    Show(Vec<Record>),
+    Stats(Stats),
+    Export(Vec<Receipt>),
+    Replay(Replayed),
+}
+
+/// One line back: the answer, or why there is none.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Ok(Answer),
+    Error(String),
+}
+
+/// `journal list` filters; all optional.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ListFilter {
+    pub state: Option<State>,
+    pub batch: Option<String>,
+    /// Only entries detected within this many milliseconds.
+    pub since_ms: Option<u64>,
+    /// A glob on the file name.
+    pub name: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// How the destination is doing, as the running service sees it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Destination {
+    pub url: String,
+    pub up: bool,
+    /// Consecutive failed probes.
+    pub failures: u32,
+    /// When the next probe is due (ms since epoch), while backing off.
+    pub next_probe_at: Option<u64>,
+    pub last_error: Option<String>,
+    /// What the last probe of the server found: does its rename refuse to overwrite,
+    /// does fsync work. `None` until a connection was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rename_refuses_overwrite: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fsync: Option<bool>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stats {
+    pub counts: BTreeMap<State, u64>,
+    /// Detection time of the oldest entry not yet verified (ms since epoch).
+    pub oldest_pending_at: Option<u64>,
+    pub last_delivery_at: Option<u64>,
+    pub delivered_last_hour: u64,
+    pub delivered_last_day: u64,
+    pub failed_last_hour: u64,
+    pub failed_last_day: u64,
+    /// `None` when the service is not running.
+    pub destination: Option<Destination>,
+}
+
+/// A delivery receipt, for reconciling with what the ERP imported.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Receipt {
+    pub name: String,
+    pub crc32: String,
+    pub size: u64,
+    pub batch: String,
+    pub detected: String,
+    pub sent: Option<String>,
+    pub verified: Option<String>,
+    pub archived: Option<String>,
+    pub remote_path: Option<String>,
+    pub archive_path: Option<String>,
+}
+
+/// Which entries `replay` acts on.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Selector {
+    Batch(String),
+    /// Every failed entry, or those that failed within this many milliseconds.
+    Failed(Option<u64>),
+    Names(Vec<String>),
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Replayed {
+    /// (id, name) put back to pending.
+    pub replayed: Vec<(u64, String)>,
+    /// (name, reason) left as they were.
+    pub refused: Vec<(String, String)>,
+    pub dry_run: bool,
+}

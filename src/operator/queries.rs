@@ -1,0 +1,169 @@
+//! What operators ask of the journal: list, show, stats, export. The same functions
+//! run inside the service (behind the control socket) and in the CLI when the service
+//! is down, so the answer is the same either way. Blocking: sled reads.
+
+use super::protocol::{ListFilter, Receipt, Stats};
+use globset::Glob;
+use plutus_state::{now_ms, Journal, JournalError, Record, State};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("--name {0:?}: {1}")]
+    Glob(String, String),
+    #[error("no journal entry for {0:?}")]
+    NotFound(String),
+}
+
+/// Entries matching `f`, newest first.
+pub fn list(j: &Journal, f: &ListFilter) -> Result<Vec<Record>, QueryError> {
+    let glob = match &f.name {
+        Some(g) => Some(
+            Glob::new(g)
+                .map_err(|e| QueryError::Glob(g.clone(), e.to_string()))?
+                .compile_matcher(),
+        ),
+        None => None,
+    };
+    let cutoff = f.since_ms.map(|d| now_ms().saturating_sub(d));
+    let limit = f.limit.unwrap_or(usize::MAX);
+    let iter: Box<dyn Iterator<Item = Result<Record, JournalError>>> = match f.state {
+        Some(st) => Box::new(j.newest_in_state(st)),
+        None => Box::new(j.newest()),
+    };
+    let mut out = Vec::new();
+    for rec in iter {
+        let rec = rec?;
+        if let Some(c) = cutoff {
+            // Ids grow with detection time: past the window, everything older is too.
+            if rec.detected_at < c {
+                break;
+            }
+        }
+        if f.batch.as_ref().is_some_and(|b| &rec.batch != b) {
+            continue;
+        }
+        if glob.as_ref().is_some_and(|g| !g.is_match(&rec.name)) {
+            continue;
+        }
+        out.push(rec);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// One entry by id (`12` or `#12`), or every entry ever made for a file name.
+pub fn show(j: &Journal, key: &str) -> Result<Vec<Record>, QueryError> {
+    if let Ok(id) = key.trim_start_matches('#').parse::<u64>() {
+        if let Some(rec) = j.get(id)? {
+            return Ok(vec![rec]);
+        }
+    }
+    let recs = j.history_of(key)?;
+    if recs.is_empty() {
+        return Err(QueryError::NotFound(key.to_string()));
+    }
+    Ok(recs)
+}
+
+const HOUR: u64 = 3_600_000;
+const DAY: u64 = 24 * HOUR;
+
+pub fn stats(j: &Journal) -> Result<Stats, QueryError> {
+    let now = now_ms();
+    let counts = j.counts()?.into_iter().collect();
+    let mut oldest_pending_at = None;
+    for st in [State::Pending, State::Sent] {
+        if let Some(r) = j.in_state(st)?.first() {
+            oldest_pending_at =
+                Some(oldest_pending_at.map_or(r.detected_at, |o: u64| o.min(r.detected_at)));
+        }
+    }
+    let (mut last_delivery_at, mut dh, mut dd) = (None, 0, 0);
+    for rec in j.newest_in_state(State::Archived) {
+        let rec = rec?;
+        let at = rec.entered(State::Verified).unwrap_or(rec.updated_at);
+        last_delivery_at = Some(last_delivery_at.map_or(at, |l: u64| l.max(at)));
+        if at + DAY < now {
+            break;
+        }
+        dd += 1;
+        if at + HOUR >= now {
+            dh += 1;
+        }
+    }
+    // Failures are transitions into `failed`, whether or not the file was replayed
+    // since: those of files still failed, and those in the history of entries detected
+    // within the last two days (older ones that failed, were replayed and delivered
+    // within the day are not seen; they are rare and the journal has no time index).
+    let (mut fh, mut fd) = (0, 0);
+    let mut count = |rec: &Record| {
+        for t in rec.history.iter().filter(|t| t.to == State::Failed) {
+            if t.at + DAY >= now {
+                fd += 1;
+            }
+            if t.at + HOUR >= now {
+                fh += 1;
+            }
+        }
+    };
+    let mut seen = std::collections::HashSet::new();
+    for rec in j.in_state(State::Failed)? {
+        seen.insert(rec.id);
+        count(&rec);
+    }
+    for rec in j.newest() {
+        let rec = rec?;
+        if rec.detected_at + 2 * DAY < now {
+            break;
+        }
+        if !seen.contains(&rec.id) {
+            count(&rec);
+        }
+    }
+    Ok(Stats {
+        counts,
+        oldest_pending_at,
+        last_delivery_at,
+        delivered_last_hour: dh,
+        delivered_last_day: dd,
+        failed_last_hour: fh,
+        failed_last_day: fd,
+        destination: None,
+    })
+}
+
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
+/// Receipts of files archived within `since_ms` (all, if `None`), oldest first.
+pub fn export(j: &Journal, since_ms: Option<u64>) -> Result<Vec<Receipt>, QueryError> {
+    let cutoff = since_ms.map(|d| now_ms().saturating_sub(d)).unwrap_or(0);
+    let mut out = Vec::new();
+    for rec in j.newest_in_state(State::Archived) {
+        let rec = rec?;
+        let at = rec.entered(State::Archived).unwrap_or(rec.updated_at);
+        if at < cutoff {
+            break;
+        }
+        out.push(Receipt {
+            name: rec.name.clone(),
+            crc32: rec.crc_hex(),
+            size: rec.size,
+            batch: rec.batch.clone(),
+            detected: rfc3339(rec.detected_at),
+            sent: rec.entered(State::Sent).map(rfc3339),
+            verified: rec.entered(State::Verified).map(rfc3339),
+            archived: Some(rfc3339(at)),
+            remote_path: rec.remote_path.clone(),
+            archive_path: rec.archive_path.clone(),
+        });
+    }
+    out.reverse();
+    Ok(out)
+}
