@@ -324,7 +324,7 @@ fn intake(c: &mut Criterion) {
                     let paths = sweep::scan(&j, &s).unwrap();
                     assert_eq!(paths.len(), files);
                     for p in &paths {
-                        match intake::take(&j, &s, p, Found::Sweep, false).unwrap() {
+                        match intake::take(&j, &s, p, Found::Sweep, || false).unwrap() {
                             Outcome::Pending(_) => {}
                             other => panic!("{}: {other:?}", p.display()),
                         }
@@ -341,7 +341,7 @@ fn intake(c: &mut Criterion) {
     let d = tempfile::tempdir().unwrap();
     let j = open_journal(d.path());
     for p in sweep::scan(&j, &s).unwrap() {
-        intake::take(&j, &s, &p, Found::Sweep, false).unwrap();
+        intake::take(&j, &s, &p, Found::Sweep, || false).unwrap();
     }
     g.bench_function(format!("sweep of {files} files, all journaled"), |b| {
         b.iter(|| assert!(sweep::scan(&j, &s).unwrap().is_empty()))

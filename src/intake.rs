@@ -53,12 +53,18 @@ pub enum Outcome {
         record: Record,
         recheck_in: Duration,
     },
-    /// An `invalid` entry's file is still not valid and may still be written to.
-    StillInvalid(Duration),
-    /// An `invalid` entry's file went away before it became valid: entry dropped.
-    Dropped {
+    /// An `invalid` entry's file is still not valid and may still be written to:
+    /// look again after this long.
+    StillInvalid {
+        id: u64,
+        recheck_in: Duration,
+    },
+    /// An `invalid` entry's file went away (or is no longer taken) before it became
+    /// valid: the entry is dropped if it never was anything else, else `failed`.
+    Withdrawn {
         record: Record,
         why: &'static str,
+        dropped: bool,
     },
     /// Not settled yet: look again after this long.
     Wait(Duration),
@@ -294,21 +300,30 @@ fn verdict(parsed: serde_json::Result<serde::de::IgnoredAny>) -> io::Result<Resu
     }
 }
 
-/// Look at one candidate and journal it. `writing`: the watch saw the file written
-/// and not yet closed, so its writer may still be at it.
+/// Look at one candidate and journal it. `writing()`: whether the watch saw the file
+/// written and not yet closed, so its writer may still be at it (asked again right
+/// before a quarantine).
 pub fn take(
     journal: &Journal,
     s: &Settings,
     path: &Path,
     found: Found,
-    writing: bool,
+    writing: impl Fn() -> bool,
 ) -> Result<Outcome, IntakeError> {
     let Some(fname) = path.file_name() else {
         return Ok(Outcome::Skip("no file name"));
     };
     let name = match name_rule(fname, s) {
         Ok(n) => n,
-        Err(why) => return Ok(Outcome::Skip(why)),
+        Err(why) => {
+            // A name the rules no longer take (the pattern changed) that was waiting
+            // as `invalid`: it is no longer ours to judge.
+            let waiting = match fname.to_str() {
+                Some(n) => journal.latest(n)?.filter(|r| r.state() == State::Invalid),
+                None => None,
+            };
+            return withdrawn(journal, waiting.as_ref(), why);
+        }
     };
     let io_err = |source| IntakeError::Io {
         path: path.to_path_buf(),
@@ -367,7 +382,7 @@ pub fn take(
     }
     // Bounded by what the handle said: a file that grows while it is read is still
     // being written (and a device, had one slipped through, is never read to its end).
-    let scan = scan(file.take(opened.len() + 1)).map_err(io_err)?;
+    let scan = scan((&file).take(opened.len() + 1)).map_err(io_err)?;
     if scan.size > opened.len() {
         return Ok(Outcome::Wait(s.settle));
     }
@@ -393,20 +408,22 @@ pub fn take(
         // in half-written. It stays where it is, never sent, and is set aside only once
         // nobody has written to it for `quarantine_after`.
         let quiet = quiet_for(&opened);
-        if !writing && quiet >= s.quarantine_after {
+        if !writing() && quiet >= s.quarantine_after && unchanged_since(path, &file, &opened) {
             let reason = format!(
                 "{reason} (unchanged for {})",
                 humantime::format_duration(s.quarantine_after)
             );
             return set_aside(journal, s, path, new, waiting, reason);
         }
-        let recheck_in = if writing {
-            s.quarantine_after
-        } else {
-            s.quarantine_after - quiet
-        };
-        if waiting.is_some() {
-            return Ok(Outcome::StillInvalid(recheck_in));
+        let recheck_in = s
+            .quarantine_after
+            .saturating_sub(quiet)
+            .max(Duration::from_millis(100));
+        if let Some(w) = waiting {
+            return Ok(Outcome::StillInvalid {
+                id: w.id,
+                recheck_in,
+            });
         }
         // A close event can come before the writer is done (a `touch` first, then the
         // content): fresh content gets `settle` before it is even called invalid.
@@ -417,7 +434,29 @@ pub fn take(
         return Ok(Outcome::Invalid { record, recheck_in });
     }
 
+    // Its writer finished it: the same entry goes on with the content now there.
+    let rehash = |w: &Record| {
+        journal.apply(
+            w.id,
+            Event::Rehash {
+                size: new.size,
+                crc32: new.crc32,
+            },
+        )
+    };
     if let Some(prev) = journal.find_archived(name, scan.size, scan.crc32)? {
+        match waiting {
+            // An `invalid` entry with a past (tried, replayed…) goes on as `pending`,
+            // as a rewritten pending file does.
+            Some(w) if !w.only_ever_invalid() => return Ok(Outcome::Pending(rehash(w)?)),
+            // One that never was anything else makes way, so the duplicate is born
+            // `verified` with its own size and CRC32, in one write. A crash between
+            // the two leaves no entry and the file in the outbox: judged anew.
+            Some(w) => {
+                journal.drop_invalid(w.id)?;
+            }
+            None => {}
+        }
         let archive_path = crate::archive::plan(&s.archive, name, SystemTime::now());
         // Born verified, in one write: never a `pending` entry that could be sent.
         let verified = Event::Verified {
@@ -428,10 +467,7 @@ pub fn take(
                 prev.id
             )),
         };
-        let rec = match waiting {
-            Some(w) => journal.apply(w.id, verified)?,
-            None => journal.insert_as(new, verified)?,
-        };
+        let rec = journal.insert_as(new, verified)?;
         journal.flush()?;
         return Ok(Outcome::Duplicate {
             record: rec,
@@ -440,16 +476,39 @@ pub fn take(
     }
 
     Ok(Outcome::Pending(match waiting {
-        // Its writer finished it: the same entry goes on with the content now there.
-        Some(w) => journal.apply(
-            w.id,
-            Event::Rehash {
-                size: new.size,
-                crc32: new.crc32,
-            },
-        )?,
+        Some(w) => rehash(w)?,
         None => journal.insert(new)?,
     }))
+}
+
+/// Whether the file under `path` is still the one read through `file`, unchanged
+/// since `before` (the handle's metadata before the read): a quarantine must move
+/// the file that was judged, not one a writer appended to or renamed over it since.
+fn unchanged_since(path: &Path, file: &fs::File, before: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(now), Ok(named)) = (file.metadata(), fs::symlink_metadata(path)) else {
+        return false;
+    };
+    let same = |a: &fs::Metadata, b: &fs::Metadata| {
+        (
+            a.dev(),
+            a.ino(),
+            a.len(),
+            a.mtime(),
+            a.mtime_nsec(),
+            a.ctime(),
+            a.ctime_nsec(),
+        ) == (
+            b.dev(),
+            b.ino(),
+            b.len(),
+            b.mtime(),
+            b.mtime_nsec(),
+            b.ctime(),
+            b.ctime_nsec(),
+        )
+    };
+    same(before, &now) && same(before, &named)
 }
 
 /// How long nobody has changed the file: since the later of its last write (mtime)
@@ -463,21 +522,39 @@ fn quiet_for(m: &fs::Metadata) -> Duration {
     SystemTime::now().duration_since(last).unwrap_or_default()
 }
 
-/// The file of an `invalid` entry is no longer there to judge (removed, or replaced
-/// by something that is not a regular file): the entry is dropped, since nothing was
-/// ever taken. Any other candidate is simply skipped.
+/// The file of an `invalid` entry is no longer there to judge (removed, replaced by
+/// something that is not a regular file, or no longer taken by the name rules): the
+/// entry is dropped if it never was anything else, or kept as `failed`. Any other
+/// candidate is simply skipped.
 fn withdrawn(
     journal: &Journal,
     waiting: Option<&Record>,
     why: &'static str,
 ) -> Result<Outcome, IntakeError> {
-    match waiting {
-        Some(w) if journal.drop_invalid(w.id)? => Ok(Outcome::Dropped {
+    let Some(w) = waiting else {
+        return Ok(Outcome::Skip(why));
+    };
+    if journal.drop_invalid(w.id)? {
+        return Ok(Outcome::Withdrawn {
             record: w.clone(),
             why,
-        }),
-        _ => Ok(Outcome::Skip(why)),
+            dropped: true,
+        });
     }
+    // An entry with a past is kept, as `failed`, so its history stays.
+    let record = journal.apply(
+        w.id,
+        Event::Failed {
+            error: format!(
+                "{why}: the file left the outbox (or stopped being taken) before it was a valid order again; nothing sent since"
+            ),
+        },
+    )?;
+    Ok(Outcome::Withdrawn {
+        record,
+        why,
+        dropped: false,
+    })
 }
 
 /// Quarantine at intake: a new file is born quarantined; an `invalid` entry moves on.

@@ -749,7 +749,9 @@ fn rehash(ctx: &Ctx, rec: &Record) -> Result<Step, JournalError> {
         Err(reason) => {
             let r = ctx.journal.apply(rec.id, Event::Invalid { reason })?;
             warn!(state = %r.state(), "changed after intake and not a valid order now: {}; left in the outbox, never sent, until its writer finishes it (or quarantined once unchanged for {})", r.last_error.as_deref().unwrap_or("invalid"), humantime::format_duration(ctx.settings.quarantine_after));
-            return Ok(Step::Done);
+            // Back to intake now: the writer's close may have come while the entry
+            // was still `pending`, and been skipped for it.
+            return Ok(Step::Rescan);
         }
         Ok(()) => {}
     }

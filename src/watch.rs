@@ -6,7 +6,7 @@
 //! never quarantines one of those, however long its writer pauses.
 
 use crate::intake::Found;
-use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -29,15 +29,15 @@ pub struct WatchError {
     source: notify::Error,
 }
 
-/// Names in the outbox that were created or written to since their last
-/// close-after-write: a writer may hold them open.
+/// Names in the outbox that were written to since their last close-after-write: a
+/// writer may hold them open.
 ///
 /// inotify as notify sets it up reports every open, but a close only when the file
 /// was open for writing, so opens cannot be counted (our own reads would never be
-/// closed). A write or a create marks a name and its writer's close clears it, which
+/// closed). A write marks a name and its writer's close clears it, which
 /// is what matters: a writer that wrote half an order and paused, or re-opened the
 /// file and appended, holds a mark until it closes. Not covered: a writer that opened
-/// the file and has not written yet (the file is then unchanged, and
+/// (or created) the file and has not written yet (the file is then unchanged, and
 /// `quarantine_after` is what protects it). An inotify overflow clears every mark:
 /// the closes it lost would otherwise hold them forever.
 #[derive(Debug, Default)]
@@ -64,7 +64,9 @@ impl Writers {
         }
     }
 
-    fn forget_all(&self) {
+    /// Forget every mark: after an overflow or a new watch, the closes that would
+    /// clear them may never come.
+    pub fn forget_all(&self) {
         self.0.lock().unwrap().clear();
     }
 }
@@ -107,8 +109,9 @@ pub fn start(
                 return;
             }
             match ev.kind {
-                EventKind::Create(CreateKind::File | CreateKind::Any)
-                | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
+                // A write, not a create: a name linked in (`link`, `O_TMPFILE` +
+                // `linkat`) is created with no close ever reported under it.
+                EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
                     ev.paths.iter().for_each(|p| writers.mark(p));
                     return;
                 }

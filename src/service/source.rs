@@ -41,6 +41,8 @@ pub(super) async fn watch_task(
                 ) {
                     Ok(w) => {
                         current = Some(w);
+                        // Marks of the old watch would never see their closes.
+                        shared.writers.forget_all();
                         info!("watching the outbox again: {}", outbox.display());
                         sweep_now.notify_one();
                         break;
@@ -155,10 +157,9 @@ async fn take(
 ) {
     let ctx = shared.ctx.clone();
     let path = c.path.clone();
-    let writing = path
-        .file_name()
-        .is_some_and(|n| shared.writers.is_writing(n));
+    let writers = shared.writers.clone();
     let out = tokio::task::spawn_blocking(move || {
+        let writing = || c.path.file_name().is_some_and(|n| writers.is_writing(n));
         intake::take(&ctx.journal, &ctx.settings, &c.path, c.found, writing)
     })
     .await;
@@ -232,13 +233,22 @@ async fn take(
                 look_again(recheck_in, deferred);
             }
         }
-        Ok(Outcome::StillInvalid(d)) => {
+        Ok(Outcome::StillInvalid { id, recheck_in }) => {
+            shared.touched(id);
             if shared.mode.looks_again_later() {
-                look_again(d, deferred);
+                look_again(recheck_in, deferred);
             }
         }
-        Ok(Outcome::Dropped { record, why }) => {
+        Ok(Outcome::Withdrawn {
+            record,
+            why,
+            dropped: true,
+        }) => {
             info!(file = %crate::intake::shown(&record.name), "{why}: it left the outbox before it became a valid order; entry #{} dropped", record.id);
+        }
+        Ok(Outcome::Withdrawn { record, .. }) => {
+            shared.touched(record.id);
+            warn!(file = %crate::intake::shown(&record.name), state = %record.state(), "{}", record.last_error.as_deref().unwrap_or("withdrawn"));
         }
         Ok(Outcome::Wait(d)) => look_again(d, deferred),
         Ok(Outcome::Skip(why)) => {

@@ -256,14 +256,22 @@ impl Remote for SftpConn {
     }
 
     fn create_new(&mut self, path: &str) -> Result<ssh2::File, RemoteError> {
-        self.sftp()
-            .open_mode(
-                Path::new(path),
-                OpenFlags::READ | OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUSIVE,
-                0o644,
-                OpenType::File,
-            )
-            .map_err(|e| ssh_fault("create", path, &e))
+        let flags = OpenFlags::READ | OpenFlags::WRITE | OpenFlags::CREATE;
+        match self.sftp().open_mode(
+            Path::new(path),
+            flags | OpenFlags::EXCLUSIVE,
+            0o644,
+            OpenType::File,
+        ) {
+            // OpenSSH (and its Windows port) map SSH_FXF_EXCL to O_EXCL; a server that
+            // says it has no exclusive create still gets the probe, under its random
+            // name, rather than an outage.
+            Err(e) if e.code() == ErrorCode::SFTP(8) => self
+                .sftp()
+                .open_mode(Path::new(path), flags, 0o644, OpenType::File)
+                .map_err(|e| ssh_fault("create", path, &e)),
+            r => r.map_err(|e| ssh_fault("create", path, &e)),
+        }
     }
 
     fn sync(&mut self, w: &mut ssh2::File, path: &str) -> Result<bool, RemoteError> {

@@ -459,11 +459,11 @@ impl Journal {
 
     /// Forget entry `id` if `wanted` holds for its current record, read under
     /// the entry's lock; returns whether it went.
-    /// Forget an `invalid` entry whose file left the outbox before it became valid
-    /// (its writer removed it): nothing was taken, so nothing is left to track.
-    /// False if the entry is no longer `invalid`.
+    /// Forget an entry that never was anything but `invalid`
+    /// ([`Record::only_ever_invalid`]): its file left the outbox before it became
+    /// valid, or is to be journaled afresh. False (and nothing changed) otherwise.
     pub fn drop_invalid(&self, id: u64) -> Result<bool> {
-        let gone = self.remove_if(id, |r| r.state() == State::Invalid)?;
+        let gone = self.remove_if(id, Record::only_ever_invalid)?;
         if gone {
             self.flush()?;
         }

@@ -12,7 +12,7 @@
 //!   ╰── Quarantined ──▶ quarantined          Retry, Rehash: pending → pending
 //!   ▲ │                     ▲
 //!   │ ╰── Invalid ─▶ invalid ┤ Quarantined (unchanged for quarantine_after, not open)
-//!   ╰──── Rehash ────╯  ╰── Verified (duplicate at intake)
+//!   ╰──── Rehash ────╯  ╰── Failed (its file left the outbox; kept for its past)
 //! ```
 //!
 //! `invalid` is a file whose content is not a valid order yet: it stays in the outbox
@@ -193,7 +193,7 @@ pub fn next(from: State, event: &Event) -> Result<State, IllegalTransition> {
     use State::*;
     let to = match (from, event) {
         (Pending, Event::Uploaded { .. }) => Sent,
-        (Pending | Sent | Invalid, Event::Verified { .. }) => Verified,
+        (Pending | Sent, Event::Verified { .. }) => Verified,
         (Verified, Event::Archived | Event::ArchivedAs { .. } | Event::LocalReplaced { .. }) => {
             Archived
         }
@@ -202,7 +202,9 @@ pub fn next(from: State, event: &Event) -> Result<State, IllegalTransition> {
         (Sent, Event::Retry { .. }) => Sent,
         (Sent, Event::Reupload { .. }) => Pending,
         // From `sent` only on a conflict (the pipeline's rule, not the table's).
-        (Pending | Sent, Event::Failed { .. }) => Failed,
+        // From `invalid`: its file left the outbox before it became valid, and the
+        // entry has a past worth keeping (one with none is dropped instead).
+        (Pending | Sent | Invalid, Event::Failed { .. }) => Failed,
         (Pending | Invalid, Event::Quarantined { .. }) => Quarantined,
         // Changed after intake and not valid now: back to intake until the writer is done.
         (Pending, Event::Invalid { .. }) => Invalid,
@@ -279,7 +281,7 @@ mod tests {
             (Pending, "rehash", Pending),
             (Pending, "invalid", Invalid),
             (Invalid, "rehash", Pending),
-            (Invalid, "verified", Verified),
+            (Invalid, "failed", Failed),
             (Invalid, "quarantined", Quarantined),
         ];
         let mut checked = 0;

@@ -84,6 +84,17 @@ impl Record {
         }
     }
 
+    /// True if this entry never was anything but `invalid` (born so, or pending and
+    /// never tried before it went invalid): nothing was ever sent or recorded for it
+    /// beyond its file's arrival, so forgetting it loses nothing.
+    pub fn only_ever_invalid(&self) -> bool {
+        self.state == State::Invalid
+            && self
+                .history
+                .iter()
+                .all(|t| t.event.is_none() || matches!(t.event, Some(Event::Invalid { .. })))
+    }
+
     pub fn state(&self) -> State {
         self.state
     }
@@ -230,6 +241,32 @@ mod tests {
         assert_eq!((r.state(), r.attempts), (State::Pending, 0));
         assert_eq!(r.history.len(), 4);
         assert_eq!(r.entered(State::Failed), Some(2));
+    }
+
+    #[test]
+    fn only_an_entry_that_never_was_anything_but_invalid_may_be_forgotten() {
+        let mut r = entry();
+        let invalid = || Event::Invalid { reason: "r".into() };
+        r.apply(invalid(), 2, None).unwrap();
+        assert!(r.only_ever_invalid(), "{r:?}");
+        // Tried once before it went invalid: it has a past.
+        let mut tried = entry();
+        tried
+            .apply(
+                Event::Retry {
+                    error: "e".into(),
+                    next_attempt_at: 3,
+                },
+                2,
+                None,
+            )
+            .unwrap();
+        tried.apply(invalid(), 3, None).unwrap();
+        assert!(!tried.only_ever_invalid());
+        // Not invalid now: not forgettable either.
+        r.apply(Event::Rehash { size: 1, crc32: 1 }, 4, None)
+            .unwrap();
+        assert!(!r.only_ever_invalid());
     }
 
     #[test]

@@ -3,7 +3,6 @@
 use crate::support::service::*;
 use crate::support::sshd::Sshd;
 use std::process::Command;
-use std::time::Duration;
 
 #[test]
 fn a_bad_config_is_refused_naming_the_file_the_key_and_the_reason() {
@@ -79,7 +78,6 @@ fn json_logs_are_one_object_per_line_with_timestamp_level_file_and_state() {
     let sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "");
     spool.drop_order("order-2026-000001.json", &order(1, 2000));
-    std::thread::sleep(Duration::from_millis(350));
     let out = Command::new(BIN)
         .args(["--log-format", "json", "sync", "-c"])
         .arg(&spool.config)

@@ -254,7 +254,6 @@ fn an_unknown_host_key_is_refused_and_nothing_is_sent() {
     );
     let body = order(9, 3000);
     spool.drop_order("order-2026-000009.json", &body);
-    std::thread::sleep(Duration::from_millis(350)); // past settle, so sync takes it
     let (status, stdout, stderr) = spool.sync();
     assert_eq!(status.code(), Some(1), "stdout: {stdout}\nstderr: {stderr}");
     assert!(stderr.contains("host key is unknown"), "{stderr}");
@@ -352,7 +351,6 @@ fn the_same_content_already_in_the_inbox_counts_as_delivered_and_a_different_one
     spool.drop_order("order-same.json", &same);
     let mine = order(3, 2000);
     spool.drop_order("order-conflict.json", &mine);
-    std::thread::sleep(Duration::from_millis(350));
     let (status, stdout, stderr) = spool.sync();
     assert_eq!(
         status.code(),
@@ -428,7 +426,6 @@ fn sync_exits_nonzero_and_keeps_files_when_the_destination_is_down() {
     sshd.stop();
     let body = order(5, 2000);
     spool.drop_order("order-2026-000005.json", &body);
-    std::thread::sleep(Duration::from_millis(350));
     let (status, stdout, stderr) = spool.sync();
     assert_eq!(status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stdout.contains("1 found, 0 archived"), "{stdout}");
@@ -546,6 +543,7 @@ fn a_leftover_temp_name_that_cannot_be_removed_does_not_stop_delivery() {
 }
 
 #[test]
+#[ignore = "needs root: makes a file immutable (chattr +i); tests/ci.sh runs it"]
 fn a_leftover_temp_that_cannot_be_truncated_or_removed_does_not_block_its_order_and_is_cleaned_later(
 ) {
     if unsafe { libc::geteuid() } != 0 {
@@ -691,7 +689,6 @@ fn names_a_windows_inbox_would_misread_are_quarantined_with_the_reason_and_print
     spool.drop_order("order-2026-000001.json", &body);
     // A trailing dot never matches `*.json`: not taken at all, left where it is.
     spool.drop_order("order.json.", &body);
-    std::thread::sleep(Duration::from_millis(350)); // settle (300 ms): sync takes only settled files
     let (status, stdout, stderr) = spool.sync();
     assert!(
         stdout.contains(
@@ -743,7 +740,6 @@ fn a_file_larger_than_max_size_is_quarantined_with_the_reason_and_never_read_who
     let big = order(2, 5000);
     spool.drop_order("order-small.json", &small);
     spool.drop_order("order-big.json", &big);
-    std::thread::sleep(Duration::from_millis(350)); // settle (300 ms): sync takes only settled files
     let (_, stdout, stderr) = spool.sync();
     assert!(
         stdout.contains("2 found, 1 archived, 1 quarantined"),

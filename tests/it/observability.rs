@@ -108,7 +108,6 @@ fn a_log_file_replaces_stderr_with_timestamped_lines_naming_file_batch_and_state
         logs.display()
     ));
     spool.drop_order("order-1.json", &order(1, 1000));
-    std::thread::sleep(Duration::from_millis(350));
     let (st, _, stderr) = spool.sync();
     assert!(st.success());
     assert!(

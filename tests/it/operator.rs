@@ -39,8 +39,10 @@ fn mixed_day(sshd: &Sshd, spool: &Spool, svc: &Service) -> Vec<(String, Vec<u8>)
         || {
             let stats = spool.ok(&["journal", "stats", "--json"]);
             // `archived` is journaled just after the move wait_archived saw.
+            // The same for `quarantined`, journaled after the move and its `.reason`.
             stats.contains("\"archived\":3")
                 && stats.contains("\"failed\":1")
+                && stats.contains("\"quarantined\":1")
                 && names_in(&spool.quarantine()).len() == 2
         },
     );
@@ -213,7 +215,6 @@ fn replay_refuses_what_it_cannot_send_and_force_resends_from_the_archive() {
     fs::write(sshd.inbox().join("order-4.json"), b"{}").unwrap();
     spool.drop_order("order-4.json", &gone);
     spool.drop_order("order-5.json", &body);
-    std::thread::sleep(Duration::from_millis(350));
     spool.sync();
     fs::remove_file(spool.outbox().join("order-4.json")).unwrap();
 
@@ -308,6 +309,7 @@ fn a_flood_of_malformed_and_oversized_requests_leaves_the_service_delivering() {
 }
 
 #[test]
+#[ignore = "needs root: runs a client as another user; tests/ci.sh runs it"]
 fn the_socket_is_closed_to_users_outside_the_services_group() {
     let sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "");
@@ -316,8 +318,7 @@ fn the_socket_is_closed_to_users_outside_the_services_group() {
     let mode = fs::metadata(spool.socket()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660, "socket mode {mode:o}");
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("not root: cannot run a client as another user; checked the mode only");
-        return;
+        panic!("this test runs a client as another user and must run as root (CI does)");
     }
     // Let `nobody` reach the config and the socket's folder, but not the socket.
     fs::set_permissions(spool.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
@@ -406,7 +407,6 @@ fn a_lost_journal_is_rebuilt_from_disk_and_nothing_is_sent_again() {
         spool.drop_order(n, b);
     }
     spool.drop_order("bad.json", b"{");
-    std::thread::sleep(Duration::from_millis(350));
     spool.sync();
     let mut svc = spool.start();
     svc.wait_ready();
@@ -452,7 +452,6 @@ fn a_lost_journal_is_rebuilt_from_disk_and_nothing_is_sent_again() {
         "{out}"
     );
 
-    std::thread::sleep(Duration::from_millis(350));
     let (st, out, err) = spool.sync();
     assert_eq!(st.code(), Some(0), "{out}\n{}", tail(&err, 30));
     let mut inbox = names_in(sshd.inbox());
@@ -483,7 +482,6 @@ fn archived_entries_older_than_the_retention_are_pruned_and_failed_ones_kept() {
     fs::write(sshd.inbox().join("order-2.json"), b"{}").unwrap();
     spool.drop_order("order-1.json", &order(1, 1000));
     spool.drop_order("order-2.json", &order(2, 1000));
-    std::thread::sleep(Duration::from_millis(350));
     spool.sync();
     assert_eq!(spool.entries().len(), 2);
     std::thread::sleep(Duration::from_millis(1100));
@@ -535,6 +533,7 @@ fn a_private_key_others_can_read_or_that_needs_a_passphrase_is_refused_at_start_
 }
 
 #[test]
+#[ignore = "needs root: runs check as root, as operators will; tests/ci.sh runs it"]
 fn check_as_root_needs_as_root_and_never_writes_through_a_link_planted_where_it_probes() {
     if unsafe { libc::geteuid() } != 0 {
         panic!("this test runs `check` as root, as operators will, and must run as root (CI does)");

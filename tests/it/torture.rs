@@ -426,6 +426,7 @@ fn a_very_large_file_is_streamed_with_flat_memory() {
 }
 
 #[test]
+#[ignore = "needs root: lowers fs.inotify.max_queued_events; tests/ci.sh runs it"]
 fn a_burst_that_overflows_the_inotify_queue_is_swept_up() {
     if unsafe { libc::geteuid() } != 0 {
         panic!("this test lowers fs.inotify.max_queued_events and must run as root (CI does)");
@@ -580,6 +581,7 @@ impl Drop for Mount {
 }
 
 #[test]
+#[ignore = "needs root: mounts a small tmpfs; tests/ci.sh runs it"]
 fn a_full_inbox_pauses_delivery_and_it_resumes_when_space_returns() {
     let sshd = Sshd::start();
     let inbox = Mount::tmpfs(sshd.inbox(), "256k");
@@ -629,6 +631,7 @@ fn all_delivered_with_no_attempt_burned(
 }
 
 #[test]
+#[ignore = "needs root: a read-only bind mount; tests/ci.sh runs it"]
 fn a_read_only_inbox_pauses_delivery_without_failing_files() {
     let sshd = Sshd::start();
     let ro = Mount::read_only(sshd.inbox());
@@ -647,6 +650,7 @@ fn a_read_only_inbox_pauses_delivery_without_failing_files() {
 }
 
 #[test]
+#[ignore = "needs root: mounts a small tmpfs; tests/ci.sh runs it"]
 fn a_full_journal_disk_stops_the_service_and_never_costs_an_order() {
     let sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "");
@@ -705,6 +709,7 @@ fn a_full_journal_disk_stops_the_service_and_never_costs_an_order() {
 }
 
 #[test]
+#[ignore = "needs root: a read-only bind mount; tests/ci.sh runs it"]
 fn a_journal_folder_that_is_not_writable_is_refused_at_start() {
     let sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "");
@@ -765,6 +770,7 @@ impl Drop for Lab {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and nftables; tests/ci.sh runs it"]
 fn a_blackholed_link_times_out_without_a_hang_and_delivery_resumes_when_it_heals() {
     let tmp = tempfile::tempdir().unwrap();
     let lab = Lab::up(tmp.path().join("lab"));

@@ -156,12 +156,16 @@ fn a_truly_invalid_file_is_quarantined_once_unchanged_for_quarantine_after_and_n
     let path = spool.outbox().join(bad);
     let written = fs::metadata(&path).unwrap().modified().unwrap();
 
+    let mut list = String::new();
     wait_until(
         Duration::from_secs(10),
         "the invalid file to be listed",
-        || spool.ok(&["journal", "list"]).contains(bad),
+        || {
+            list = spool.ok(&["journal", "list"]);
+            list.contains(bad)
+        },
     );
-    let list = spool.ok(&["journal", "list"]);
+    // Listed as `invalid` at first (4 s before it may be quarantined).
     let line = list.lines().find(|l| l.contains(bad)).unwrap();
     assert!(line.contains("invalid"), "{list}");
     assert!(
@@ -233,7 +237,8 @@ fn a_pending_file_rewritten_half_is_sent_back_to_wait_for_its_writer_and_deliver
     let path = spool.outbox().join(name);
     spool.drop_order(name, &second[..second.len() / 2]);
     let step = process(&ctx, &mut Slot::default(), id).unwrap();
-    assert!(matches!(step, Step::Done), "{step:?}");
+    // Back to intake at once (a sweep now), not at the next sweep.
+    assert!(matches!(step, Step::Rescan), "{step:?}");
     let rec = ctx.journal.get(id).unwrap().unwrap();
     assert_eq!(rec.state(), State::Invalid, "{rec:?}");
     assert!(path.exists(), "left in the outbox for its writer");
@@ -242,7 +247,7 @@ fn a_pending_file_rewritten_half_is_sent_back_to_wait_for_its_writer_and_deliver
 
     // The writer finishes: intake takes the same entry on, and it is delivered whole.
     spool.drop_order(name, &second);
-    let out = intake::take(&ctx.journal, &ctx.settings, &path, Found::Watch, false).unwrap();
+    let out = intake::take(&ctx.journal, &ctx.settings, &path, Found::Watch, || false).unwrap();
     let Outcome::Pending(rec) = out else {
         panic!("{out:?}")
     };
@@ -312,7 +317,13 @@ fn an_order_its_writer_finished_in_the_quarantine_is_put_back_by_replay_and_deli
     wait_until(
         Duration::from_secs(20),
         "the half order to be quarantined",
-        || quarantined.exists(),
+        // Journaled `quarantined` after the move and its `.reason`: the journal too.
+        || {
+            quarantined.exists()
+                && spool
+                    .ok(&["journal", "list", "--state", "quarantined"])
+                    .contains(name)
+        },
     );
     // The writer finishes, inside the quarantine: the handle followed the file.
     f.write_all(&body[body.len() / 2..]).unwrap();
@@ -336,4 +347,65 @@ fn an_order_its_writer_finished_in_the_quarantine_is_put_back_by_replay_and_deli
         .map(|r| r.state())
         .collect();
     assert_eq!(states, vec![State::Quarantined, State::Archived]);
+}
+
+#[test]
+fn a_file_invalid_at_first_that_completes_as_a_copy_of_an_archived_order_is_not_sent_again() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let settings = config::load(&spool.config).unwrap();
+    let journal = Journal::open(&settings.journal, &JournalOptions::default()).unwrap();
+    let name = "order-2026-000069.json";
+    let body = order(69, 2000);
+    // Delivered and archived before.
+    let first = journal
+        .insert(NewEntry {
+            name: name.into(),
+            size: body.len() as u64,
+            crc32: crc32fast::hash(&body),
+            batch: "20261202-1200".into(),
+            source_path: "x".into(),
+            found_by: "watch".into(),
+        })
+        .unwrap();
+    journal
+        .apply(
+            first.id,
+            Event::Verified {
+                remote_path: "r".into(),
+                archive_path: "a".into(),
+                note: None,
+            },
+        )
+        .unwrap();
+    journal.apply(first.id, Event::Archived).unwrap();
+    // The web shop writes the same order again, slowly: half of it first.
+    let path = spool.outbox().join(name);
+    fs::write(&path, &body[..body.len() / 2]).unwrap();
+    let old = SystemTime::now() - Duration::from_secs(60);
+    fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let out = intake::take(&journal, &settings, &path, Found::Sweep, || false).unwrap();
+    assert!(matches!(out, Outcome::Invalid { .. }), "{out:?}");
+    fs::write(&path, &body).unwrap();
+    let out = intake::take(&journal, &settings, &path, Found::Watch, || false).unwrap();
+    let Outcome::Duplicate { record, of } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(of, first.id);
+    // Its own size and CRC32, not the half file's: the archive move checks them.
+    assert_eq!(
+        (record.size, record.crc32, record.state()),
+        (body.len() as u64, crc32fast::hash(&body), State::Verified)
+    );
+    let all: Vec<_> = journal.iter().map(|r| r.unwrap()).collect();
+    assert_eq!(
+        all.len(),
+        2,
+        "the invalid entry is not left beside it: {all:?}"
+    );
 }
