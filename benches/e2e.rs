@@ -1592,7 +1592,7 @@ fn build_journal(path: &Path, from: usize, to: usize, deadline: Instant) -> usiz
                     .fetch_add((a + chunk).min(to) - a, std::sync::atomic::Ordering::SeqCst)
                     + (a + chunk).min(to)
                     - a;
-                if n % 100_000 == 0 {
+                if n.is_multiple_of(100_000) {
                     println!(
                         "  journal: {} entries ({:.0} entries/s)",
                         from + n,

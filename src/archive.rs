@@ -143,23 +143,6 @@ impl Dirs {
     }
 }
 
-/// Move one file and fsync both folders: [`move_to_archive`] for a batch of one.
-pub fn archive(
-    rec: &Record,
-    outbox: &Path,
-    sent: Option<LocalId>,
-) -> Result<PathBuf, ArchiveError> {
-    let mut dirs = Dirs::default();
-    let to = move_to_archive(rec, outbox, sent, &mut dirs)?;
-    dirs.sync(outbox)
-        .map_err(|(dir, source)| ArchiveError::Move {
-            from: dir,
-            to: to.clone(),
-            source,
-        })?;
-    Ok(to)
-}
-
 /// Move the verified local file `outbox/<name>` to the archive path the journal
 /// recorded, or the next free name after it (never over a file): returns where it went.
 /// Idempotent: a file already moved (crash before the journal said so) is found there
@@ -349,6 +332,23 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    /// Move one file and fsync both folders: [`move_to_archive`] for a batch of one.
+    fn archive(
+        rec: &Record,
+        outbox: &Path,
+        sent: Option<LocalId>,
+    ) -> Result<PathBuf, ArchiveError> {
+        let mut dirs = Dirs::default();
+        let to = move_to_archive(rec, outbox, sent, &mut dirs)?;
+        dirs.sync(outbox)
+            .map_err(|(dir, source)| ArchiveError::Move {
+                from: dir,
+                to: to.clone(),
+                source,
+            })?;
+        Ok(to)
     }
 
     #[test]

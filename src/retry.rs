@@ -130,10 +130,6 @@ impl Gate {
     pub fn is_down(&self) -> bool {
         self.state.lock().unwrap().failures > 0
     }
-
-    pub fn last_error(&self) -> Option<String> {
-        self.state.lock().unwrap().last_error.clone()
-    }
 }
 
 #[cfg(test)]

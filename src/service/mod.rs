@@ -64,8 +64,6 @@ pub enum ServiceError {
         problem: String,
         fix: String,
     },
-    #[error("a worker task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
 }
 
 /// What a `sync` pass did.

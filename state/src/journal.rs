@@ -731,7 +731,19 @@ mod tests {
                 .unwrap();
             db.flush().unwrap();
         }
-        match Journal::open(dir.path(), &JournalOptions::default()) {
+        // sled lets go of its lock a moment after the drop above: wait for that,
+        // not for the answer under test (this test failed once on a loaded machine).
+        let mut tries = 0;
+        let r = loop {
+            match Journal::open(dir.path(), &JournalOptions::default()) {
+                Err(JournalError::Locked { .. }) if tries < 1000 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                r => break r,
+            }
+        };
+        match r {
             Err(JournalError::Schema { found, .. }) => assert_eq!(found, "0"),
             Err(other) => panic!("expected a schema error, got {other}"),
             Ok(_) => panic!("expected a schema error, got a journal"),

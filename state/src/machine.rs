@@ -308,6 +308,48 @@ mod tests {
         assert_eq!(checked, 7 * 13);
     }
 
+    /// The one written copy of the table, in docs/ARCHITECTURE.md §4, row for row
+    /// what `next` does: a change to either that is not made to the other fails here.
+    #[test]
+    fn the_architecture_documents_exactly_the_transitions_next_allows() {
+        use std::collections::BTreeSet;
+        let doc = include_str!("../../docs/ARCHITECTURE.md");
+        let mut rows = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("| from | event | to |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .peekable();
+        assert!(
+            rows.peek().is_some(),
+            "no transition table in ARCHITECTURE.md"
+        );
+        let mut documented = BTreeSet::new();
+        for row in rows {
+            let cols: Vec<&str> = row.split('|').map(str::trim).collect();
+            let event = cols[2].trim_matches('`').to_string();
+            let to: State = cols[3].parse().unwrap_or_else(|e| panic!("{row}: {e}"));
+            for from in cols[1].split(',') {
+                let from: State = from.trim().parse().unwrap_or_else(|e| panic!("{row}: {e}"));
+                documented.insert((from, event.clone(), to));
+            }
+        }
+        let mut allowed = BTreeSet::new();
+        for from in State::ALL {
+            for ev in all_events() {
+                if let Ok(to) = next(from, &ev) {
+                    allowed.insert((from, ev.name().to_string(), to));
+                }
+            }
+        }
+        let missing: Vec<_> = allowed.difference(&documented).collect();
+        let extra: Vec<_> = documented.difference(&allowed).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "docs/ARCHITECTURE.md's table and machine::next disagree\n  not documented: {missing:?}\n  documented but illegal: {extra:?}"
+        );
+    }
+
     #[test]
     fn a_verified_file_can_never_go_back_to_pending_or_failed() {
         for ev in all_events() {
