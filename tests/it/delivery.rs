@@ -546,9 +546,7 @@ fn a_leftover_temp_name_that_cannot_be_removed_does_not_stop_delivery() {
 #[ignore = "needs root: makes a file immutable (chattr +i); tests/ci.sh runs it"]
 fn a_leftover_temp_that_cannot_be_truncated_or_removed_does_not_block_its_order_and_is_cleaned_later(
 ) {
-    if unsafe { libc::geteuid() } != 0 {
-        panic!("this test makes a file immutable (chattr +i) and must run as root (CI does)");
-    }
+    crate::support::require_root("makes a file immutable (chattr +i)");
     let sshd = Sshd::start();
     let name = "order-2026-000009.json";
     let body = order(9, 1500);

@@ -317,9 +317,7 @@ fn the_socket_is_closed_to_users_outside_the_services_group() {
     svc.wait_ready();
     let mode = fs::metadata(spool.socket()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660, "socket mode {mode:o}");
-    if unsafe { libc::geteuid() } != 0 {
-        panic!("this test runs a client as another user and must run as root (CI does)");
-    }
+    crate::support::require_root("runs a client as another user");
     // Let `nobody` reach the config and the socket's folder, but not the socket.
     fs::set_permissions(spool.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(&spool.config, fs::Permissions::from_mode(0o644)).unwrap();
@@ -535,9 +533,7 @@ fn a_private_key_others_can_read_or_that_needs_a_passphrase_is_refused_at_start_
 #[test]
 #[ignore = "needs root: runs check as root, as operators will; tests/ci.sh runs it"]
 fn check_as_root_needs_as_root_and_never_writes_through_a_link_planted_where_it_probes() {
-    if unsafe { libc::geteuid() } != 0 {
-        panic!("this test runs `check` as root, as operators will, and must run as root (CI does)");
-    }
+    crate::support::require_root("runs `check` as root, as operators will,");
     let sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "");
 

@@ -549,9 +549,7 @@ fn a_file_swapped_for_a_fifo_after_intake_does_not_block_the_worker() {
 #[test]
 #[ignore = "needs root: makes a device node (mknod); tests/ci.sh runs it"]
 fn a_file_swapped_for_a_device_after_intake_is_refused_without_being_opened() {
-    if unsafe { libc::geteuid() } != 0 {
-        panic!("this test makes a device node (mknod) and must run as root (CI does)");
-    }
+    crate::support::require_root("makes a device node (mknod)");
     use notify::event::{AccessKind, EventKind};
     use notify::Watcher;
     let sshd = Sshd::start();

@@ -428,9 +428,7 @@ fn a_very_large_file_is_streamed_with_flat_memory() {
 #[test]
 #[ignore = "needs root: lowers fs.inotify.max_queued_events; tests/ci.sh runs it"]
 fn a_burst_that_overflows_the_inotify_queue_is_swept_up() {
-    if unsafe { libc::geteuid() } != 0 {
-        panic!("this test lowers fs.inotify.max_queued_events and must run as root (CI does)");
-    }
+    crate::support::require_root("lowers fs.inotify.max_queued_events");
     let sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "");
     spool.set_config("sweep_interval = \"1s\"", "sweep_interval = \"1h\"");
@@ -565,9 +563,7 @@ impl Mount {
     }
 
     fn require_root() {
-        if unsafe { libc::geteuid() } != 0 {
-            panic!("this test mounts file systems and must run as root (CI does)");
-        }
+        crate::support::require_root("mounts file systems");
     }
 }
 
@@ -739,9 +735,7 @@ struct Lab {
 
 impl Lab {
     fn up(dir: std::path::PathBuf) -> Lab {
-        if unsafe { libc::geteuid() } != 0 {
-            panic!("this test builds network namespaces and must run as root (CI does)");
-        }
+        crate::support::require_root("builds network namespaces");
         let lab = Lab { dir };
         lab.run("up");
         lab

@@ -39,3 +39,12 @@ pub fn wait_until(timeout: Duration, what: &str, cond: impl FnMut() -> bool) {
         panic!("timed out after {timeout:?} waiting for {what}");
     }
 }
+
+/// For the `#[ignore = "needs root…"]` tests: run anyway (with `--include-ignored`)
+/// by someone else, they fail saying why, never pass without testing anything.
+pub fn require_root(what: &str) {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test {what} and must run as root (CI does)");
+    }
+}
