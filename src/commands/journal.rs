@@ -131,12 +131,14 @@ fn print_list(out: &mut impl Write, recs: &[Record], limit: usize) -> anyhow::Re
             r.size,
             r.batch,
             age(now.saturating_sub(r.detected_at)),
-            r.last_error
-                .as_deref()
-                .unwrap_or("")
-                .lines()
-                .next()
-                .unwrap_or("")
+            plain(
+                r.last_error
+                    .as_deref()
+                    .unwrap_or("")
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+            )
         );
         if let Some(w) = cols {
             if line.chars().count() > w {
@@ -163,14 +165,14 @@ fn print_show(out: &mut impl Write, r: &Record) -> anyhow::Result<()> {
         r.found_by,
         rfc3339(r.detected_at)
     )?;
-    writeln!(out, "  source       {}", r.source_path)?;
+    writeln!(out, "  source       {}", plain(&r.source_path))?;
     for (label, v) in [
         ("remote", &r.remote_path),
         ("archive", &r.archive_path),
         ("quarantine", &r.quarantine_path),
     ] {
         if let Some(v) = v {
-            writeln!(out, "  {label:<12} {v}")?;
+            writeln!(out, "  {label:<12} {}", plain(v))?;
         }
     }
     writeln!(out, "  attempts     {}", r.attempts)?;
@@ -178,7 +180,7 @@ fn print_show(out: &mut impl Write, r: &Record) -> anyhow::Result<()> {
         writeln!(out, "  next try     {}", rfc3339(at))?;
     }
     if let Some(e) = &r.last_error {
-        writeln!(out, "  last error   {e}")?;
+        writeln!(out, "  last error   {}", plain(e))?;
     }
     writeln!(out, "  history:")?;
     for t in &r.history {
@@ -224,9 +226,31 @@ fn print_show(out: &mut impl Write, r: &Record) -> anyhow::Result<()> {
             .elapsed_ms
             .map(|ms| format!(" ({ms} ms)"))
             .unwrap_or_default();
+        // Paths and reasons carry file names: nothing reaches the terminal raw.
+        let detail = plain(&detail);
         writeln!(out, "    {}  {from}{}  {detail}{took}", rfc3339(t.at), t.to)?;
     }
     Ok(())
+}
+
+/// `s` with every control character escaped (`\n`, `\u{1b}`), nothing else
+/// changed: a name inside a path or a reason cannot forge a line or send a terminal
+/// escape.
+fn plain(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        s.into()
+    }
 }
 
 fn print_stats(out: &mut impl Write, st: &Stats) -> anyhow::Result<()> {

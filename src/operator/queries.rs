@@ -77,7 +77,8 @@ pub fn stats(j: &Journal) -> Result<Stats, QueryError> {
     let counts = j.counts()?.into_iter().collect();
     let mut oldest_pending_at = None;
     for st in [State::Pending, State::Sent] {
-        if let Some(r) = j.in_state(st)?.first() {
+        // The first key of the state's index: never the whole list.
+        if let Some(r) = j.oldest_in_state(st)? {
             oldest_pending_at =
                 Some(oldest_pending_at.map_or(r.detected_at, |o: u64| o.min(r.detected_at)));
         }

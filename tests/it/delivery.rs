@@ -724,6 +724,16 @@ fn names_a_windows_inbox_would_misread_are_quarantined_with_the_reason_and_print
         "{list}"
     );
     assert!(list.contains(r#""order\nINFO forged line.json""#), "{list}");
+    // `show` prints paths and reasons that carry the name: escaped there too.
+    let show = spool.ok(&["journal", "show", "order\nINFO forged line.json"]);
+    assert!(
+        !show.lines().any(|l| l.starts_with("INFO forged")),
+        "{show}"
+    );
+    assert!(
+        show.contains(r"quarantine/order\nINFO forged line.json"),
+        "{show}"
+    );
 }
 
 #[test]
