@@ -237,8 +237,10 @@ pub use super::orders::order;
 pub struct Service {
     child: Option<Child>,
     pub log: PathBuf,
-    /// Where this run's lines start in the shared log.
-    log_offset: usize,
+    /// The service's `NOTIFY_SOCKET`, as systemd would hold it: readiness is the
+    /// `READY=1` it sends, not a log line.
+    notify: std::os::unix::net::UnixDatagram,
+    _notify_dir: tempfile::TempDir,
 }
 
 impl Service {
@@ -262,11 +264,22 @@ impl Service {
             .append(true)
             .open(&log)
             .unwrap();
-        let log_offset = f.metadata().unwrap().len() as usize;
+        // Short path: a socket address holds at most 107 bytes.
+        let notify_dir = tempfile::Builder::new()
+            .prefix("plutus-notify-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let notify_path = notify_dir.path().join("n");
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
         let child = cmd
             .args(["run", "-c"])
             .arg(config)
             .env("PLUTUS_SYNC_LOG", "info,plutus_sync=debug")
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env_remove("WATCHDOG_USEC")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(f)
@@ -275,7 +288,8 @@ impl Service {
         Service {
             child: Some(child),
             log,
-            log_offset,
+            notify,
+            _notify_dir: notify_dir,
         }
     }
 
@@ -283,24 +297,30 @@ impl Service {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Wait for the "ready" line of this run (the watch is registered by then).
+    /// Wait for this run's `READY=1` on its notify socket, as systemd does (the
+    /// watch is registered and every task started by then).
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
+        let mut buf = [0u8; 4096];
         loop {
-            let text = self.log_text();
-            if text
-                .get(self.log_offset..)
-                .is_some_and(|t| t.contains("ready: watching"))
-            {
-                return;
+            // A read timeout of 50 ms paces the loop.
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                if String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "READY=1")
+                {
+                    return;
+                }
             }
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("plutus-sync exited with {st} before it was ready; log:\n{text}");
+                panic!(
+                    "plutus-sync exited with {st} before it was ready; log:\n{}",
+                    self.log_text()
+                );
             }
             if Instant::now() > deadline {
-                panic!("plutus-sync not ready after 20s; log:\n{text}");
+                panic!("plutus-sync not ready after 20s; log:\n{}", self.log_text());
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
