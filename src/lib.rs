@@ -30,6 +30,9 @@
 //!   call → print).
 //! - `config`: TOML → validated `Settings`.
 
+// Syscalls std lacks go through rustix's safe wrappers: no `unsafe` here.
+#![forbid(unsafe_code)]
+
 pub mod archive;
 pub mod cli;
 pub mod commands;

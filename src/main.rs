@@ -1,6 +1,8 @@
 //! Entry point: logging, arguments, dispatch, and errors turned into one readable
 //! message and an exit code. No pipeline logic here.
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context;
 use clap::Parser;
 use plutus_sync::cli::{Cli, Command, LogFormat};

@@ -34,8 +34,7 @@ impl Report {
 
 /// Returns whether every check passed. Refuses to run as root without `--as-root`.
 pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 && !args.as_root {
+    if rustix::process::geteuid().is_root() && !args.as_root {
         anyhow::bail!(
             "check answers for the user it runs as, and this is root: every folder would look writable to it, \
              the key's owner check would be against root, and a file it made would be root's\n  \

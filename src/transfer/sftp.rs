@@ -221,20 +221,7 @@ impl Drop for SftpConn {
     /// socket could reach the server later and leave a stray temp file. Reset the TCP
     /// connection first: the teardown fails at once and the queued requests die with it.
     fn drop(&mut self) {
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: a valid socket fd and a correctly sized `linger` for SO_LINGER.
-        unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&self.sock),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                &linger as *const libc::linger as *const libc::c_void,
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            );
-        }
+        let _ = rustix::net::sockopt::set_socket_linger(&self.sock, Some(Duration::ZERO));
         let _ = self.sock.shutdown(std::net::Shutdown::Both);
         drop(self.sftp.take());
     }
@@ -390,8 +377,7 @@ pub fn identity_problem(path: &Path) -> Option<(String, String)> {
             format!("chmod 600 {shown}"),
         ));
     }
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     if meta.uid() != me {
         return Some((
             format!(

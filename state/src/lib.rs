@@ -11,6 +11,8 @@
 //!   check calls them too).
 //! - `keys`: key encoding and the on-disk schema version.
 
+#![forbid(unsafe_code)]
+
 pub mod journal;
 pub mod keys;
 pub mod machine;
