@@ -32,8 +32,14 @@ pub fn notify_watchdog() {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
 }
 
+/// STOPPING=1, once per process however many paths to a stop there are (each
+/// journal error calls it): a notify socket's queue is short (10 datagrams by
+/// default) and a send to a full one blocks, which would hang the stop itself.
 pub fn notify_stopping() {
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    static SENT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SENT.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    }
 }
 
 /// `WatchdogSec=` of the unit, if systemd asked for keep-alives.

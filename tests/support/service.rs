@@ -240,6 +240,9 @@ pub struct Service {
     /// The service's `NOTIFY_SOCKET`, as systemd would hold it: readiness is the
     /// `READY=1` it sends, not a log line.
     notify: std::os::unix::net::UnixDatagram,
+    /// Set once ready: from then on a thread reads (and drops) every notification,
+    /// as systemd does, so the service never blocks on a full socket queue.
+    drain_stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     _notify_dir: tempfile::TempDir,
 }
 
@@ -289,6 +292,7 @@ impl Service {
             child: Some(child),
             log,
             notify,
+            drain_stop: Default::default(),
             _notify_dir: notify_dir,
         }
     }
@@ -309,6 +313,13 @@ impl Service {
                     .lines()
                     .any(|l| l == "READY=1")
                 {
+                    let (sock, stop) = (self.notify.try_clone().unwrap(), self.drain_stop.clone());
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 4096];
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            let _ = sock.recv(&mut buf); // 50 ms read timeout
+                        }
+                    });
                     return;
                 }
             }
@@ -366,6 +377,8 @@ impl Drop for Service {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.drain_stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
