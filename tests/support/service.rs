@@ -243,6 +243,8 @@ pub struct Service {
     /// Set once ready: from then on a thread reads (and drops) every notification,
     /// as systemd does, so the service never blocks on a full socket queue.
     drain_stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// READY=1 came: a second `wait_ready` returns at once, as a log line would.
+    ready: bool,
     _notify_dir: tempfile::TempDir,
 }
 
@@ -293,6 +295,7 @@ impl Service {
             log,
             notify,
             drain_stop: Default::default(),
+            ready: false,
             _notify_dir: notify_dir,
         }
     }
@@ -304,6 +307,9 @@ impl Service {
     /// Wait for this run's `READY=1` on its notify socket, as systemd does (the
     /// watch is registered and every task started by then).
     pub fn wait_ready(&mut self) {
+        if self.ready {
+            return;
+        }
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut buf = [0u8; 4096];
         loop {
@@ -320,6 +326,7 @@ impl Service {
                             let _ = sock.recv(&mut buf); // 50 ms read timeout
                         }
                     });
+                    self.ready = true;
                     return;
                 }
             }
