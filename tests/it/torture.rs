@@ -451,9 +451,17 @@ fn a_burst_that_overflows_the_inotify_queue_is_swept_up() {
     fs::write(knob, saved.trim()).unwrap();
     drop(lock);
     let orders = orders(1500);
+    // Stopped while the burst lands, so the kernel's queue of 32 events overflows for
+    // certain: on an idle machine the watcher could otherwise keep up (it did once,
+    // and the test proved nothing).
+    let pid = svc.pid() as i32;
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
     for (n, b) in &orders {
         spool.drop_order(n, b);
     }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
     wait_archived(&spool, &svc, orders.len(), Duration::from_secs(120));
     svc.stop();
     assert!(
