@@ -14,7 +14,8 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn ctx(spool: &Spool) -> Ctx {
+/// A pipeline context on `spool`'s config, as the service builds it.
+pub(crate) fn ctx(spool: &Spool) -> Ctx {
     let settings = config::load(&spool.config).unwrap();
     let journal = Journal::open(&settings.journal, &JournalOptions::default()).unwrap();
     Ctx::new(

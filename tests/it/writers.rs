@@ -13,11 +13,9 @@ use crate::support::wait_until;
 use plutus_state::{Event, Journal, JournalOptions, NewEntry, State};
 use plutus_sync::config;
 use plutus_sync::intake::{self, Found, Outcome};
-use plutus_sync::pipeline::{process, Ctx, Slot, Step};
-use plutus_sync::transfer;
+use plutus_sync::pipeline::{process, Slot, Step};
 use std::fs;
 use std::io::Write;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// A pause several times `settle` (300 ms in the tests) and several sweeps (1 s).
@@ -208,14 +206,7 @@ fn a_truly_invalid_file_is_quarantined_once_unchanged_for_quarantine_after_and_n
 fn a_pending_file_rewritten_half_is_sent_back_to_wait_for_its_writer_and_delivered_when_complete() {
     let sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "");
-    let settings = config::load(&spool.config).unwrap();
-    let journal = Journal::open(&settings.journal, &JournalOptions::default()).unwrap();
-    let ctx = Ctx::new(
-        Arc::new(settings.clone()),
-        Arc::new(journal),
-        transfer::from_settings(&settings),
-        Arc::default(),
-    );
+    let ctx = crate::recovery::ctx(&spool);
     let name = "order-2026-000065.json";
     let first = order(65, 2000);
     spool.drop_order(name, &first);
