@@ -300,7 +300,11 @@ fn intake(c: &mut Criterion) {
     for n in 0..files {
         let body = order(n, 1000 + rng.usize(0..9000));
         bytes += body.len();
-        fs::write(s.outbox.join(format!("order-2026-{n:06}.json")), body).unwrap();
+        fs::write(
+            s.source.outbox.join(format!("order-2026-{n:06}.json")),
+            body,
+        )
+        .unwrap();
     }
     std::thread::sleep(Duration::from_millis(5));
 

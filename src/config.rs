@@ -55,10 +55,24 @@ impl std::fmt::Display for Destination {
     }
 }
 
+/// Validated settings, one struct per TOML table, so a stage takes the table it reads
+/// (`&settings.source`), not the whole.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// The file the settings came from ("embedded demo" for `--demo`).
     pub origin: String,
+    pub source: SourceSettings,
+    pub journal: JournalSettings,
+    pub destination: DestinationSettings,
+    pub retry: RetrySettings,
+    pub control: ControlSettings,
+    pub metrics: MetricsSettings,
+    pub log: LogSettings,
+}
+
+/// `[source]`: where orders come from and what counts as one.
+#[derive(Clone, Debug)]
+pub struct SourceSettings {
     pub outbox: PathBuf,
     pub archive: PathBuf,
     pub quarantine: PathBuf,
@@ -75,16 +89,20 @@ pub struct Settings {
     /// Larger files are quarantined with the reason, not sent: a bound on what the
     /// web shop's account can make the service read and upload.
     pub max_size: u64,
-    pub journal: PathBuf,
+}
+
+/// `[journal]`.
+#[derive(Clone, Debug)]
+pub struct JournalSettings {
+    pub path: PathBuf,
     /// Archived entries older than this are pruned from the journal.
     pub retention: Duration,
-    pub socket: PathBuf,
-    /// Where to serve Prometheus metrics; off when `None`.
-    pub metrics_listen: Option<std::net::SocketAddr>,
-    /// A daily-rotated log file instead of stderr, and how many days to keep.
-    pub log_file: Option<PathBuf>,
-    pub log_keep: usize,
-    pub destination: Destination,
+}
+
+/// `[destination]`: where files go and how the connection behaves.
+#[derive(Clone, Debug)]
+pub struct DestinationSettings {
+    pub url: Destination,
     pub identity: PathBuf,
     pub known_hosts: PathBuf,
     pub connections: usize,
@@ -93,9 +111,35 @@ pub struct Settings {
     /// Deliver to a server whose rename replaces an existing name, with a stat of the
     /// final name just before each rename (racy; off unless the config says so).
     pub check_then_rename: bool,
-    pub retry_initial: Duration,
-    pub retry_max: Duration,
+}
+
+/// `[retry]`: the backoff between attempts.
+#[derive(Clone, Debug)]
+pub struct RetrySettings {
+    pub initial: Duration,
+    pub max: Duration,
     pub max_attempts: u32,
+}
+
+/// `[control]`.
+#[derive(Clone, Debug)]
+pub struct ControlSettings {
+    pub socket: PathBuf,
+}
+
+/// `[metrics]`.
+#[derive(Clone, Debug)]
+pub struct MetricsSettings {
+    /// Where to serve Prometheus metrics; off when `None`.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug)]
+pub struct LogSettings {
+    /// A daily-rotated log file instead of stderr, and how many days to keep.
+    pub file: Option<PathBuf>,
+    pub keep: usize,
 }
 
 #[derive(Deserialize, Default)]
@@ -432,32 +476,44 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
 
     Ok(Settings {
         origin: path.display().to_string(),
-        outbox,
-        archive,
-        quarantine,
-        pattern,
-        matcher,
-        sweep_interval,
-        settle,
-        quarantine_after,
-        portable_names,
-        max_size,
-        journal,
-        retention,
-        socket,
-        metrics_listen,
-        log_file,
-        log_keep,
-        destination,
-        identity,
-        known_hosts,
-        connections,
-        timeout,
-        temp_suffix,
-        check_then_rename,
-        retry_initial,
-        retry_max,
-        max_attempts,
+        source: SourceSettings {
+            outbox,
+            archive,
+            quarantine,
+            pattern,
+            matcher,
+            sweep_interval,
+            settle,
+            quarantine_after,
+            portable_names,
+            max_size,
+        },
+        journal: JournalSettings {
+            path: journal,
+            retention,
+        },
+        destination: DestinationSettings {
+            url: destination,
+            identity,
+            known_hosts,
+            connections,
+            timeout,
+            temp_suffix,
+            check_then_rename,
+        },
+        retry: RetrySettings {
+            initial: retry_initial,
+            max: retry_max,
+            max_attempts,
+        },
+        control: ControlSettings { socket },
+        metrics: MetricsSettings {
+            listen: metrics_listen,
+        },
+        log: LogSettings {
+            file: log_file,
+            keep: log_keep,
+        },
     })
 }
 
@@ -575,21 +631,27 @@ mod tests {
     #[test]
     fn a_minimal_config_gets_the_documented_defaults() {
         let s = parse_str("[destination]\nurl = \"sftp://erp@10.0.0.2/C:/ERP/inbox\"\n").unwrap();
-        assert_eq!(s.outbox, PathBuf::from("/var/spool/plutus-sync/outbox"));
-        assert_eq!(s.sweep_interval, Duration::from_secs(300));
-        assert_eq!(s.settle, Duration::from_secs(2));
-        assert_eq!(s.quarantine_after, Duration::from_secs(600));
-        assert_eq!(s.connections, 2);
-        assert_eq!(s.temp_suffix, ".part");
         assert_eq!(
-            (s.retry_initial, s.retry_max),
+            s.source.outbox,
+            PathBuf::from("/var/spool/plutus-sync/outbox")
+        );
+        assert_eq!(s.source.sweep_interval, Duration::from_secs(300));
+        assert_eq!(s.source.settle, Duration::from_secs(2));
+        assert_eq!(s.source.quarantine_after, Duration::from_secs(600));
+        assert_eq!(s.destination.connections, 2);
+        assert_eq!(s.destination.temp_suffix, ".part");
+        assert_eq!(
+            (s.retry.initial, s.retry.max),
             (Duration::from_secs(1), Duration::from_secs(300))
         );
-        assert_eq!(s.max_attempts, 10);
-        assert_eq!(s.retention, Duration::from_secs(30 * 86400));
-        assert_eq!(s.socket, PathBuf::from("/var/lib/plutus-sync/control.sock"));
+        assert_eq!(s.retry.max_attempts, 10);
+        assert_eq!(s.journal.retention, Duration::from_secs(30 * 86400));
         assert_eq!(
-            s.destination,
+            s.control.socket,
+            PathBuf::from("/var/lib/plutus-sync/control.sock")
+        );
+        assert_eq!(
+            s.destination.url,
             Destination::Sftp {
                 user: "erp".into(),
                 host: "10.0.0.2".into(),
@@ -597,8 +659,8 @@ mod tests {
                 path: "/C:/ERP/inbox".into()
             }
         );
-        assert!(s.matcher.is_match("order-2026-000001.json"));
-        assert!(!s.matcher.is_match("order-2026-000001.json.part"));
+        assert!(s.source.matcher.is_match("order-2026-000001.json"));
+        assert!(!s.source.matcher.is_match("order-2026-000001.json.part"));
     }
 
     #[test]
@@ -631,8 +693,8 @@ mod tests {
             "[source]\noutbox = \"o\"\n[destination]\nurl = \"file:///srv/in\"\nidentity = \"k\"",
         )
         .unwrap();
-        assert_eq!(s.outbox, PathBuf::from("/etc/o"));
-        assert_eq!(s.identity, PathBuf::from("/etc/k"));
+        assert_eq!(s.source.outbox, PathBuf::from("/etc/o"));
+        assert_eq!(s.destination.identity, PathBuf::from("/etc/k"));
     }
 
     #[test]
@@ -660,9 +722,9 @@ mod tests {
     #[test]
     fn the_demo_config_is_valid() {
         let s = demo(Path::new("/tmp/demo"));
-        assert_eq!(s.outbox, PathBuf::from("/tmp/demo/outbox"));
+        assert_eq!(s.source.outbox, PathBuf::from("/tmp/demo/outbox"));
         assert_eq!(
-            s.destination,
+            s.destination.url,
             Destination::File {
                 path: "/tmp/demo/inbox".into()
             }

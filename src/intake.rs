@@ -84,11 +84,11 @@ pub fn name_rule<'a>(name: &'a OsStr, s: &Settings) -> Result<&'a str, &'static 
     if name.ends_with(".part")
         || name.ends_with(".tmp")
         || name.ends_with('~')
-        || name.ends_with(&s.temp_suffix)
+        || name.ends_with(&s.destination.temp_suffix)
     {
         return Err("temporary name");
     }
-    if !s.matcher.is_match(name) {
+    if !s.source.matcher.is_match(name) {
         return Err("name does not match the pattern");
     }
     Ok(name)
@@ -353,8 +353,8 @@ pub fn take(
         .ok()
         .and_then(|m| SystemTime::now().duration_since(m).ok())
         .unwrap_or_default();
-    if found == Found::Sweep && age < s.settle {
-        return Ok(Outcome::Wait(s.settle - age));
+    if found == Found::Sweep && age < s.source.settle {
+        return Ok(Outcome::Wait(s.source.settle - age));
     }
 
     let (file, opened) = match open_regular(path).map_err(io_err)? {
@@ -371,11 +371,11 @@ pub fn take(
         source_path: path.display().to_string(),
         found_by: found.as_str().to_string(),
     };
-    if opened.len() > s.max_size {
+    if opened.len() > s.source.max_size {
         let reason = format!(
             "{} bytes, larger than [source] max_size ({} bytes); never sent",
             opened.len(),
-            s.max_size
+            s.source.max_size
         );
         drop(file);
         return set_aside(journal, s, path, new(opened.len(), 0), waiting, reason);
@@ -384,7 +384,7 @@ pub fn take(
     // being written (and a device, had one slipped through, is never read to its end).
     let scan = scan((&file).take(opened.len() + 1)).map_err(io_err)?;
     if scan.size > opened.len() {
-        return Ok(Outcome::Wait(s.settle));
+        return Ok(Outcome::Wait(s.source.settle));
     }
     // A failed file waits for an operator's replay; new content under its name (the
     // web shop wrote the order again) is a new file.
@@ -397,7 +397,7 @@ pub fn take(
 
     // A name a Windows inbox would misread is set aside at once, whatever the content:
     // it cannot become valid by waiting.
-    if s.portable_names {
+    if s.source.portable_names {
         if let Err(reason) = portable_name(name) {
             return set_aside(journal, s, path, new, waiting, reason);
         }
@@ -408,14 +408,16 @@ pub fn take(
         // in half-written. It stays where it is, never sent, and is set aside only once
         // nobody has written to it for `quarantine_after`.
         let quiet = quiet_for(&opened);
-        if !writing() && quiet >= s.quarantine_after && unchanged_since(path, &file, &opened) {
+        if !writing() && quiet >= s.source.quarantine_after && unchanged_since(path, &file, &opened)
+        {
             let reason = format!(
                 "{reason} (unchanged for {})",
-                humantime::format_duration(s.quarantine_after)
+                humantime::format_duration(s.source.quarantine_after)
             );
             return set_aside(journal, s, path, new, waiting, reason);
         }
         let recheck_in = s
+            .source
             .quarantine_after
             .saturating_sub(quiet)
             .max(Duration::from_millis(100));
@@ -427,8 +429,8 @@ pub fn take(
         }
         // A close event can come before the writer is done (a `touch` first, then the
         // content): fresh content gets `settle` before it is even called invalid.
-        if age < s.settle {
-            return Ok(Outcome::Wait(s.settle - age));
+        if age < s.source.settle {
+            return Ok(Outcome::Wait(s.source.settle - age));
         }
         let record = journal.insert_as(new, Event::Invalid { reason })?;
         return Ok(Outcome::Invalid { record, recheck_in });
@@ -457,7 +459,7 @@ pub fn take(
             }
             None => {}
         }
-        let archive_path = crate::archive::plan(&s.archive, name, SystemTime::now());
+        let archive_path = crate::archive::plan(&s.source.archive, name, SystemTime::now());
         // Born verified, in one write: never a `pending` entry that could be sent.
         let verified = Event::Verified {
             remote_path: prev.remote_path.clone().unwrap_or_default(),
@@ -622,13 +624,13 @@ pub fn quarantine_entry(
 /// Move an invalid file to quarantine (never over another file), with a `.reason`
 /// note beside it so an operator sees why without the journal.
 fn quarantine(s: &Settings, path: &Path, name: &str, reason: &str) -> io::Result<PathBuf> {
-    fs::create_dir_all(&s.quarantine)?;
-    let dest = crate::archive::unique(&s.quarantine.join(name));
+    fs::create_dir_all(&s.source.quarantine)?;
+    let dest = crate::archive::unique(&s.source.quarantine.join(name));
     fs::rename(path, &dest)?;
     let mut note = dest.clone().into_os_string();
     note.push(".reason");
     fs::write(&note, format!("{reason}\n"))?;
-    crate::archive::sync_dir(&s.quarantine)?;
+    crate::archive::sync_dir(&s.source.quarantine)?;
     Ok(dest)
 }
 

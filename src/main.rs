@@ -22,7 +22,7 @@ fn init_logging(
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, ansi, guard) =
-        match settings.and_then(|s| s.log_file.as_ref().map(|f| (f, s.log_keep))) {
+        match settings.and_then(|s| s.log.file.as_ref().map(|f| (f, s.log.keep))) {
             Some((file, keep)) => {
                 let dir = file.parent().expect("validated: has a parent");
                 let appender = tracing_appender::rolling::Builder::new()

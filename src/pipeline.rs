@@ -138,7 +138,7 @@ impl Slot {
             let mut c = ctx.transport.connect()?;
             let traits = c.server()?;
             *ctx.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(traits);
-            if !traits.rename_refuses_overwrite && !ctx.settings.check_then_rename {
+            if !traits.rename_refuses_overwrite && !ctx.settings.destination.check_then_rename {
                 return Err(TransferError::UnsafeRename {
                     dest: ctx.transport.describe(),
                 });
@@ -192,7 +192,7 @@ impl Slot {
             if ctx.inflight.contains(temp) {
                 return true;
             }
-            let Some(name) = transfer::final_of_temp(temp, &s.temp_suffix) else {
+            let Some(name) = transfer::final_of_temp(temp, &s.destination.temp_suffix) else {
                 return false;
             };
             match ctx.journal.history_of(name) {
@@ -242,7 +242,7 @@ fn job_of(rec: &Record) -> Job<'_> {
 /// then rename.
 fn upload_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, JournalError> {
     let s = &ctx.settings;
-    let src_path = s.outbox.join(&rec.name);
+    let src_path = s.source.outbox.join(&rec.name);
     let src_str = src_path.display().to_string();
     let file = match intake::open_regular(&src_path) {
         Ok(intake::Opened::File(f, _)) => f,
@@ -288,7 +288,7 @@ fn upload_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, JournalE
         Ok(c) => c,
         Err(e) => return Ok(Step::DestinationDown(e)),
     };
-    let temp = transfer::temp_name(&rec.name, rec.id, &s.temp_suffix);
+    let temp = transfer::temp_name(&rec.name, rec.id, &s.destination.temp_suffix);
     let claim = ctx.inflight.claim(&temp);
     let up = match conn.upload(&job_of(&rec), &temp, &mut file, &src_str) {
         Ok(up) => up,
@@ -461,7 +461,7 @@ fn verified(
     started: Instant,
     sent_as: Option<archive::LocalId>,
 ) -> Result<Step, JournalError> {
-    let archive_path = archive::plan(&ctx.settings.archive, &rec.name, SystemTime::now());
+    let archive_path = archive::plan(&ctx.settings.source.archive, &rec.name, SystemTime::now());
     let rec = ctx.journal.apply_timed(
         rec.id,
         Event::Verified {
@@ -500,7 +500,7 @@ pub fn archive_batch(
 ) -> Result<Vec<(u64, Step)>, JournalError> {
     // The rule: the journal says "verified" durably before any local file moves.
     ctx.journal.flush()?;
-    let outbox = &ctx.settings.outbox;
+    let outbox = &ctx.settings.source.outbox;
     let mut dirs = archive::Dirs::default();
     let mut moved = Vec::with_capacity(batch.len());
     let mut steps = Vec::with_capacity(batch.len());
@@ -590,7 +590,7 @@ fn file_span(rec: &Record) -> tracing::Span {
 /// A retry after `retry.max`: for failures that are neither the file's nor the
 /// destination's (the local disk, a panic), which a backoff schedule does not fit.
 pub fn retry_later(ctx: &Ctx) -> Step {
-    Step::RetryAt(now_ms() + ctx.settings.retry_max.as_millis() as u64)
+    Step::RetryAt(now_ms() + ctx.settings.retry.max.as_millis() as u64)
 }
 
 fn handle_error(
@@ -641,7 +641,7 @@ fn file_error(
     // would upload it again) except on a conflict, where the final name is someone
     // else's and our rename cannot have happened. It keeps retrying with backoff.
     let give_up = matches!(e, TransferError::Conflict { .. })
-        || (rec.state() == State::Pending && rec.attempts + 1 >= s.max_attempts);
+        || (rec.state() == State::Pending && rec.attempts + 1 >= s.retry.max_attempts);
     if give_up {
         ctx.metrics.failed.inc();
         let rec = ctx.journal.apply_timed(
@@ -655,7 +655,7 @@ fn file_error(
         return Ok(Step::Done);
     }
     ctx.metrics.retries.inc();
-    let delay = retry::delay(rec.attempts, s.retry_initial, s.retry_max);
+    let delay = retry::delay(rec.attempts, s.retry.initial, s.retry.max);
     let at = now_ms() + delay.as_millis() as u64;
     let rec = ctx.journal.apply_timed(
         rec.id,
@@ -672,7 +672,7 @@ fn file_error(
 /// The local file changed after intake (rewritten under the same name): take its new
 /// size and CRC32 and check it again before sending anything.
 fn rehash(ctx: &Ctx, rec: &Record) -> Result<Step, JournalError> {
-    let path = ctx.settings.outbox.join(&rec.name);
+    let path = ctx.settings.source.outbox.join(&rec.name);
     let opened = match intake::open_regular(&path) {
         Ok(intake::Opened::File(f, m)) => Ok((f, m)),
         Ok(intake::Opened::Gone) => return Ok(Step::RetryAt(now_ms())),
@@ -688,7 +688,7 @@ fn rehash(ctx: &Ctx, rec: &Record) -> Result<Step, JournalError> {
         }
         Err(e) => Err(e),
     };
-    let max = ctx.settings.max_size;
+    let max = ctx.settings.source.max_size;
     let scan = match opened.and_then(|(f, m)| {
         // Larger than max_size now: judged without reading it (the verdict below).
         let scan = if m.len() > max {
@@ -707,7 +707,7 @@ fn rehash(ctx: &Ctx, rec: &Record) -> Result<Step, JournalError> {
     }) {
         Ok(s) => s,
         Err(e) => {
-            let at = now_ms() + ctx.settings.retry_initial.as_millis() as u64;
+            let at = now_ms() + ctx.settings.retry.initial.as_millis() as u64;
             let r = ctx.journal.apply(
                 rec.id,
                 Event::Retry {
@@ -748,7 +748,7 @@ fn rehash(ctx: &Ctx, rec: &Record) -> Result<Step, JournalError> {
         // quarantined only once unchanged for `quarantine_after`).
         Err(reason) => {
             let r = ctx.journal.apply(rec.id, Event::Invalid { reason })?;
-            warn!(state = %r.state(), "changed after intake and not a valid order now: {}; left in the outbox, never sent, until its writer finishes it (or quarantined once unchanged for {})", r.last_error.as_deref().unwrap_or("invalid"), humantime::format_duration(ctx.settings.quarantine_after));
+            warn!(state = %r.state(), "changed after intake and not a valid order now: {}; left in the outbox, never sent, until its writer finishes it (or quarantined once unchanged for {})", r.last_error.as_deref().unwrap_or("invalid"), humantime::format_duration(ctx.settings.source.quarantine_after));
             // Back to intake now: the writer's close may have come while the entry
             // was still `pending`, and been skipped for it.
             return Ok(Step::Rescan);

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 pub fn scan(journal: &Journal, s: &Settings) -> io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut listed = HashSet::new();
-    for ent in fs::read_dir(&s.outbox)? {
+    for ent in fs::read_dir(&s.source.outbox)? {
         let ent = ent?;
         let name = ent.file_name();
         let Ok(name) = intake::name_rule(&name, s) else {
@@ -31,7 +31,7 @@ pub fn scan(journal: &Journal, s: &Settings) -> io::Result<Vec<PathBuf>> {
     let invalid = journal.in_state(State::Invalid).map_err(io::Error::other)?;
     for rec in invalid {
         if !listed.contains(&rec.name) {
-            out.push(s.outbox.join(&rec.name));
+            out.push(s.source.outbox.join(&rec.name));
         }
     }
     out.sort();

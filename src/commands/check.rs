@@ -57,22 +57,22 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
         }
     };
     for (what, dir) in [
-        ("outbox", &s.outbox),
-        ("archive", &s.archive),
-        ("quarantine", &s.quarantine),
+        ("outbox", &s.source.outbox),
+        ("archive", &s.source.archive),
+        ("quarantine", &s.source.quarantine),
     ] {
         writable_dir(&mut r, what, dir);
     }
     same_fs(&mut r, &s);
-    match s.journal.parent() {
+    match s.journal.path.parent() {
         Some(p) => writable_dir(&mut r, "journal", p),
         None => r.fail(
             "journal",
-            s.journal.display().to_string(),
+            s.journal.path.display().to_string(),
             "set [journal] path to a folder",
         ),
     }
-    if let Destination::Sftp { .. } = &s.destination {
+    if let Destination::Sftp { .. } = &s.destination.url {
         key_files(&mut r, &s);
     }
     destination(&mut r, &s);
@@ -128,7 +128,11 @@ fn writable_dir(r: &mut Report, what: &str, dir: &Path) {
 
 fn same_fs(r: &mut Report, s: &Settings) {
     let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).ok();
-    match (dev(&s.outbox), dev(&s.archive), dev(&s.quarantine)) {
+    match (
+        dev(&s.source.outbox),
+        dev(&s.source.archive),
+        dev(&s.source.quarantine),
+    ) {
         (Some(a), Some(b), Some(c)) if a == b && b == c => r.ok(
             "filesystem",
             "outbox, archive and quarantine share one file system",
@@ -143,49 +147,58 @@ fn same_fs(r: &mut Report, s: &Settings) {
 }
 
 fn key_files(r: &mut Report, s: &Settings) {
-    match transfer::sftp::identity_problem(&s.identity) {
+    match transfer::sftp::identity_problem(&s.destination.identity) {
         Some((problem, fix)) => r.fail(
             "identity",
-            format!("{} {problem}", s.identity.display()),
+            format!("{} {problem}", s.destination.identity.display()),
             fix,
         ),
         None => r.ok(
             "identity",
             format!(
                 "{} exists, readable by its owner only, no passphrase",
-                s.identity.display()
+                s.destination.identity.display()
             ),
         ),
     }
-    match fs::read_to_string(&s.known_hosts) {
+    match fs::read_to_string(&s.destination.known_hosts) {
         Ok(t)
             if t.lines()
                 .any(|l| !l.trim().is_empty() && !l.starts_with('#')) =>
         {
-            r.ok("known_hosts", s.known_hosts.display().to_string())
+            r.ok(
+                "known_hosts",
+                s.destination.known_hosts.display().to_string(),
+            )
         }
         Ok(_) => r.fail(
             "known_hosts",
-            format!("{} is empty", s.known_hosts.display()),
+            format!("{} is empty", s.destination.known_hosts.display()),
             "add the server's host key line after checking its fingerprint (see the README)",
         ),
         Err(e) => r.fail(
             "known_hosts",
-            format!("{}: {e}", s.known_hosts.display()),
+            format!("{}: {e}", s.destination.known_hosts.display()),
             "create it with the server's host key line (see the README)",
         ),
     }
 }
 
 fn destination(r: &mut Report, s: &Settings) {
-    let t = transfer::from_settings(s);
+    let t = transfer::from_settings(&s.destination);
     let url = t.describe();
     let mut conn = match t.connect() {
         Ok(c) => {
             r.ok("connect", &url);
-            if let Destination::Sftp { .. } = s.destination {
-                r.ok("host key", format!("matches {}", s.known_hosts.display()));
-                r.ok("auth", format!("key {} accepted", s.identity.display()));
+            if let Destination::Sftp { .. } = s.destination.url {
+                r.ok(
+                    "host key",
+                    format!("matches {}", s.destination.known_hosts.display()),
+                );
+                r.ok(
+                    "auth",
+                    format!("key {} accepted", s.destination.identity.display()),
+                );
             }
             c
         }
@@ -194,7 +207,7 @@ fn destination(r: &mut Report, s: &Settings) {
                 TransferError::HostKey { .. } => ("host key", "see the hint above; never accept a changed key unchecked".to_string()),
                 TransferError::Auth { user, .. } => (
                     "auth",
-                    format!("install {}.pub in {user}'s authorized_keys on the server (non-admin account on Windows)", s.identity.display()),
+                    format!("install {}.pub in {user}'s authorized_keys on the server (non-admin account on Windows)", s.destination.identity.display()),
                 ),
                 _ => ("connect", "check the host, the port, the firewall and that the server runs".to_string()),
             };
@@ -224,7 +237,7 @@ fn destination(r: &mut Report, s: &Settings) {
                     "rename",
                     "refuses overwrite (a rename onto an existing probe file was refused)",
                 );
-            } else if s.check_then_rename {
+            } else if s.destination.check_then_rename {
                 r.ok("rename", "REPLACES an existing file; accepted by overwriting_rename = \"check-then-rename\" (racy: see the example config)");
             } else {
                 r.fail(

@@ -9,7 +9,7 @@ pub fn run(s: &Settings, dry_run: bool) -> anyhow::Result<bool> {
     println!(
         "{} journal at {} from disk: {} archived, {} quarantined, {} pending, {} already in the inbox (verified), {} duplicates of archived files, {} left for the service to check{}",
         if dry_run { "would rebuild" } else { "rebuilt" },
-        s.journal.display(),
+        s.journal.path.display(),
         c.archived,
         c.quarantined,
         c.pending,

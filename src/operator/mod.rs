@@ -45,7 +45,7 @@ pub fn answer(j: &Journal, s: &Settings, req: &Request) -> Result<Answer, String
 /// Ask the running service; when it is not running, answer from the journal on disk
 /// with the same code, so the output is the same either way.
 pub fn ask(s: &Settings, req: &Request) -> anyhow::Result<Answer> {
-    match socket::request(&s.socket, req) {
+    match socket::request(&s.control.socket, req) {
         Ok(a) => Ok(a),
         Err(ControlError::NotRunning { .. }) => {
             let j = open_stopped(s)?;
@@ -73,18 +73,18 @@ pub fn expect<T>(
 
 /// Open the journal of a service that is not running.
 pub fn open_stopped(s: &Settings) -> anyhow::Result<Journal> {
-    if !s.journal.exists() {
+    if !s.journal.path.exists() {
         anyhow::bail!(
             "{}: no journal here: the service has not run with this config ({})",
-            s.journal.display(),
+            s.journal.path.display(),
             s.origin
         );
     }
-    Journal::open(&s.journal, &JournalOptions::default()).map_err(|e| match e {
+    Journal::open(&s.journal.path, &JournalOptions::default()).map_err(|e| match e {
         plutus_state::JournalError::Locked { path } => anyhow::anyhow!(
             "{}: the journal is locked, but nobody answers on the control socket {}\n  hint: is a `plutus-sync sync` running, or a service with another [control] socket?",
             path.display(),
-            s.socket.display()
+            s.control.socket.display()
         ),
         e => e.into(),
     })

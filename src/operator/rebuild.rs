@@ -35,7 +35,7 @@ pub struct Rebuilt {
 /// Rebuild (or, with `dry_run`, build in a scratch folder and count) the journal.
 /// Refuses while the service runs or the journal is in use.
 pub fn rebuild(s: &Settings, dry_run: bool) -> anyhow::Result<Rebuilt> {
-    match socket::request(&s.socket, &Request::Ping) {
+    match socket::request(&s.control.socket, &Request::Ping) {
         Ok(Answer::Pong { pid }) => anyhow::bail!(
             "the service is running (pid {pid}); stop it before rebuilding its journal"
         ),
@@ -45,9 +45,9 @@ pub fn rebuild(s: &Settings, dry_run: bool) -> anyhow::Result<Rebuilt> {
     }
     // A damaged journal may not open at all, which is why we are here; a locked one
     // means someone is using it.
-    if s.journal.exists() {
+    if s.journal.path.exists() {
         if let Err(plutus_state::JournalError::Locked { path }) =
-            Journal::open(&s.journal, &JournalOptions::default())
+            Journal::open(&s.journal.path, &JournalOptions::default())
         {
             anyhow::bail!(
                 "{}: the journal is in use by another process; stop it first",
@@ -61,26 +61,29 @@ pub fn rebuild(s: &Settings, dry_run: bool) -> anyhow::Result<Rebuilt> {
         scratch = tempfile::tempdir().context("cannot create a scratch folder for the dry run")?;
         (scratch.path().join("journal"), None)
     } else {
-        let old = if s.journal.exists() {
+        let old = if s.journal.path.exists() {
             let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
                 .to_string()
                 .replace(':', "");
-            let mut aside = s.journal.clone().into_os_string();
+            let mut aside = s.journal.path.clone().into_os_string();
             aside.push(format!(".old-{stamp}"));
             let aside = PathBuf::from(aside);
-            fs::rename(&s.journal, &aside).with_context(|| {
-                format!("{}: cannot move the old journal aside", s.journal.display())
+            fs::rename(&s.journal.path, &aside).with_context(|| {
+                format!(
+                    "{}: cannot move the old journal aside",
+                    s.journal.path.display()
+                )
             })?;
             Some(aside)
         } else {
             None
         };
-        (s.journal.clone(), old)
+        (s.journal.path.clone(), old)
     };
     let j = Journal::open(&target, &JournalOptions::default())?;
     let mut c = Rebuilt::default();
 
-    for (path, name) in files(&s.archive, s) {
+    for (path, name) in files(&s.source.archive, s) {
         let (size, crc32) = crc(&path)?;
         let rec = j.insert(entry(&name, size, crc32, &path))?;
         j.apply(
@@ -95,7 +98,7 @@ pub fn rebuild(s: &Settings, dry_run: bool) -> anyhow::Result<Rebuilt> {
         c.archived += 1;
     }
 
-    for (path, name) in files(&s.quarantine, s) {
+    for (path, name) in files(&s.source.quarantine, s) {
         let (size, crc32) = crc(&path)?;
         let mut note = path.clone().into_os_string();
         note.push(".reason");
@@ -112,8 +115,8 @@ pub fn rebuild(s: &Settings, dry_run: bool) -> anyhow::Result<Rebuilt> {
     }
 
     let mut pending: Vec<Record> = Vec::new();
-    for ent in fs::read_dir(&s.outbox)
-        .with_context(|| format!("{}: cannot list the outbox", s.outbox.display()))?
+    for ent in fs::read_dir(&s.source.outbox)
+        .with_context(|| format!("{}: cannot list the outbox", s.source.outbox.display()))?
     {
         let ent = ent?;
         let Ok(name) = intake::name_rule(&ent.file_name(), s).map(str::to_string) else {
@@ -136,7 +139,7 @@ pub fn rebuild(s: &Settings, dry_run: bool) -> anyhow::Result<Rebuilt> {
                 rec.id,
                 Event::Verified {
                     remote_path: String::new(),
-                    archive_path: crate::archive::plan(&s.archive, &name, SystemTime::now())
+                    archive_path: crate::archive::plan(&s.source.archive, &name, SystemTime::now())
                         .display()
                         .to_string(),
                     note: Some(format!(
@@ -151,7 +154,7 @@ pub fn rebuild(s: &Settings, dry_run: bool) -> anyhow::Result<Rebuilt> {
         }
     }
 
-    let transport = transfer::from_settings(s);
+    let transport = transfer::from_settings(&s.destination);
     let mut reach = String::from("not needed");
     if !pending.is_empty() {
         match transport.connect() {
@@ -169,7 +172,7 @@ pub fn rebuild(s: &Settings, dry_run: bool) -> anyhow::Result<Rebuilt> {
                             Event::Verified {
                                 remote_path: format!("{}/{}", inbox_of(s), rec.name),
                                 archive_path: crate::archive::plan(
-                                    &s.archive,
+                                    &s.source.archive,
                                     &rec.name,
                                     SystemTime::now(),
                                 )
@@ -200,7 +203,7 @@ pub fn rebuild(s: &Settings, dry_run: bool) -> anyhow::Result<Rebuilt> {
 }
 
 fn inbox_of(s: &Settings) -> String {
-    match &s.destination {
+    match &s.destination.url {
         crate::config::Destination::Sftp { path, .. } => path.trim_end_matches('/').to_string(),
         crate::config::Destination::File { path } => path.display().to_string(),
     }
@@ -242,7 +245,8 @@ fn files(root: &Path, s: &Settings) -> Vec<(PathBuf, String)> {
             if fname.ends_with(".reason") {
                 continue;
             }
-            let name = crate::archive::original_name(&fname, |stem| s.matcher.is_match(stem));
+            let name =
+                crate::archive::original_name(&fname, |stem| s.source.matcher.is_match(stem));
             out.push((e.path(), name.to_string()));
         }
     }

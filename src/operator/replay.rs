@@ -62,7 +62,7 @@ pub fn replay(
         ..Replayed::default()
     };
     for rec in candidates {
-        let local = s.outbox.join(&rec.name);
+        let local = s.source.outbox.join(&rec.name);
         match rec.state() {
             State::Failed => {
                 if !local.is_file() {
@@ -70,7 +70,7 @@ pub fn replay(
                         rec.name.clone(),
                         format!(
                             "the local copy is gone from {}; nothing to send",
-                            s.outbox.display()
+                            s.source.outbox.display()
                         ),
                     ));
                     continue;

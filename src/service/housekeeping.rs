@@ -39,7 +39,10 @@ pub(super) async fn supervise(shared: &Arc<Shared>) {
 /// Keep the journal bounded: archived entries older than `retention` go, hourly.
 pub(super) async fn prune_task(shared: Arc<Shared>) {
     loop {
-        let (j, retention) = (shared.ctx.journal.clone(), shared.ctx.settings.retention);
+        let (j, retention) = (
+            shared.ctx.journal.clone(),
+            shared.ctx.settings.journal.retention,
+        );
         let r = tokio::task::spawn_blocking(move || {
             let cutoff = now_ms().saturating_sub(retention.as_millis() as u64);
             let mut total = 0;

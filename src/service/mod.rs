@@ -125,9 +125,9 @@ impl Shared {
 /// Create the local folders if missing and check they share one file system.
 fn prepare_dirs(s: &Settings) -> Result<(), ServiceError> {
     for (p, what) in [
-        (&s.outbox, "cannot create the outbox"),
-        (&s.archive, "cannot create the archive"),
-        (&s.quarantine, "cannot create the quarantine"),
+        (&s.source.outbox, "cannot create the outbox"),
+        (&s.source.archive, "cannot create the archive"),
+        (&s.source.quarantine, "cannot create the quarantine"),
     ] {
         std::fs::create_dir_all(p).map_err(|source| ServiceError::Setup {
             path: p.clone(),
@@ -144,11 +144,11 @@ fn prepare_dirs(s: &Settings) -> Result<(), ServiceError> {
                 source,
             })
     };
-    let d = dev(&s.outbox)?;
-    for other in [&s.archive, &s.quarantine] {
+    let d = dev(&s.source.outbox)?;
+    for other in [&s.source.archive, &s.source.quarantine] {
         if dev(other)? != d {
             return Err(ServiceError::FileSystems {
-                a: s.outbox.clone(),
+                a: s.source.outbox.clone(),
                 b: other.clone(),
             });
         }
@@ -157,14 +157,14 @@ fn prepare_dirs(s: &Settings) -> Result<(), ServiceError> {
 }
 
 pub fn open_journal(s: &Settings) -> Result<Journal, ServiceError> {
-    if let Some(parent) = s.journal.parent() {
+    if let Some(parent) = s.journal.path.parent() {
         std::fs::create_dir_all(parent).map_err(|source| ServiceError::Setup {
             path: parent.to_path_buf(),
             what: "cannot create the journal's folder",
             source,
         })?;
     }
-    Ok(Journal::open(&s.journal, &JournalOptions::default())?)
+    Ok(Journal::open(&s.journal.path, &JournalOptions::default())?)
 }
 
 /// Run until `cancel` fires (Service) or until one pass is done (Once).
@@ -175,10 +175,12 @@ pub async fn run(
 ) -> Result<Summary, ServiceError> {
     // As ssh does: a key others may read, or one that needs a passphrase, is refused
     // before anything starts, with the fix.
-    if let crate::config::Destination::Sftp { .. } = settings.destination {
-        if let Some((problem, fix)) = transfer::sftp::identity_problem(&settings.identity) {
+    if let crate::config::Destination::Sftp { .. } = settings.destination.url {
+        if let Some((problem, fix)) =
+            transfer::sftp::identity_problem(&settings.destination.identity)
+        {
             return Err(ServiceError::Key {
-                path: settings.identity.clone(),
+                path: settings.destination.identity.clone(),
                 problem,
                 fix,
             });
@@ -190,13 +192,13 @@ pub async fn run(
     // waiting would keep the runtime, and the process, from ending.
     let _stop_all = cancel.clone().drop_guard();
     let journal = Arc::new(open_journal(&settings)?);
-    let transport = transfer::from_settings(&settings);
+    let transport = transfer::from_settings(&settings.destination);
     let settings = Arc::new(settings);
     info!(
         config = %settings.origin,
-        outbox = %settings.outbox.display(),
+        outbox = %settings.source.outbox.display(),
         destination = %transport.describe(),
-        journal = %settings.journal.display(),
+        journal = %settings.journal.path.display(),
         "starting"
     );
     let n = journal.recovered();
@@ -215,7 +217,7 @@ pub async fn run(
             Arc::new(crate::metrics::Metrics::new()),
         )),
         queue: Arc::new(Queue::new()),
-        gate: Gate::new(settings.retry_initial, settings.retry_max),
+        gate: Gate::new(settings.retry.initial, settings.retry.max),
         mode,
         cancel: cancel.clone(),
         cleaned: Mutex::new(None),
@@ -251,11 +253,11 @@ pub async fn run(
 
     let tracker = TaskTracker::new();
     if mode.serves() {
-        let listener = control::bind(&settings.socket)?;
+        let listener = control::bind(&settings.control.socket)?;
         let handler: Arc<dyn control::Handler> = Arc::new(handler::ServiceHandler(shared.clone()));
         tracker.spawn(control::serve(listener, handler, cancel.clone()));
         tracker.spawn(housekeeping::prune_task(shared.clone()));
-        if let Some(addr) = settings.metrics_listen {
+        if let Some(addr) = settings.metrics.listen {
             let listener = crate::metrics::bind(addr)
                 .map_err(|source| ServiceError::Metrics { addr, source })?;
             let sh = shared.clone();
@@ -292,7 +294,7 @@ pub async fn run(
     if mode.watches() {
         let lost = Arc::new(Notify::new());
         let w = watch::start(
-            &settings.outbox,
+            &settings.source.outbox,
             tx.clone(),
             sweep_now.clone(),
             lost.clone(),
@@ -314,7 +316,7 @@ pub async fn run(
     // Workers last, once nothing above can fail: their threads cannot be dropped
     // like tasks, only told to stop.
     let (archive_tx, archive_rx) = mpsc::unbounded_channel();
-    for n in 0..settings.connections {
+    for n in 0..settings.destination.connections {
         let (shared, tx, rt) = (
             shared.clone(),
             archive_tx.clone(),
@@ -325,11 +327,11 @@ pub async fn run(
     drop(archive_tx);
     tracker.spawn(workers::archiver(shared.clone(), archive_rx));
     info!(
-        workers = settings.connections,
+        workers = settings.destination.connections,
         resumed = live.len(),
         "ready: {} {}",
         mode.ready_line(),
-        settings.outbox.display()
+        settings.source.outbox.display()
     );
 
     // Service: until a signal. Once: every task ends by itself when the pass is done
@@ -353,11 +355,11 @@ pub async fn run(
     }
     let flushed = journal.flush();
     if mode.serves() {
-        let _ = std::fs::remove_file(&settings.socket);
+        let _ = std::fs::remove_file(&settings.control.socket);
     }
     if let Some(e) = shared.fatal.lock().unwrap().take().or(flushed.err()) {
         return Err(ServiceError::JournalFailed {
-            path: settings.journal.clone(),
+            path: settings.journal.path.clone(),
             source: e,
         });
     }

@@ -22,7 +22,7 @@ pub(super) async fn watch_task(
     sweep_now: Arc<Notify>,
     lost: Arc<Notify>,
 ) {
-    let outbox = shared.ctx.settings.outbox.clone();
+    let outbox = shared.ctx.settings.source.outbox.clone();
     let mut current = Some(first);
     loop {
         tokio::select! {
@@ -81,7 +81,10 @@ pub(super) async fn sweep_task(
                     }
                 }
             }
-            Ok(Err(e)) => warn!("{}: cannot sweep the outbox: {e}", s.outbox.display()),
+            Ok(Err(e)) => warn!(
+                "{}: cannot sweep the outbox: {e}",
+                s.source.outbox.display()
+            ),
             Err(e) => warn!("sweep task failed: {e}"),
         }
         if !shared.mode.repeats() {
@@ -89,7 +92,7 @@ pub(super) async fn sweep_task(
         }
         tokio::select! {
             _ = shared.cancel.cancelled() => return,
-            _ = tokio::time::sleep(s.sweep_interval) => {}
+            _ = tokio::time::sleep(s.source.sweep_interval) => {}
             _ = sweep_now.notified() => {}
         }
     }
@@ -226,7 +229,7 @@ async fn take(
                 file = %crate::intake::shown(&record.name), batch = %record.batch, state = %record.state(),
                 "{}: not a valid order; left in the outbox, never sent. Looked at again on every change: delivered if it becomes valid, quarantined once unchanged for {}",
                 record.last_error.as_deref().unwrap_or("invalid"),
-                humantime::format_duration(shared.ctx.settings.quarantine_after)
+                humantime::format_duration(shared.ctx.settings.source.quarantine_after)
             );
             shared.touched(record.id);
             if shared.mode.looks_again_later() {

@@ -47,7 +47,7 @@ pub(super) fn worker(
         let popped = rt.block_on(async {
             if idle_clean {
                 tokio::time::timeout(
-                    shared.ctx.settings.sweep_interval,
+                    shared.ctx.settings.source.sweep_interval,
                     shared.queue.pop(&shared.cancel),
                 )
                 .await
@@ -214,7 +214,7 @@ pub(super) fn clean_once(shared: &Shared, slot: &mut Slot) -> Result<(), Transfe
             shared.cleaned.lock().unwrap_or_else(|p| p.into_inner())
         }
     };
-    if last.is_some_and(|at| at.elapsed() < shared.ctx.settings.sweep_interval) {
+    if last.is_some_and(|at| at.elapsed() < shared.ctx.settings.source.sweep_interval) {
         return Ok(());
     }
     let removed = slot.clean_temps(&shared.ctx)?;

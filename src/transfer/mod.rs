@@ -419,12 +419,12 @@ pub trait Transport: Send + Sync {
     fn describe(&self) -> String;
 }
 
-/// Build the transport a config names.
-pub fn from_settings(s: &crate::config::Settings) -> std::sync::Arc<dyn Transport> {
-    match &s.destination {
+/// Build the transport the `[destination]` table names.
+pub fn from_settings(d: &crate::config::DestinationSettings) -> std::sync::Arc<dyn Transport> {
+    match &d.url {
         crate::config::Destination::File { path } => std::sync::Arc::new(local::LocalTransport {
             inbox: path.clone(),
-            temp_suffix: s.temp_suffix.clone(),
+            temp_suffix: d.temp_suffix.clone(),
         }),
         crate::config::Destination::Sftp {
             user,
@@ -436,10 +436,10 @@ pub fn from_settings(s: &crate::config::Settings) -> std::sync::Arc<dyn Transpor
             host: host.clone(),
             port: *port,
             inbox: path.trim_end_matches('/').to_string(),
-            identity: s.identity.clone(),
-            known_hosts: s.known_hosts.clone(),
-            timeout: s.timeout,
-            temp_suffix: s.temp_suffix.clone(),
+            identity: d.identity.clone(),
+            known_hosts: d.known_hosts.clone(),
+            timeout: d.timeout,
+            temp_suffix: d.temp_suffix.clone(),
         }),
     }
 }

@@ -143,16 +143,17 @@ fn the_systemd_unit_lets_the_service_write_every_path_the_shipped_config_names()
     let c = plutus_sync::config::parse(&text, &example, Path::new("/etc/plutus-sync"))
         .unwrap_or_else(|e| panic!("the shipped config does not load: {e}"));
     let mut needed = vec![
-        ("source.outbox", c.outbox.clone()),
-        ("source.archive", c.archive.clone()),
-        ("source.quarantine", c.quarantine.clone()),
-        ("journal.path", c.journal.clone()),
-        ("control.socket", c.socket.clone()),
+        ("source.outbox", c.source.outbox.clone()),
+        ("source.archive", c.source.archive.clone()),
+        ("source.quarantine", c.source.quarantine.clone()),
+        ("journal.path", c.journal.path.clone()),
+        ("control.socket", c.control.socket.clone()),
     ];
     // The log file's folder, whether the example turns the log file on or not.
     needed.push((
         "log.file",
-        c.log_file
+        c.log
+            .file
             .clone()
             .unwrap_or_else(|| PathBuf::from("/var/log/plutus-sync/plutus-sync.log")),
     ));

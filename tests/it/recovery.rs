@@ -17,11 +17,11 @@ use std::time::Duration;
 /// A pipeline context on `spool`'s config, as the service builds it.
 pub(crate) fn ctx(spool: &Spool) -> Ctx {
     let settings = config::load(&spool.config).unwrap();
-    let journal = Journal::open(&settings.journal, &JournalOptions::default()).unwrap();
+    let journal = Journal::open(&settings.journal.path, &JournalOptions::default()).unwrap();
     Ctx::new(
         Arc::new(settings.clone()),
         Arc::new(journal),
-        transfer::from_settings(&settings),
+        transfer::from_settings(&settings.destination),
         Arc::default(),
     )
 }

@@ -345,7 +345,7 @@ fn a_file_invalid_at_first_that_completes_as_a_copy_of_an_archived_order_is_not_
     let sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "");
     let settings = config::load(&spool.config).unwrap();
-    let journal = Journal::open(&settings.journal, &JournalOptions::default()).unwrap();
+    let journal = Journal::open(&settings.journal.path, &JournalOptions::default()).unwrap();
     let name = "order-2026-000069.json";
     let body = order(69, 2000);
     // Delivered and archived before.
