@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ArchiveError {
+pub(crate) enum ArchiveError {
     #[error("{name}: refusing to archive: journal state is {state}, not verified")]
     NotVerified { name: String, state: State },
     #[error("{name}: journal entry has no archive path")]
@@ -49,7 +49,7 @@ impl LocalId {
 }
 
 /// Where `name` goes if archived at `now`: a path not yet taken.
-pub fn plan(root: &Path, name: &str, now: SystemTime) -> PathBuf {
+pub(crate) fn plan(root: &Path, name: &str, now: SystemTime) -> PathBuf {
     let ts = humantime::format_rfc3339_seconds(now).to_string();
     unique(
         &root
@@ -79,7 +79,7 @@ pub fn unique(path: &Path) -> PathBuf {
 /// The name a file in the archive or quarantine was taken under: `unique` adds
 /// `.1`, `.2`, … when the name was taken, so `name.json.1` is a second `name.json`
 /// (if `is_order` says the stem is an order's name; otherwise the name is as it is).
-pub fn original_name(fname: &str, is_order: impl Fn(&str) -> bool) -> &str {
+pub(crate) fn original_name(fname: &str, is_order: impl Fn(&str) -> bool) -> &str {
     match fname.rsplit_once('.') {
         Some((stem, n))
             if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && is_order(stem) =>
@@ -117,14 +117,14 @@ fn content_of(path: &Path) -> io::Result<(u64, u32)> {
     }
 }
 
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
 /// Folders that archive moves touched and that need an fsync before the moves are
 /// durable, gathered so a batch of moves pays for one fsync per folder.
 #[derive(Debug, Default)]
-pub struct Dirs {
+pub(crate) struct Dirs {
     touched: std::collections::BTreeSet<PathBuf>,
     /// Created (or found) in this batch: `create_dir_all` once per day folder.
     made: std::collections::BTreeSet<PathBuf>,
@@ -149,7 +149,7 @@ impl Dirs {
 /// and counts as archived. The file under the name must still hold the bytes that were
 /// delivered (and, with `sent`, be the very file they were read from), or nothing
 /// moves. Not durable until `dirs` is synced.
-pub fn move_to_archive(
+pub(crate) fn move_to_archive(
     rec: &Record,
     outbox: &Path,
     sent: Option<LocalId>,
@@ -271,7 +271,7 @@ fn moved_earlier(planned: &Path, rec: &Record) -> Option<PathBuf> {
 
 /// `rename(2)` that fails with `AlreadyExists` instead of replacing `to`:
 /// `renameat2(RENAME_NOREPLACE)`, or link + unlink on a file system without it.
-pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     use rustix::fs::{renameat_with, RenameFlags, CWD};
     match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
         Ok(()) => Ok(()),

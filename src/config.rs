@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const DEFAULT_PATH: &str = "/etc/plutus-sync/config.toml";
-pub const ENV_VAR: &str = "PLUTUS_SYNC_CONFIG";
+pub(crate) const ENV_VAR: &str = "PLUTUS_SYNC_CONFIG";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -221,7 +221,7 @@ struct RawRetry {
 }
 
 /// The config file to read: `-c`, else `$PLUTUS_SYNC_CONFIG`, else the system path.
-pub fn locate(flag: Option<&Path>) -> PathBuf {
+pub(crate) fn locate(flag: Option<&Path>) -> PathBuf {
     if let Some(p) = flag {
         return p.to_path_buf();
     }
@@ -247,7 +247,7 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
 
 /// The embedded demo: everything under `dir`, delivering to `dir/inbox` over `file://`.
 /// This is what the README's quick start runs.
-pub fn demo(dir: &Path) -> Settings {
+pub(crate) fn demo(dir: &Path) -> Settings {
     let text = format!(
         r#"
 [source]
@@ -538,7 +538,7 @@ fn parse_size(text: &str) -> Option<u64> {
 
 /// `sftp://user@host[:port]/path` or `file:///path`. Percent-escapes in the path are
 /// decoded, so `%20` may stand for a space.
-pub fn parse_url(url: &str) -> Result<Destination, String> {
+pub(crate) fn parse_url(url: &str) -> Result<Destination, String> {
     let decode = |p: &str| {
         percent_encoding::percent_decode_str(p)
             .decode_utf8()

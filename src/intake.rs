@@ -74,7 +74,7 @@ pub enum Outcome {
 
 /// Names we never take: not matching the pattern, hidden, or temp names of editors and
 /// uploaders. Returns the name as UTF-8 if it may be taken.
-pub fn name_rule<'a>(name: &'a OsStr, s: &Settings) -> Result<&'a str, &'static str> {
+pub(crate) fn name_rule<'a>(name: &'a OsStr, s: &Settings) -> Result<&'a str, &'static str> {
     let Some(name) = name.to_str() else {
         return Err("name is not UTF-8");
     };
@@ -100,7 +100,7 @@ pub fn name_rule<'a>(name: &'a OsStr, s: &Settings) -> Result<&'a str, &'static 
 /// are devices; a trailing dot or space is dropped; control characters forge log
 /// lines. So: a letter or digit, then letters, digits, `.`, `_`, `-`, at most 151 in
 /// all, no device name as the part before the first dot, no trailing dot.
-pub fn portable_name(name: &str) -> Result<(), String> {
+pub(crate) fn portable_name(name: &str) -> Result<(), String> {
     let bad = |why: String| {
         Err(format!(
             "name {} {why}; never sent (names = \"portable\")",
@@ -176,7 +176,7 @@ impl<R: Read> Read for Tee<R> {
 
 /// What opening an outbox file found.
 #[derive(Debug)]
-pub enum Opened {
+pub(crate) enum Opened {
     /// A regular file, opened; its metadata from the handle (`fstat`), not the name.
     File(fs::File, fs::Metadata),
     /// Something that is not taken, with the reason for the log line.
@@ -191,7 +191,7 @@ pub enum Opened {
 /// and only a regular file with one name, judged on the handle (`fstat`), so a name
 /// swapped between a check and the open cannot slip through. Every read of the handle
 /// must still be bounded by the size expected.
-pub fn open_regular(path: &Path) -> io::Result<Opened> {
+pub(crate) fn open_regular(path: &Path) -> io::Result<Opened> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     // Look before opening: opening a device can do something by itself (a tape
     // rewinds, a modem line hangs up), whatever is read after. The `fstat` below
@@ -600,7 +600,7 @@ fn born_quarantined(
 }
 
 /// Quarantine the file of pending entry `id`: move it, then journal why and where.
-pub fn quarantine_entry(
+pub(crate) fn quarantine_entry(
     journal: &Journal,
     s: &Settings,
     id: u64,
@@ -636,7 +636,7 @@ fn quarantine(s: &Settings, path: &Path, name: &str, reason: &str) -> io::Result
 
 /// Batches are the minute a file was detected, in UTC: short, sortable, and the same
 /// string in the logs and in `replay --batch`.
-pub fn batch_id(t: SystemTime) -> String {
+pub(crate) fn batch_id(t: SystemTime) -> String {
     let ts = humantime::format_rfc3339_seconds(t).to_string(); // 2026-11-23T11:47:50Z
     format!(
         "{}{}{}-{}{}",

@@ -46,7 +46,12 @@ impl Default for Metrics {
 impl Metrics {
     /// Scrape-time gauges: states from the journal's index, the queue depth, the age
     /// of the oldest file not yet verified, and whether the destination is up.
-    pub fn refresh(&self, j: &plutus_state::Journal, queue_depth: usize, destination_up: bool) {
+    pub(crate) fn refresh(
+        &self,
+        j: &plutus_state::Journal,
+        queue_depth: usize,
+        destination_up: bool,
+    ) {
         use plutus_state::{now_ms, State};
         if let Ok(counts) = j.counts() {
             for (st, n) in counts {
@@ -148,7 +153,7 @@ impl Metrics {
         m
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");
@@ -157,7 +162,7 @@ impl Metrics {
 }
 
 /// Serve `GET /metrics` on `addr` until cancelled; `refresh` fills the scrape-time gauges.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     refresh: Arc<dyn Fn() + Send + Sync>,

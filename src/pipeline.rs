@@ -159,7 +159,7 @@ impl Slot {
         self.conn.is_some()
     }
 
-    pub fn drop_conn(&mut self) {
+    pub(crate) fn drop_conn(&mut self) {
         self.conn = None;
         self.traits = None;
     }
@@ -172,7 +172,7 @@ impl Slot {
 
     /// Make sure a connection that sat idle is still alive; a dead one is dropped so
     /// the next use reconnects instead of failing a file.
-    pub fn refresh(&mut self) {
+    pub(crate) fn refresh(&mut self) {
         if let Some(c) = self.conn.as_mut() {
             if c.ping().is_err() {
                 self.drop_conn();
@@ -589,7 +589,7 @@ fn file_span(rec: &Record) -> tracing::Span {
 
 /// A retry after `retry.max`: for failures that are neither the file's nor the
 /// destination's (the local disk, a panic), which a backoff schedule does not fit.
-pub fn retry_later(ctx: &Ctx) -> Step {
+pub(crate) fn retry_later(ctx: &Ctx) -> Step {
     Step::RetryAt(now_ms() + ctx.settings.retry.max.as_millis() as u64)
 }
 

@@ -30,7 +30,7 @@ pub fn delay(attempt: u32, initial: Duration, max: Duration) -> Duration {
 /// on it instead of burning its files' attempts. Errors reported by workers that
 /// started before the gate last closed belong to the same outage step and are
 /// ignored, so an outage is logged once per step, not once per file or worker.
-pub struct Gate {
+pub(crate) struct Gate {
     state: Mutex<GateState>,
     changed: Notify,
     initial: Duration,
@@ -49,7 +49,7 @@ struct GateState {
 
 /// What `report_down` decided, for the caller's log line.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Down {
+pub(crate) enum Down {
     /// A new outage step: the gate is closed for `retry_in`.
     Paused { failures: u32, retry_in: Duration },
     /// Someone already reported this step.
@@ -68,7 +68,7 @@ impl Gate {
 
     /// Wait until the gate is open; returns the epoch to report back with, or `None`
     /// when cancelled.
-    pub async fn wait_open(&self, cancel: &CancellationToken) -> Option<u64> {
+    pub(crate) async fn wait_open(&self, cancel: &CancellationToken) -> Option<u64> {
         loop {
             let (until, epoch) = {
                 let st = self.state.lock().unwrap();
@@ -87,7 +87,7 @@ impl Gate {
         }
     }
 
-    pub fn report_down(&self, epoch: u64, error: &str) -> Down {
+    pub(crate) fn report_down(&self, epoch: u64, error: &str) -> Down {
         let mut st = self.state.lock().unwrap();
         if epoch != st.epoch {
             return Down::AlreadyPaused;
@@ -104,7 +104,7 @@ impl Gate {
     }
 
     /// A delivery worked: returns how many failed probes the outage lasted, if any.
-    pub fn report_up(&self) -> Option<u32> {
+    pub(crate) fn report_up(&self) -> Option<u32> {
         let mut st = self.state.lock().unwrap();
         if st.failures == 0 {
             return None;
@@ -127,7 +127,7 @@ impl Gate {
         (st.failures, left, st.last_error.clone())
     }
 
-    pub fn is_down(&self) -> bool {
+    pub(crate) fn is_down(&self) -> bool {
         self.state.lock().unwrap().failures > 0
     }
 }

@@ -8,7 +8,7 @@ use tracing::info;
 
 /// Cancel `token` on the first SIGTERM or SIGINT. Tasks stop at their next safe
 /// point: a file in flight finishes its step first.
-pub fn on_signal(token: CancellationToken) -> std::io::Result<()> {
+pub(crate) fn on_signal(token: CancellationToken) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
@@ -24,18 +24,18 @@ pub fn on_signal(token: CancellationToken) -> std::io::Result<()> {
 }
 
 /// READY=1: the journal is open, the watch registered, the first sweep queued.
-pub fn notify_ready() {
+pub(crate) fn notify_ready() {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 }
 
-pub fn notify_watchdog() {
+pub(crate) fn notify_watchdog() {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
 }
 
 /// STOPPING=1, once per process however many paths to a stop there are (each
 /// journal error calls it): a notify socket's queue is short (10 datagrams by
 /// default) and a send to a full one blocks, which would hang the stop itself.
-pub fn notify_stopping() {
+pub(crate) fn notify_stopping() {
     static SENT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !SENT.swap(true, std::sync::atomic::Ordering::SeqCst) {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
@@ -43,6 +43,6 @@ pub fn notify_stopping() {
 }
 
 /// `WatchdogSec=` of the unit, if systemd asked for keep-alives.
-pub fn watchdog_period() -> Option<std::time::Duration> {
+pub(crate) fn watchdog_period() -> Option<std::time::Duration> {
     sd_notify::watchdog_enabled()
 }

@@ -45,7 +45,7 @@ pub struct Writers(Mutex<HashSet<OsString>>);
 
 impl Writers {
     /// True if `name` may be open for writing now.
-    pub fn is_writing(&self, name: &OsStr) -> bool {
+    pub(crate) fn is_writing(&self, name: &OsStr) -> bool {
         self.0.lock().unwrap().contains(name)
     }
 
@@ -66,7 +66,7 @@ impl Writers {
 
     /// Forget every mark: after an overflow or a new watch, the closes that would
     /// clear them may never come.
-    pub fn forget_all(&self) {
+    pub(crate) fn forget_all(&self) {
         self.0.lock().unwrap().clear();
     }
 }

@@ -69,6 +69,10 @@ cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets ${locked[*]} -- -D warnings"
 cargo clippy --workspace --all-targets "${locked[@]}" -- -D warnings
 
+# Broken intra-doc links and malformed doc comments fail like any other warning.
+step "cargo doc --no-deps --workspace ${locked[*]} (RUSTDOCFLAGS=-D warnings)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace "${locked[@]}"
+
 # Built before the tests, not by them: a release build inside `cargo test` would
 # wait on its build lock, or take the cores from the timing-sensitive tests.
 step "cargo deb ${locked[*]} (the package tests/it/packaging.rs installs)"

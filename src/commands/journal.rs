@@ -2,7 +2,7 @@
 //! answers come from `crate::operator`, through the service or straight from disk.
 
 use crate::cli::{JournalArgs, JournalCommand};
-use crate::operator::protocol::{Destination, ListFilter, Stats};
+use crate::operator::protocol::{DestinationStatus, ListFilter, Stats};
 use crate::operator::queries::rfc3339;
 use crate::operator::{ask, expect, Answer, Request};
 use plutus_state::{now_ms, Event, Record, State};
@@ -290,8 +290,8 @@ fn print_stats(out: &mut impl Write, st: &Stats) -> anyhow::Result<()> {
     )?;
     match &st.destination {
         None => writeln!(out, "destination    unknown: the service is not running")?,
-        Some(Destination { url, up: true, .. }) => writeln!(out, "destination    up ({url})")?,
-        Some(Destination {
+        Some(DestinationStatus { url, up: true, .. }) => writeln!(out, "destination    up ({url})")?,
+        Some(DestinationStatus {
             url,
             failures,
             next_probe_at,

@@ -44,7 +44,7 @@ pub fn answer(j: &Journal, s: &Settings, req: &Request) -> Result<Answer, String
 
 /// Ask the running service; when it is not running, answer from the journal on disk
 /// with the same code, so the output is the same either way.
-pub fn ask(s: &Settings, req: &Request) -> anyhow::Result<Answer> {
+pub(crate) fn ask(s: &Settings, req: &Request) -> anyhow::Result<Answer> {
     match socket::request(&s.control.socket, req) {
         Ok(a) => Ok(a),
         Err(ControlError::NotRunning { .. }) => {
@@ -72,7 +72,7 @@ pub fn expect<T>(
 }
 
 /// Open the journal of a service that is not running.
-pub fn open_stopped(s: &Settings) -> anyhow::Result<Journal> {
+pub(crate) fn open_stopped(s: &Settings) -> anyhow::Result<Journal> {
     if !s.journal.path.exists() {
         anyhow::bail!(
             "{}: no journal here: the service has not run with this config ({})",

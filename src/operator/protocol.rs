@@ -42,7 +42,7 @@ pub enum Answer {
 /// One line back: the answer, or why there is none.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Response {
+pub(crate) enum Response {
     Ok(Answer),
     Error(String),
 }
@@ -61,7 +61,7 @@ pub struct ListFilter {
 
 /// How the destination is doing, as the running service sees it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Destination {
+pub struct DestinationStatus {
     pub url: String,
     pub up: bool,
     /// Consecutive failed probes.
@@ -88,7 +88,7 @@ pub struct Stats {
     pub failed_last_hour: u64,
     pub failed_last_day: u64,
     /// `None` when the service is not running.
-    pub destination: Option<Destination>,
+    pub destination: Option<DestinationStatus>,
 }
 
 /// A delivery receipt, for reconciling with what the ERP imported.

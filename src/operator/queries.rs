@@ -137,7 +137,7 @@ pub fn stats(j: &Journal) -> Result<Stats, QueryError> {
     })
 }
 
-pub fn rfc3339(ms: u64) -> String {
+pub(crate) fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
         .to_string()
 }

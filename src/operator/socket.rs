@@ -16,11 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 /// Longest request line accepted; real ones are a few hundred bytes.
-pub const MAX_REQUEST: u64 = 64 * 1024;
+pub(crate) const MAX_REQUEST: u64 = 64 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What answers requests: the running service.
-pub trait Handler: Send + Sync + 'static {
+pub(crate) trait Handler: Send + Sync + 'static {
     /// Blocking (sled); called from `spawn_blocking`.
     fn handle(&self, req: Request) -> Result<Answer, String>;
 }
@@ -62,7 +62,11 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 }
 
 /// Serve until cancelled. Each connection gets its own task; a bad one only hurts itself.
-pub async fn serve(listener: UnixListener, handler: Arc<dyn Handler>, cancel: CancellationToken) {
+pub(crate) async fn serve(
+    listener: UnixListener,
+    handler: Arc<dyn Handler>,
+    cancel: CancellationToken,
+) {
     // Bounds the work a flood of clients can queue up.
     let permits = Arc::new(tokio::sync::Semaphore::new(16));
     loop {

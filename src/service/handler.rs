@@ -3,7 +3,7 @@
 //! queued at once.
 
 use super::Shared;
-use crate::operator::protocol::Destination;
+use crate::operator::protocol::DestinationStatus;
 use crate::operator::socket::Handler;
 use crate::operator::{self, Answer, Request};
 use plutus_state::now_ms;
@@ -22,7 +22,7 @@ impl Handler for ServiceHandler {
             (Request::Stats, Answer::Stats(stats)) => {
                 let (failures, left, last_error) = sh.gate.status();
                 let server = *sh.ctx.server.lock().unwrap_or_else(|p| p.into_inner());
-                stats.destination = Some(Destination {
+                stats.destination = Some(DestinationStatus {
                     url: sh.ctx.transport.describe(),
                     up: failures == 0,
                     failures,

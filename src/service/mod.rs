@@ -80,7 +80,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn all_archived(&self) -> bool {
+    pub(crate) fn all_archived(&self) -> bool {
         self.archived == self.found && self.destination_error.is_none()
     }
 }

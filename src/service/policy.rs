@@ -13,13 +13,13 @@ pub enum Mode {
 impl Mode {
     /// Watch the outbox with inotify (and watch it again when it is re-created);
     /// otherwise one sweep finds the work.
-    pub fn watches(self) -> bool {
+    pub(crate) fn watches(self) -> bool {
         self == Mode::Service
     }
 
     /// Sweep every `sweep_interval` until cancelled; otherwise the pass ends when
     /// the first sweep's work is done (the queue closes after intake).
-    pub fn repeats(self) -> bool {
+    pub(crate) fn repeats(self) -> bool {
         self == Mode::Service
     }
 
@@ -32,32 +32,32 @@ impl Mode {
     /// A retry due later waits in the queue for its time; otherwise it is left for
     /// the next run, so a cron `sync` does not burn an attempt per run on a file
     /// that is backing off.
-    pub fn waits_for_retries(self) -> bool {
+    pub(crate) fn waits_for_retries(self) -> bool {
         self == Mode::Service
     }
 
     /// A file still settling, or not valid yet, is looked at again by a timer;
     /// otherwise a pass gives a settling file a few short waits and leaves an
     /// invalid one for the next run.
-    pub fn looks_again_later(self) -> bool {
+    pub(crate) fn looks_again_later(self) -> bool {
         self == Mode::Service
     }
 
     /// Connect every worker and clean the inbox at start, before the first order
     /// arrives, and clean it again when idle; otherwise the first delivery does.
-    pub fn connects_early(self) -> bool {
+    pub(crate) fn connects_early(self) -> bool {
         self == Mode::Service
     }
 
     /// A destination outage pauses the queue until the gate's probe succeeds;
     /// otherwise it ends the pass, with the error in the summary.
-    pub fn pauses_when_down(self) -> bool {
+    pub(crate) fn pauses_when_down(self) -> bool {
         self == Mode::Service
     }
 
     /// Keep the ids this run touched, for the pass's summary. A service that runs
     /// for months has no summary and must not grow the list without end.
-    pub fn summarises(self) -> bool {
+    pub(crate) fn summarises(self) -> bool {
         self == Mode::Once
     }
 

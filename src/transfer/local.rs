@@ -6,7 +6,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub struct LocalTransport {
+pub(crate) struct LocalTransport {
     pub inbox: PathBuf,
     pub temp_suffix: String,
 }

@@ -128,7 +128,7 @@ impl TransferError {
 }
 
 /// The primitive operations of an inbox. Paths are full remote paths.
-pub trait Remote {
+pub(crate) trait Remote {
     /// The temp file, open for writing and reading back through the same handle.
     type Writer: Write + Read + Seek;
     type Reader: Read;
@@ -194,7 +194,7 @@ pub fn temp_name(name: &str, id: u64, suffix: &str) -> String {
 
 /// The final name a temp name belongs to: `<name>` from `<name>.<id>-<token><suffix>`
 /// (or from `<name><suffix>`, the older scheme). `None` for anything else.
-pub fn final_of_temp<'a>(temp: &'a str, suffix: &str) -> Option<&'a str> {
+pub(crate) fn final_of_temp<'a>(temp: &'a str, suffix: &str) -> Option<&'a str> {
     let stem = temp.strip_suffix(suffix)?;
     let attempt = stem
         .rsplit_once('.')

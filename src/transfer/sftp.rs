@@ -10,7 +10,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub struct SftpTransport {
+pub(crate) struct SftpTransport {
     pub user: String,
     pub host: String,
     pub port: u16,
@@ -353,7 +353,7 @@ impl Remote for SftpConn {
 /// problem and its fix. `None`: usable. Checked before the service starts and by
 /// `check`; libssh2 itself would take a key anyone can read, and say nothing useful
 /// about one that needs a passphrase.
-pub fn identity_problem(path: &Path) -> Option<(String, String)> {
+pub(crate) fn identity_problem(path: &Path) -> Option<(String, String)> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     let shown = path.display();
@@ -457,7 +457,7 @@ fn base64_decode(s: &str) -> Vec<u8> {
 /// The host-key algorithms to offer: those whose key types known_hosts holds for this
 /// host (plain `host` for port 22, `[host]:port` otherwise). Hashed and wildcard
 /// entries cannot be matched without more work, so their types are offered too.
-pub fn host_key_algorithms(known_hosts: &str, host: &str, port: u16) -> Vec<&'static str> {
+pub(crate) fn host_key_algorithms(known_hosts: &str, host: &str, port: u16) -> Vec<&'static str> {
     let want = if port == 22 {
         host.to_string()
     } else {
