@@ -2,14 +2,25 @@
 //! streamed read for size + CRC32 + JSON check, then `pending` (or `invalid` while its
 //! writer may still be at it, `quarantined`, or a duplicate of an earlier delivery).
 //! Owns the quarantine folder.
+//!
+//! The name rules are in `names`, the guarded open and the one bounded read in `read`;
+//! here, the decision an entry is born from ([`take`]).
 
 use crate::config::Settings;
 use plutus_state::{Event, Journal, JournalError, NewEntry, Record, State};
-use std::ffi::OsStr;
 use std::fs;
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
+
+mod names;
+mod read;
+
+pub use names::shown;
+pub(crate) use names::{name_rule, portable_name};
+pub use read::scan;
+pub use read::Scan;
+pub(crate) use read::{open_regular, Opened};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
@@ -70,234 +81,6 @@ pub enum Outcome {
     Wait(Duration),
     /// Nothing to do, and why (for debug logs).
     Skip(&'static str),
-}
-
-/// Names we never take: not matching the pattern, hidden, or temp names of editors and
-/// uploaders. Returns the name as UTF-8 if it may be taken.
-pub(crate) fn name_rule<'a>(name: &'a OsStr, s: &Settings) -> Result<&'a str, &'static str> {
-    let Some(name) = name.to_str() else {
-        return Err("name is not UTF-8");
-    };
-    if name.starts_with('.') {
-        return Err("hidden name");
-    }
-    if name.ends_with(".part")
-        || name.ends_with(".tmp")
-        || name.ends_with('~')
-        || name.ends_with(&s.destination.temp_suffix)
-    {
-        return Err("temporary name");
-    }
-    if !s.source.matcher.is_match(name) {
-        return Err("name does not match the pattern");
-    }
-    Ok(name)
-}
-
-/// The portable name rule (`[source] names = "portable"`, the default): names a
-/// Windows inbox takes as they are. Win32-OpenSSH reads `\\` as a path separator (a
-/// name could climb out of the inbox) and `:` as an NTFS stream; `CON`, `NUL`, `COM1`…
-/// are devices; a trailing dot or space is dropped; control characters forge log
-/// lines. So: a letter or digit, then letters, digits, `.`, `_`, `-`, at most 151 in
-/// all, no device name as the part before the first dot, no trailing dot.
-pub(crate) fn portable_name(name: &str) -> Result<(), String> {
-    let bad = |why: String| {
-        Err(format!(
-            "name {} {why}; never sent (names = \"portable\")",
-            shown(name)
-        ))
-    };
-    let mut chars = name.chars();
-    if !chars.next().is_some_and(|c| c.is_ascii_alphanumeric()) {
-        return bad("does not start with a letter or digit".into());
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return bad(format!(
-            "holds {c:?}, which a Windows inbox does not take as it is"
-        ));
-    }
-    if name.len() > 151 {
-        return bad(format!("is {} characters long (at most 151)", name.len()));
-    }
-    if name.ends_with('.') {
-        return bad("ends with a dot, which Windows drops".into());
-    }
-    let stem = name.split('.').next().unwrap_or("").to_ascii_uppercase();
-    let device = matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
-        || (stem.len() == 4
-            && (stem.starts_with("COM") || stem.starts_with("LPT"))
-            && matches!(stem.as_bytes()[3], b'1'..=b'9'));
-    if device {
-        return bad(format!("is the Windows device {stem}"));
-    }
-    Ok(())
-}
-
-/// A name as it may be printed in a log line or on an operator's terminal: as it is
-/// when it is plain printable text, else quoted with escapes (`"a\nb"`), so no name can
-/// forge a line or send terminal escapes.
-pub fn shown(name: &str) -> std::borrow::Cow<'_, str> {
-    if name
-        .chars()
-        .all(|c| !c.is_control() && c != '"' && c != '\\')
-    {
-        std::borrow::Cow::Borrowed(name)
-    } else {
-        std::borrow::Cow::Owned(format!("{name:?}"))
-    }
-}
-
-/// Size, CRC32 and JSON verdict from one streamed read of the file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Scan {
-    pub size: u64,
-    pub crc32: u32,
-    /// `Err(reason)` when the content is not well-formed JSON.
-    pub json: Result<(), String>,
-}
-
-struct Tee<R> {
-    inner: R,
-    hasher: crc32fast::Hasher,
-    size: u64,
-}
-
-impl<R: Read> Read for Tee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-}
-
-/// What opening an outbox file found.
-#[derive(Debug)]
-pub(crate) enum Opened {
-    /// A regular file, opened; its metadata from the handle (`fstat`), not the name.
-    File(fs::File, fs::Metadata),
-    /// Something that is not taken, with the reason for the log line.
-    Refused(&'static str),
-    /// No file under the name.
-    Gone,
-}
-
-/// Open an outbox file the one safe way: the outbox is untrusted input. Never through
-/// a symbolic link (`O_NOFOLLOW`: a link to a secret or to `/dev/zero` is refused, not
-/// read), never blocking (`O_NONBLOCK`: a FIFO with no writer would hang a worker),
-/// and only a regular file with one name, judged on the handle (`fstat`), so a name
-/// swapped between a check and the open cannot slip through. Every read of the handle
-/// must still be bounded by the size expected.
-pub(crate) fn open_regular(path: &Path) -> io::Result<Opened> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    // Look before opening: opening a device can do something by itself (a tape
-    // rewinds, a modem line hangs up), whatever is read after. The `fstat` below
-    // still decides, since the name can change between the two.
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_file() => {}
-        Ok(m) => return Ok(Opened::Refused(kind_of(&m))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Gone),
-        Err(e) => return Err(e),
-    }
-    let opened = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(path);
-    let file = match opened {
-        Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Ok(Opened::Refused("a symbolic link (never followed)"))
-        }
-        // A socket file cannot be opened at all.
-        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Ok(Opened::Refused("a socket")),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Gone),
-        Err(e) => return Err(e),
-    };
-    let meta = file.metadata()?;
-    Ok(if meta.file_type().is_file() && meta.nlink() > 1 {
-        // Another name for a file elsewhere (the web shop's account could link any
-        // file it can reach on this file system): not an order it wrote here.
-        Opened::Refused("a hard link (the file has other names)")
-    } else if meta.file_type().is_file() {
-        Opened::File(file, meta)
-    } else {
-        Opened::Refused(kind_of(&meta))
-    })
-}
-
-/// What a file that is not a regular file is, for the log line.
-fn kind_of(m: &fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let ft = m.file_type();
-    if ft.is_symlink() {
-        "a symbolic link (never followed)"
-    } else if ft.is_dir() {
-        "a folder"
-    } else if ft.is_fifo() {
-        "a FIFO (named pipe)"
-    } else if ft.is_socket() {
-        "a socket"
-    } else if ft.is_file() {
-        "a regular file"
-    } else {
-        "a device"
-    }
-}
-
-/// Files up to this size are read into memory and checked with the slice parser,
-/// which is several times faster than the reader's byte-at-a-time path; orders are a
-/// few KB. Larger files are streamed.
-const SMALL: usize = 256 * 1024;
-
-/// Read `r` once for its size, CRC32 and JSON check.
-pub fn scan(mut r: impl Read) -> io::Result<Scan> {
-    let mut head = Vec::with_capacity(16 * 1024);
-    (&mut r).take(SMALL as u64 + 1).read_to_end(&mut head)?;
-    if head.len() <= SMALL {
-        return Ok(Scan {
-            size: head.len() as u64,
-            crc32: crc32fast::hash(&head),
-            json: verdict(serde_json::from_slice(&head))?,
-        });
-    }
-    scan_stream(io::Cursor::new(head).chain(r))
-}
-
-/// The JSON parser pulls the bytes, the CRC32 sees them on the way. The parser
-/// discards what it reads (`IgnoredAny`), so memory stays flat whatever the size.
-fn scan_stream(r: impl Read) -> io::Result<Scan> {
-    let mut rd = BufReader::with_capacity(
-        64 * 1024,
-        Tee {
-            inner: r,
-            hasher: crc32fast::Hasher::new(),
-            size: 0,
-        },
-    );
-    let json = verdict(serde_json::from_reader(&mut rd))?;
-    // Whatever the parser left unread still belongs to the file's CRC32.
-    io::copy(&mut rd, &mut io::sink())?;
-    let tee = rd.into_inner();
-    Ok(Scan {
-        size: tee.size,
-        crc32: tee.hasher.finalize(),
-        json,
-    })
-}
-
-/// The parser's answer as the operator will read it; a read error stays an error.
-fn verdict(parsed: serde_json::Result<serde::de::IgnoredAny>) -> io::Result<Result<(), String>> {
-    match parsed {
-        Ok(_) => Ok(Ok(())),
-        Err(e) if e.is_io() => Err(io::Error::other(e)),
-        Err(e) if e.is_eof() && e.line() == 1 && e.column() == 0 => {
-            Ok(Err("empty file".to_string()))
-        }
-        Err(e) => Ok(Err(format!("not well-formed JSON: {e}"))),
-    }
 }
 
 /// Look at one candidate and journal it. `writing()`: whether the watch saw the file
@@ -651,124 +434,6 @@ pub(crate) fn batch_id(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_a_windows_inbox_would_misread_are_not_portable() {
-        for bad in [
-            "x\\..\\..\\evil.json",
-            "a:b.json",
-            "CON.json",
-            "con.json",
-            "lpt9.backup.json",
-            "order.json.",
-            "order .json",
-            "order\nINFO forged.json",
-            "-order.json",
-            "ordér.json",
-        ] {
-            assert!(portable_name(bad).is_err(), "{bad:?} passed");
-        }
-        for good in [
-            "order-2026-000001.json",
-            "CONSOLE.json",
-            "com10.json",
-            "a_b.c-d.json",
-        ] {
-            assert_eq!(portable_name(good), Ok(()), "{good}");
-        }
-        let why = portable_name("order\nINFO forged.json").unwrap_err();
-        assert!(!why.contains('\n'), "{why}");
-        assert_eq!(shown("a\nb"), "\"a\\nb\"");
-        assert_eq!(shown("order-1.json"), "order-1.json");
-    }
-
-    #[test]
-    fn one_read_gives_size_crc_and_json_verdict() {
-        let data = br#"{"order": "2026-000001", "lines": [1, 2, 3]}  "#;
-        let s = scan(&data[..]).unwrap();
-        assert_eq!(s.size, data.len() as u64);
-        assert_eq!(s.crc32, crc32fast::hash(data));
-        assert_eq!(s.json, Ok(()));
-    }
-
-    #[test]
-    fn invalid_and_empty_files_are_named_as_such() {
-        let s = scan(&b"{\"order\": "[..]).unwrap();
-        assert!(s.json.unwrap_err().starts_with("not well-formed JSON"));
-        assert_eq!(scan(&b""[..]).unwrap().json, Err("empty file".into()));
-        let trailing = b"{} x";
-        let s = scan(&trailing[..]).unwrap();
-        assert!(s.json.is_err());
-        assert_eq!(
-            s.crc32,
-            crc32fast::hash(trailing),
-            "the CRC covers bytes after the error too"
-        );
-    }
-
-    #[test]
-    fn files_either_side_of_the_in_memory_limit_get_the_same_answers() {
-        for len in [SMALL - 1, SMALL, SMALL + 1, 3 * SMALL] {
-            let mut good = vec![b' '; len];
-            good[0] = b'[';
-            good[len - 1] = b']';
-            let mut bad = good.clone();
-            bad[len - 2] = b','; // `[   ,]`: the error is in the file's last bytes
-            for (data, ok) in [(&good, true), (&bad, false)] {
-                let fast = scan(&data[..]).unwrap();
-                let slow = scan_stream(&data[..]).unwrap();
-                assert_eq!(fast.size, len as u64);
-                assert_eq!(fast.crc32, crc32fast::hash(data));
-                assert_eq!((fast.size, fast.crc32), (slow.size, slow.crc32));
-                assert_eq!(fast.json.is_ok(), ok, "{len}: {:?}", fast.json);
-                assert_eq!(fast.json, slow.json, "{len}");
-            }
-        }
-    }
-
-    #[test]
-    fn a_large_file_is_streamed_not_loaded() {
-        // 64 MiB of JSON from a generator: if scan buffered it whole, this would still
-        // pass, so the bound is the reader's: it never hands out more than asked.
-        struct Gen(u64);
-        impl Read for Gen {
-            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-                if self.0 == 0 {
-                    return Ok(0);
-                }
-                assert!(buf.len() <= 64 * 1024, "read of {} bytes", buf.len());
-                let n = buf.len().min(self.0 as usize);
-                buf[..n].fill(b' ');
-                if self.0 as usize == n {
-                    buf[n - 2] = b'{';
-                    buf[n - 1] = b'}';
-                }
-                self.0 -= n as u64;
-                Ok(n)
-            }
-        }
-        let s = scan(Gen(64 << 20)).unwrap();
-        assert_eq!(s.size, 64 << 20);
-        assert_eq!(s.json, Ok(()));
-    }
-
-    #[test]
-    fn name_rules_take_only_matching_visible_final_names() {
-        let s = crate::config::demo(Path::new("/tmp/x"));
-        for ok in ["order-2026-000001.json", "-x.json", "a b \"q\" ü.json"] {
-            assert_eq!(name_rule(OsStr::new(ok), &s), Ok(ok));
-        }
-        for bad in [
-            ".order.json",
-            "order.json.part",
-            "order.json.tmp",
-            "order.json~",
-            "order.xml",
-            "order.tmp",
-        ] {
-            assert!(name_rule(OsStr::new(bad), &s).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn batch_ids_sort_by_time() {
