@@ -1,146 +1,15 @@
-//! TOML config → validated `Settings`. Every error names the file, the key and the
-//! reason. No network, no directory creation: only reading and checking.
+//! TOML text → validated [`Settings`]: defaults, paths made absolute, and every
+//! check that names the key it refuses.
 
-use globset::{Glob, GlobMatcher};
+use super::url::parse_url;
+use super::{
+    ConfigError, ControlSettings, Destination, DestinationSettings, JournalSettings, LogSettings,
+    MetricsSettings, RetrySettings, Settings, SourceSettings,
+};
+use globset::Glob;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-pub const DEFAULT_PATH: &str = "/etc/plutus-sync/config.toml";
-pub(crate) const ENV_VAR: &str = "PLUTUS_SYNC_CONFIG";
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{path}: cannot read config: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{path}: [{key}]: {reason}")]
-    Invalid {
-        path: PathBuf,
-        key: String,
-        reason: String,
-    },
-}
-
-/// Where the files go.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Destination {
-    Sftp {
-        user: String,
-        host: String,
-        port: u16,
-        /// Remote inbox directory, as the server spells it (`/C:/ERP/inbox` on Windows).
-        path: String,
-    },
-    File {
-        path: PathBuf,
-    },
-}
-
-impl std::fmt::Display for Destination {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Destination::Sftp {
-                user,
-                host,
-                port,
-                path,
-            } => write!(f, "sftp://{user}@{host}:{port}{path}"),
-            Destination::File { path } => write!(f, "file://{}", path.display()),
-        }
-    }
-}
-
-/// Validated settings, one struct per TOML table, so a stage takes the table it reads
-/// (`&settings.source`), not the whole.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// The file the settings came from ("embedded demo" for `--demo`).
-    pub origin: String,
-    pub source: SourceSettings,
-    pub journal: JournalSettings,
-    pub destination: DestinationSettings,
-    pub retry: RetrySettings,
-    pub control: ControlSettings,
-    pub metrics: MetricsSettings,
-    pub log: LogSettings,
-}
-
-/// `[source]`: where orders come from and what counts as one.
-#[derive(Clone, Debug)]
-pub struct SourceSettings {
-    pub outbox: PathBuf,
-    pub archive: PathBuf,
-    pub quarantine: PathBuf,
-    pub pattern: String,
-    pub matcher: GlobMatcher,
-    pub sweep_interval: Duration,
-    pub settle: Duration,
-    /// An invalid file is left in the outbox (state `invalid`) until it has been
-    /// unchanged, and not open for writing, this long: its writer may only have paused.
-    pub quarantine_after: Duration,
-    /// `[source] names = "portable"` (default): only names a Windows inbox takes as
-    /// they are; others are quarantined. `"posix"`: any name the pattern takes.
-    pub portable_names: bool,
-    /// Larger files are quarantined with the reason, not sent: a bound on what the
-    /// web shop's account can make the service read and upload.
-    pub max_size: u64,
-}
-
-/// `[journal]`.
-#[derive(Clone, Debug)]
-pub struct JournalSettings {
-    pub path: PathBuf,
-    /// Archived entries older than this are pruned from the journal.
-    pub retention: Duration,
-}
-
-/// `[destination]`: where files go and how the connection behaves.
-#[derive(Clone, Debug)]
-pub struct DestinationSettings {
-    pub url: Destination,
-    pub identity: PathBuf,
-    pub known_hosts: PathBuf,
-    pub connections: usize,
-    pub timeout: Duration,
-    pub temp_suffix: String,
-    /// Deliver to a server whose rename replaces an existing name, with a stat of the
-    /// final name just before each rename (racy; off unless the config says so).
-    pub check_then_rename: bool,
-}
-
-/// `[retry]`: the backoff between attempts.
-#[derive(Clone, Debug)]
-pub struct RetrySettings {
-    pub initial: Duration,
-    pub max: Duration,
-    pub max_attempts: u32,
-}
-
-/// `[control]`.
-#[derive(Clone, Debug)]
-pub struct ControlSettings {
-    pub socket: PathBuf,
-}
-
-/// `[metrics]`.
-#[derive(Clone, Debug)]
-pub struct MetricsSettings {
-    /// Where to serve Prometheus metrics; off when `None`.
-    pub listen: Option<std::net::SocketAddr>,
-}
-
-/// `[log]`.
-#[derive(Clone, Debug)]
-pub struct LogSettings {
-    /// A daily-rotated log file instead of stderr, and how many days to keep.
-    pub file: Option<PathBuf>,
-    pub keep: usize,
-}
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -218,55 +87,6 @@ struct RawRetry {
     initial: Option<String>,
     max: Option<String>,
     max_attempts: Option<u32>,
-}
-
-/// The config file to read: `-c`, else `$PLUTUS_SYNC_CONFIG`, else the system path.
-pub(crate) fn locate(flag: Option<&Path>) -> PathBuf {
-    if let Some(p) = flag {
-        return p.to_path_buf();
-    }
-    match std::env::var_os(ENV_VAR) {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(DEFAULT_PATH),
-    }
-}
-
-pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    // Relative paths in the file are relative to the file, wherever we were started.
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let base = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
-    parse(&text, path, &base)
-}
-
-/// The embedded demo: everything under `dir`, delivering to `dir/inbox` over `file://`.
-/// This is what the README's quick start runs.
-pub(crate) fn demo(dir: &Path) -> Settings {
-    let text = format!(
-        r#"
-[source]
-outbox = "outbox"
-archive = "archive"
-quarantine = "quarantine"
-settle = "500ms"
-quarantine_after = "5s"
-[journal]
-path = "journal"
-[destination]
-url = "file://{}/inbox"
-"#,
-        dir.display()
-    );
-    let mut s = parse(&text, Path::new("embedded demo config"), dir)
-        .expect("the embedded demo config is valid");
-    s.origin = format!("embedded demo config in {}", dir.display());
-    s
 }
 
 /// Parse and validate. Relative paths are taken from `base` (the config file's folder),
@@ -536,79 +356,6 @@ fn parse_size(text: &str) -> Option<u64> {
         .and_then(|n| n.checked_mul(mult))
 }
 
-/// `sftp://user@host[:port]/path` or `file:///path`. Percent-escapes in the path are
-/// decoded, so `%20` may stand for a space.
-pub(crate) fn parse_url(url: &str) -> Result<Destination, String> {
-    let decode = |p: &str| {
-        percent_encoding::percent_decode_str(p)
-            .decode_utf8()
-            .map(|c| c.into_owned())
-            .map_err(|_| format!("{url:?}: the path is not valid UTF-8 after decoding"))
-    };
-    if let Some(rest) = url.strip_prefix("file://") {
-        if !rest.starts_with('/') {
-            return Err(format!(
-                "{url:?}: a file URL needs an absolute path, like file:///srv/erp/inbox"
-            ));
-        }
-        return Ok(Destination::File {
-            path: PathBuf::from(decode(rest)?),
-        });
-    }
-    let Some(rest) = url.strip_prefix("sftp://") else {
-        return Err(format!(
-            "{url:?}: expected sftp://user@host:port/path or file:///path"
-        ));
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    if path.is_empty() || path == "/" {
-        return Err(format!(
-            "{url:?}: name the inbox folder after the host, like sftp://erp@host/C:/ERP/inbox"
-        ));
-    }
-    let Some((user, hostport)) = authority.rsplit_once('@') else {
-        return Err(format!(
-            "{url:?}: the user is missing; write sftp://USER@host/path"
-        ));
-    };
-    if user.is_empty() || user.contains(':') {
-        return Err(format!(
-            "{url:?}: give only a user name before '@' (keys only: no password in the URL)"
-        ));
-    }
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, tail) = v6
-            .split_once(']')
-            .ok_or_else(|| format!("{url:?}: unclosed '[' in the host"))?;
-        (h, tail.strip_prefix(':'))
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (hostport, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(format!("{url:?}: the host is missing"));
-    }
-    let port = match port {
-        None => 22,
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("{url:?}: {p:?} is not a port number"))?,
-    };
-    Ok(Destination::Sftp {
-        user: user.to_string(),
-        host: host.to_string(),
-        port,
-        path: decode(path)?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -695,39 +442,5 @@ mod tests {
         .unwrap();
         assert_eq!(s.source.outbox, PathBuf::from("/etc/o"));
         assert_eq!(s.destination.identity, PathBuf::from("/etc/k"));
-    }
-
-    #[test]
-    fn urls_parse_ipv6_ports_and_escapes() {
-        assert_eq!(
-            parse_url("sftp://a@[::1]:2222/in%20box").unwrap(),
-            Destination::Sftp {
-                user: "a".into(),
-                host: "::1".into(),
-                port: 2222,
-                path: "/in box".into()
-            }
-        );
-        assert_eq!(
-            parse_url("file:///srv/erp/inbox").unwrap(),
-            Destination::File {
-                path: "/srv/erp/inbox".into()
-            }
-        );
-        assert!(parse_url("sftp://a:pw@h/in").is_err());
-        assert!(parse_url("sftp://a@h").is_err());
-        assert!(parse_url("file://relative").is_err());
-    }
-
-    #[test]
-    fn the_demo_config_is_valid() {
-        let s = demo(Path::new("/tmp/demo"));
-        assert_eq!(s.source.outbox, PathBuf::from("/tmp/demo/outbox"));
-        assert_eq!(
-            s.destination.url,
-            Destination::File {
-                path: "/tmp/demo/inbox".into()
-            }
-        );
     }
 }

@@ -1,0 +1,188 @@
+//! TOML config → validated `Settings`. Every error names the file, the key and the
+//! reason. No network, no directory creation: only reading and checking.
+//!
+//! The types are here; the TOML text is read and checked in `parse`, the destination
+//! URL in `url`.
+
+use globset::GlobMatcher;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+mod parse;
+mod url;
+
+pub use parse::parse;
+pub use url::Destination;
+
+pub const DEFAULT_PATH: &str = "/etc/plutus-sync/config.toml";
+pub(crate) const ENV_VAR: &str = "PLUTUS_SYNC_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: [{key}]: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+/// Validated settings, one struct per TOML table, so a stage takes the table it reads
+/// (`&settings.source`), not the whole.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The file the settings came from ("embedded demo" for `--demo`).
+    pub origin: String,
+    pub source: SourceSettings,
+    pub journal: JournalSettings,
+    pub destination: DestinationSettings,
+    pub retry: RetrySettings,
+    pub control: ControlSettings,
+    pub metrics: MetricsSettings,
+    pub log: LogSettings,
+}
+
+/// `[source]`: where orders come from and what counts as one.
+#[derive(Clone, Debug)]
+pub struct SourceSettings {
+    pub outbox: PathBuf,
+    pub archive: PathBuf,
+    pub quarantine: PathBuf,
+    pub pattern: String,
+    pub matcher: GlobMatcher,
+    pub sweep_interval: Duration,
+    pub settle: Duration,
+    /// An invalid file is left in the outbox (state `invalid`) until it has been
+    /// unchanged, and not open for writing, this long: its writer may only have paused.
+    pub quarantine_after: Duration,
+    /// `[source] names = "portable"` (default): only names a Windows inbox takes as
+    /// they are; others are quarantined. `"posix"`: any name the pattern takes.
+    pub portable_names: bool,
+    /// Larger files are quarantined with the reason, not sent: a bound on what the
+    /// web shop's account can make the service read and upload.
+    pub max_size: u64,
+}
+
+/// `[journal]`.
+#[derive(Clone, Debug)]
+pub struct JournalSettings {
+    pub path: PathBuf,
+    /// Archived entries older than this are pruned from the journal.
+    pub retention: Duration,
+}
+
+/// `[destination]`: where files go and how the connection behaves.
+#[derive(Clone, Debug)]
+pub struct DestinationSettings {
+    pub url: Destination,
+    pub identity: PathBuf,
+    pub known_hosts: PathBuf,
+    pub connections: usize,
+    pub timeout: Duration,
+    pub temp_suffix: String,
+    /// Deliver to a server whose rename replaces an existing name, with a stat of the
+    /// final name just before each rename (racy; off unless the config says so).
+    pub check_then_rename: bool,
+}
+
+/// `[retry]`: the backoff between attempts.
+#[derive(Clone, Debug)]
+pub struct RetrySettings {
+    pub initial: Duration,
+    pub max: Duration,
+    pub max_attempts: u32,
+}
+
+/// `[control]`.
+#[derive(Clone, Debug)]
+pub struct ControlSettings {
+    pub socket: PathBuf,
+}
+
+/// `[metrics]`.
+#[derive(Clone, Debug)]
+pub struct MetricsSettings {
+    /// Where to serve Prometheus metrics; off when `None`.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug)]
+pub struct LogSettings {
+    /// A daily-rotated log file instead of stderr, and how many days to keep.
+    pub file: Option<PathBuf>,
+    pub keep: usize,
+}
+
+/// The config file to read: `-c`, else `$PLUTUS_SYNC_CONFIG`, else the system path.
+pub(crate) fn locate(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match std::env::var_os(ENV_VAR) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_PATH),
+    }
+}
+
+pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // Relative paths in the file are relative to the file, wherever we were started.
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let base = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
+    parse(&text, path, &base)
+}
+
+/// The embedded demo: everything under `dir`, delivering to `dir/inbox` over `file://`.
+/// This is what the README's quick start runs.
+pub(crate) fn demo(dir: &Path) -> Settings {
+    let text = format!(
+        r#"
+[source]
+outbox = "outbox"
+archive = "archive"
+quarantine = "quarantine"
+settle = "500ms"
+quarantine_after = "5s"
+[journal]
+path = "journal"
+[destination]
+url = "file://{}/inbox"
+"#,
+        dir.display()
+    );
+    let mut s = parse(&text, Path::new("embedded demo config"), dir)
+        .expect("the embedded demo config is valid");
+    s.origin = format!("embedded demo config in {}", dir.display());
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_config_is_valid() {
+        let s = demo(Path::new("/tmp/demo"));
+        assert_eq!(s.source.outbox, PathBuf::from("/tmp/demo/outbox"));
+        assert_eq!(
+            s.destination.url,
+            Destination::File {
+                path: "/tmp/demo/inbox".into()
+            }
+        );
+    }
+}
