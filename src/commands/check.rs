@@ -174,12 +174,12 @@ fn key_files(r: &mut Report, s: &Settings) {
         Ok(_) => r.fail(
             "known_hosts",
             format!("{} is empty", s.destination.known_hosts.display()),
-            "add the server's host key line after checking its fingerprint (see the README)",
+            "add the server's host key line after checking its fingerprint (see GUIDE.md §2, in /usr/share/doc/plutus-sync or docs/)",
         ),
         Err(e) => r.fail(
             "known_hosts",
             format!("{}: {e}", s.destination.known_hosts.display()),
-            "create it with the server's host key line (see the README)",
+            "create it with the server's host key line (see GUIDE.md §2, in /usr/share/doc/plutus-sync or docs/)",
         ),
     }
 }
