@@ -46,12 +46,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Scrape-time gauges: states from the journal's index, the queue depth, the age
     /// of the oldest file not yet verified, and whether the destination is up.
-    pub(crate) fn refresh(
-        &self,
-        j: &plutus_state::Journal,
-        queue_depth: usize,
-        destination_up: bool,
-    ) {
+    pub fn refresh(&self, j: &plutus_state::Journal, queue_depth: usize, destination_up: bool) {
         use plutus_state::{now_ms, State};
         if let Ok(counts) = j.counts() {
             for (st, n) in counts {
@@ -153,7 +148,7 @@ impl Metrics {
         m
     }
 
-    pub(crate) fn render(&self) -> String {
+    pub fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");

@@ -69,9 +69,6 @@ pub fn show(j: &Journal, key: &str) -> Result<Vec<Record>, QueryError> {
     Ok(recs)
 }
 
-const HOUR: u64 = 3_600_000;
-const DAY: u64 = 24 * HOUR;
-
 pub fn stats(j: &Journal) -> Result<Stats, QueryError> {
     let now = now_ms();
     let counts = j.counts()?.into_iter().collect();
@@ -83,56 +80,16 @@ pub fn stats(j: &Journal) -> Result<Stats, QueryError> {
                 Some(oldest_pending_at.map_or(r.detected_at, |o: u64| o.min(r.detected_at)));
         }
     }
-    let (mut last_delivery_at, mut dh, mut dd) = (None, 0, 0);
-    for rec in j.newest_in_state(State::Archived) {
-        let rec = rec?;
-        let at = rec.entered(State::Verified).unwrap_or(rec.updated_at);
-        last_delivery_at = Some(last_delivery_at.map_or(at, |l: u64| l.max(at)));
-        if at + DAY < now {
-            break;
-        }
-        dd += 1;
-        if at + HOUR >= now {
-            dh += 1;
-        }
-    }
-    // Failures are transitions into `failed`, whether or not the file was replayed
-    // since: those of files still failed, and those in the history of entries detected
-    // within the last two days (older ones that failed, were replayed and delivered
-    // within the day are not seen; they are rare and the journal has no time index).
-    let (mut fh, mut fd) = (0, 0);
-    let mut count = |rec: &Record| {
-        for t in rec.history.iter().filter(|t| t.to == State::Failed) {
-            if t.at + DAY >= now {
-                fd += 1;
-            }
-            if t.at + HOUR >= now {
-                fh += 1;
-            }
-        }
-    };
-    let mut seen = std::collections::HashSet::new();
-    for rec in j.in_state(State::Failed)? {
-        seen.insert(rec.id);
-        count(&rec);
-    }
-    for rec in j.newest() {
-        let rec = rec?;
-        if rec.detected_at + 2 * DAY < now {
-            break;
-        }
-        if !seen.contains(&rec.id) {
-            count(&rec);
-        }
-    }
+    // Per-minute counters the journal keeps with every transition: no entry is read.
+    let w = j.windows(now);
     Ok(Stats {
         counts,
         oldest_pending_at,
-        last_delivery_at,
-        delivered_last_hour: dh,
-        delivered_last_day: dd,
-        failed_last_hour: fh,
-        failed_last_day: fd,
+        last_delivery_at: j.last_delivery_at(),
+        delivered_last_hour: w.delivered_last_hour,
+        delivered_last_day: w.delivered_last_day,
+        failed_last_hour: w.failed_last_hour,
+        failed_last_day: w.failed_last_day,
         destination: None,
     })
 }

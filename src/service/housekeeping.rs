@@ -36,7 +36,8 @@ pub(super) async fn supervise(shared: &Arc<Shared>) {
     }
 }
 
-/// Keep the journal bounded: archived entries older than `retention` go, hourly.
+/// Keep the journal bounded: archived entries older than `retention` go, hourly, and
+/// the windows' time keys older than two days.
 pub(super) async fn prune_task(shared: Arc<Shared>) {
     loop {
         let (j, retention) = (
@@ -45,6 +46,9 @@ pub(super) async fn prune_task(shared: Arc<Shared>) {
         );
         let r = tokio::task::spawn_blocking(move || {
             let cutoff = now_ms().saturating_sub(retention.as_millis() as u64);
+            // The windows' time keys are only needed for two days, whatever the
+            // retention of entries.
+            j.prune_windows(now_ms())?;
             let mut total = 0;
             loop {
                 let n = j.prune_archived(cutoff, 10_000)?;

@@ -10,6 +10,9 @@ pub const TREE_ENTRIES: &str = "entries";
 pub const TREE_BY_NAME: &str = "by_name";
 pub const TREE_BY_STATE: &str = "by_state";
 pub const TREE_META: &str = "meta";
+/// `tally at id` for each transition into `verified` or `failed`: the windows of
+/// `journal stats` (see `journal/windows.rs`). Only the last two days are kept.
+pub const TREE_BY_TIME: &str = "by_time";
 pub const META_SCHEMA: &[u8] = b"schema_version";
 pub const META_NEXT_ID: &[u8] = b"next_id";
 /// `inflight/<id>` → the entry's name: written before an entry and its index keys
@@ -60,6 +63,20 @@ pub fn by_state(state: crate::State, id: u64) -> [u8; 9] {
     k
 }
 
+/// `tally at id`, all big-endian: one range per tally, in time order.
+pub fn by_time(tally: u8, at: u64, id: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = tally;
+    k[1..9].copy_from_slice(&at.to_be_bytes());
+    k[9..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The time in a [`by_time`] key.
+pub fn by_time_at(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(1..9)?.try_into().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +88,9 @@ mod tests {
         assert!(!by_name("a.json", 1).starts_with(&name_prefix("a")));
         assert_eq!(parse_id(&by_name("x", 42)), Some(42));
         assert_eq!(parse_id(&by_state(crate::State::Sent, 9)), Some(9));
+        assert!(by_time(0, 999, 7) < by_time(0, 1000, 1));
+        assert!(by_time(0, u64::MAX, 1) < by_time(1, 0, 0));
+        assert_eq!(by_time_at(&by_time(1, 1234, 5)), Some(1234));
+        assert_eq!(parse_id(&by_time(1, 1234, 5)), Some(5));
     }
 }

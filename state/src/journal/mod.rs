@@ -29,8 +29,11 @@ use std::sync::Mutex;
 
 mod query;
 mod repair;
+mod windows;
 
 use repair::{repair_inflight, repair_live_index};
+use windows::{Ring, Tally};
+pub use windows::{Windows, DAY, HOUR};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -108,10 +111,15 @@ pub struct Journal {
     /// open, after its repair, then kept with every write: `counts` (a metrics
     /// scrape, `journal stats`) costs nothing however large the journal grows.
     state_counts: [AtomicU64; 8],
+    /// Deliveries and failures per minute over the last day, and the newest delivery's
+    /// time (0: none): see `windows`.
+    rings: Mutex<[Ring; 2]>,
+    last_delivery: AtomicU64,
     entries: sled::Tree,
     by_name: sled::Tree,
     by_state: sled::Tree,
     meta: sled::Tree,
+    by_time: sled::Tree,
 }
 
 impl Journal {
@@ -137,6 +145,9 @@ impl Journal {
         let entries = db.open_tree(keys::TREE_ENTRIES).map_err(open_err)?;
         let by_name = db.open_tree(keys::TREE_BY_NAME).map_err(open_err)?;
         let by_state = db.open_tree(keys::TREE_BY_STATE).map_err(open_err)?;
+        // Added without a schema bump: a journal from before it simply has no window
+        // history yet (its first day's figures start at zero).
+        let by_time = db.open_tree(keys::TREE_BY_TIME).map_err(open_err)?;
 
         let expected = keys::SCHEMA_VERSION.to_string();
         match meta.get(keys::META_SCHEMA)? {
@@ -170,13 +181,14 @@ impl Journal {
             None => 1,
         };
         let next = stored.unwrap_or(1).max(past_last);
-        let mut recovered = repair_inflight(&meta, &entries, &by_name, &by_state)?;
+        let now = crate::now_ms();
+        let mut recovered = repair_inflight(&meta, &entries, &by_name, &by_state, &by_time, now)?;
         // sled can skip a torn blob at recovery, so an index key can be older than its
         // entry: after an unclean stop, every live entry is checked against the state
         // index, so none hides from recovery (the sweep skips its file as in progress).
         let unclean = meta.remove(keys::META_CLEAN_CLOSE)?.is_none() && !entries.is_empty();
         if unclean {
-            recovered += repair_live_index(&entries, &by_name, &by_state)?;
+            recovered += repair_live_index(&entries, &by_name, &by_state, &by_time, now)?;
         }
         if stored != Some(next) {
             meta.insert(keys::META_NEXT_ID, &keys::id(next))?;
@@ -192,6 +204,7 @@ impl Journal {
             let n = by_state.scan_prefix([st.code()]).count() as u64;
             state_counts[st.code() as usize].store(n, Ordering::Relaxed);
         }
+        let (rings, last_delivery) = windows::rebuild(&by_time, now)?;
         Ok(Journal {
             path: path.to_path_buf(),
             db,
@@ -204,10 +217,13 @@ impl Journal {
             next_id: Mutex::new(next),
             recovered,
             state_counts,
+            rings: Mutex::new(rings),
+            last_delivery: AtomicU64::new(last_delivery),
             entries,
             by_name,
             by_state,
             meta,
+            by_time,
         })
     }
 
@@ -313,9 +329,17 @@ impl Journal {
             self.entries.insert(keys::id(id), encode(&rec))?;
             self.by_state.insert(keys::by_state(rec.state(), id), &[])?;
             self.by_state.remove(keys::by_state(from, id))?;
+            let tally = Tally::of(rec.state());
+            if let Some(tally) = tally {
+                self.by_time
+                    .insert(keys::by_time(tally as u8, at, id), &[])?;
+            }
             self.end(id)?;
             self.counted(rec.state(), 1);
             self.counted(from, -1);
+            if let Some(tally) = tally {
+                self.tallied(tally, at);
+            }
         }
         self.wrote();
         Ok(rec)

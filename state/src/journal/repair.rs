@@ -2,6 +2,7 @@
 //! half-written (named by their in-flight marks), and — when the clean-close mark is
 //! missing — every live entry's index keys.
 
+use super::windows::{restore, KEPT};
 use super::{decode, Result};
 use crate::keys;
 use crate::machine::State;
@@ -13,11 +14,16 @@ pub(super) fn repair_live_index(
     entries: &sled::Tree,
     by_name: &sled::Tree,
     by_state: &sled::Tree,
+    by_time: &sled::Tree,
+    now: u64,
 ) -> Result<usize> {
     let mut repaired = 0;
     for kv in entries.iter() {
         let (k, raw) = kv?;
         let rec = decode(&k, &raw)?;
+        if rec.updated_at >= now.saturating_sub(KEPT) {
+            repaired += restore(by_time, &rec, now.saturating_sub(KEPT))?;
+        }
         let key = keys::by_state(rec.state(), rec.id);
         if !by_state.contains_key(key)? {
             by_state.insert(key, &[])?;
@@ -57,6 +63,8 @@ pub(super) fn repair_inflight(
     entries: &sled::Tree,
     by_name: &sled::Tree,
     by_state: &sled::Tree,
+    by_time: &sled::Tree,
+    now: u64,
 ) -> Result<usize> {
     let mut repaired = 0;
     for kv in meta.scan_prefix(keys::META_INFLIGHT) {
@@ -78,6 +86,9 @@ pub(super) fn repair_inflight(
             Some(r) => {
                 by_state.insert(keys::by_state(r.state(), id), &[])?;
                 by_name.insert(keys::by_name(&r.name, id), &[])?;
+                // The window keys of its last transition; an entry removed while
+                // marked leaves its old keys, which only count what really happened.
+                restore(by_time, r, now.saturating_sub(KEPT))?;
             }
             None => {
                 by_name.remove(keys::by_name(&name, id))?;

@@ -1,0 +1,166 @@
+//! The journal at scale (issue 17): fill a journal through the real journal API with
+//! `PLUTUS_SCALE_ENTRIES` delivered orders (default 100,000; each one `insert`,
+//! `uploaded`, `verified`, `archived`, as the pipeline writes them), then time what an
+//! operator and a scraper do against it: open after a clean close (in a fresh process,
+//! with its peak RSS), `journal stats`, a metrics refresh + render, `journal list
+//! --since 1h --limit 20` and `show NAME`.
+//!
+//!     cargo bench --bench journal_scale
+//!     PLUTUS_SCALE_ENTRIES=1000000 cargo bench --bench journal_scale
+//!
+//! Every entry is written now, so all of them fall inside the day's window: the
+//! worst case for the windows of `journal stats`.
+
+use plutus_state::{Event, Journal, JournalOptions, NewEntry};
+use plutus_sync::metrics::Metrics;
+use plutus_sync::operator::protocol::ListFilter;
+use plutus_sync::operator::queries;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    // The child process: open a filled journal, measure, report.
+    if args.next().as_deref() == Some("--open") {
+        let dir = args.next().expect("--open DIR");
+        measure_open(Path::new(&dir));
+        return;
+    }
+    let n: u64 = std::env::var("PLUTUS_SCALE_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal");
+    let started = Instant::now();
+    fill(&path, n);
+    let fill = started.elapsed();
+    let bytes = du(&path);
+    println!(
+        "journal_scale: {n} entries filled in {:.1} s ({:.0} entries/s); on disk {:.1} MB = {:.0} bytes/entry",
+        fill.as_secs_f64(),
+        n as f64 / fill.as_secs_f64(),
+        bytes as f64 / 1e6,
+        bytes as f64 / n as f64
+    );
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .arg("--open")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+}
+
+fn fill(path: &Path, n: u64) {
+    let j = Journal::open(path, &JournalOptions::default()).unwrap();
+    for i in 0..n {
+        let name = format!("order-2026-{i:07}.json");
+        let rec = j
+            .insert(NewEntry {
+                name: name.clone(),
+                size: 4_000,
+                crc32: i as u32,
+                batch: "20261202T1700".into(),
+                source_path: format!("/var/spool/plutus-sync/outbox/{name}"),
+                found_by: "inotify".into(),
+            })
+            .unwrap();
+        let temp = format!("/C:/ERP/inbox/{name}.{}-0badc0de.part", rec.id);
+        j.apply(rec.id, Event::Uploaded { remote_path: temp })
+            .unwrap();
+        j.apply(
+            rec.id,
+            Event::Verified {
+                remote_path: format!("/C:/ERP/inbox/{name}"),
+                archive_path: format!("/var/spool/plutus-sync/archive/2026/12/02/{name}"),
+                note: None,
+            },
+        )
+        .unwrap();
+        j.apply(rec.id, Event::Archived).unwrap();
+    }
+    j.flush().unwrap();
+}
+
+/// Median of `runs` timings of `f`, in ms.
+fn time(runs: usize, mut f: impl FnMut()) -> f64 {
+    let mut t: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed()
+        })
+        .collect();
+    t.sort();
+    t[runs / 2].as_secs_f64() * 1e3
+}
+
+fn measure_open(path: &Path) {
+    let s = Instant::now();
+    let j = Journal::open(path, &JournalOptions::default()).unwrap();
+    let open_ms = s.elapsed().as_secs_f64() * 1e3;
+    let rss = peak_rss_kib();
+    let stats = queries::stats(&j).unwrap();
+    assert_eq!(
+        stats.delivered_last_day,
+        j.len() as u64,
+        "every entry was delivered now"
+    );
+    let stats_ms = time(11, || {
+        queries::stats(&j).unwrap();
+    });
+    let m = Metrics::new();
+    let scrape_ms = time(11, || {
+        m.refresh(&j, 0, true);
+        std::hint::black_box(m.render());
+    });
+    let recent = ListFilter {
+        since_ms: Some(3_600_000),
+        limit: Some(20),
+        ..ListFilter::default()
+    };
+    let list_ms = time(11, || {
+        assert!(!queries::list(&j, &recent).unwrap().is_empty());
+    });
+    let name = format!("order-2026-{:07}.json", j.len() / 2);
+    let show_ms = time(11, || {
+        assert_eq!(queries::show(&j, &name).unwrap().len(), 1);
+    });
+    println!(
+        "journal_scale: {} entries: open (clean close) {open_ms:.1} ms, peak RSS after open {:.1} MiB; \
+         journal stats {stats_ms:.2} ms; metrics refresh+render {scrape_ms:.2} ms; \
+         list --since 1h --limit 20 {list_ms:.2} ms; show NAME {show_ms:.2} ms",
+        j.len(),
+        rss as f64 / 1024.0
+    );
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn du(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                du(&e.path())
+            } else {
+                m.len()
+            }
+        })
+        .sum()
+}
