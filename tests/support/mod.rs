@@ -1,6 +1,6 @@
 //! Shared helpers for the `it` integration-test binary.
 //!
-//! Every test module is compiled into one binary (see `tests/it.rs`), so a
+//! Every test module is compiled into one binary (see `tests/it/main.rs`), so a
 //! helper that only some modules use would otherwise trip `dead_code`.
 #![allow(dead_code)]
 
