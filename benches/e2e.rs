@@ -1,7 +1,7 @@
 //! End-to-end benchmark of plutus-sync next to the tools an operator would otherwise
 //! use (issue 6), all against one real OpenSSH sshd on 127.0.0.1 that the bench starts
-//! (the `tests/support` fixture), in one run, with order files the bench generates
-//! (1-10 KB, seeded, `support::service::order`).
+//! (the `plutus-testkit` fixture), in one run, with order files the bench generates
+//! (1-10 KB, seeded, `plutus_testkit::orders::order`).
 //!
 //! Scenarios (`cargo bench --bench e2e`; a filter argument runs only some of them:
 //! `cargo bench --bench e2e -- burst peers latency scale`):
@@ -35,12 +35,6 @@
 //! does not finish. Environment: `PLUTUS_E2E_FILES` (burst size), `PLUTUS_E2E_SCALE`
 //! (journal sizes, e.g. `100000,1000000`). See benches/README.md for the figures.
 
-// Built without `--test`, the fixture's own `#[cfg(test)]` unit tests lose their
-// `#[test]` functions (cargo still sets `cfg(test)`), leaving their imports unused.
-#[allow(unused_imports)]
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 #[path = "common/machine.rs"]
 mod machine;
 #[path = "common/poller.rs"]
@@ -51,6 +45,8 @@ mod results;
 use machine::{status_line_kib, Machine, Psi};
 use plotters::prelude::*;
 use plutus_state::{Event, Journal, JournalOptions, NewEntry, State};
+use plutus_testkit::service::{bin, order};
+use plutus_testkit::sshd::Sshd;
 use poller::POLL_SLEEP;
 use results::{ms, target_dir, Summary};
 use serde_json::{json, Value};
@@ -61,8 +57,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
-use support::service::{order, BIN};
-use support::sshd::Sshd;
 
 /// A trickle file not in the inbox this long after the last close fails the bench.
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -789,7 +783,7 @@ impl Plutus {
     fn start(config: &Path, log: &Path) -> Plutus {
         let f = fs::File::create(log).unwrap();
         let proc = Proc::spawn(
-            Command::new(BIN)
+            Command::new(bin())
                 .args(["run", "-c"])
                 .arg(config)
                 .env("PLUTUS_SYNC_LOG", "info")
@@ -797,7 +791,7 @@ impl Plutus {
                 .stdout(Stdio::null())
                 .stderr(f),
         )
-        .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin().display()));
         Plutus {
             proc,
             log: log.to_path_buf(),
@@ -2043,7 +2037,7 @@ fn verify_dir(dir: &Path, orders: &[(String, Vec<u8>)]) -> Result<(), String> {
 
 /// The archive (dated folders) holds each order once, byte-identical.
 fn verify_archive(dir: &Path, orders: &[(String, Vec<u8>)]) -> Result<(), String> {
-    let got = support::service::files_under(dir);
+    let got = plutus_testkit::service::files_under(dir);
     if got.len() != orders.len() {
         return Err(format!("{} of {} files archived", got.len(), orders.len()));
     }

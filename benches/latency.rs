@@ -1,6 +1,6 @@
 //! First latency measurement: close of an order file in the outbox → its final name
 //! exists in the SFTP inbox, for `plutus-sync run` against a real OpenSSH sshd on
-//! 127.0.0.1 (the `tests/support` fixture).
+//! 127.0.0.1 (the `plutus-testkit` fixture).
 //!
 //! `cargo bench --bench latency` runs the full scenarios and writes
 //! `target/bench-results/latency.json` (plus each scenario's service log beside it).
@@ -17,12 +17,6 @@
 //! that window is reported as the resolution. At the end every file must be in the
 //! inbox and the archive byte-identical and journaled exactly once.
 
-// Built without `--test`, the fixture's own `#[cfg(test)]` unit tests lose their
-// `#[test]` functions (cargo still sets `cfg(test)`), leaving their imports unused.
-#[allow(unused_imports)]
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 #[path = "common/machine.rs"]
 mod machine;
 #[path = "common/poller.rs"]
@@ -31,6 +25,8 @@ mod poller;
 mod results;
 
 use machine::{Machine, Psi};
+use plutus_testkit::service::{assert_delivered_exactly_once, order, tail, wait_archived, Spool};
+use plutus_testkit::sshd::Sshd;
 use poller::POLL_SLEEP;
 use results::{ms, target_dir, Summary};
 use serde_json::json;
@@ -38,8 +34,6 @@ use std::fs;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::service::{assert_delivered_exactly_once, order, tail, wait_archived, Spool};
-use support::sshd::Sshd;
 
 /// A file not in the inbox this long after the last close fails the bench.
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(60);

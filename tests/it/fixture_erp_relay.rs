@@ -11,11 +11,11 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::erp::Erp;
-use crate::support::relay::Relay;
-use crate::support::service::names_in;
-use crate::support::sshd::Sshd;
-use crate::support::{poll_until, wait_until};
+use plutus_testkit::erp::Erp;
+use plutus_testkit::relay::Relay;
+use plutus_testkit::service::names_in;
+use plutus_testkit::sshd::Sshd;
+use plutus_testkit::{poll_until, wait_until};
 
 const WAIT: Duration = Duration::from_secs(10);
 

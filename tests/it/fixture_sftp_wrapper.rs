@@ -1,4 +1,4 @@
-//! Proves `tests/support/sftp_wrapper.py` (the misbehaving-SFTP-server
+//! Proves `testkit/sftp_wrapper.py` (the misbehaving-SFTP-server
 //! fixture behind [`Sshd::start_with_sftp_wrapper`]) with the stock OpenSSH
 //! `sftp` client only, so a broken wrapper cannot hide behind plutus-sync.
 //!
@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use crate::support::poll_until;
-use crate::support::sshd::Sshd;
+use plutus_testkit::poll_until;
+use plutus_testkit::sshd::Sshd;
 
 /// Bounds one `sftp -b` run, so a wedged wrapper fails the test instead of
 /// hanging it.

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::support::sshd::{read_banner, Sshd};
+use plutus_testkit::sshd::{read_banner, Sshd};
 
 /// Uploads `local` to `inbox/remote_name` with `sftp -b -`.
 fn sftp_put(sshd: &Sshd, known_hosts: &Path, local: &Path, remote_name: &str) -> Output {
@@ -201,4 +201,14 @@ fn sshd_fixture_pause_stalls_new_and_established_connections() {
     drop((fresh, established));
 
     assert_upload_works(&sshd, "after-resume.xml");
+}
+
+#[test]
+fn testkit_runs_the_binary_cargo_built_for_these_tests() {
+    // The testkit, a library, cannot see this compile-time path; it reads the one
+    // cargo puts in the environment, or looks beside the test executable.
+    assert_eq!(
+        plutus_testkit::service::bin(),
+        Path::new(env!("CARGO_BIN_EXE_plutus-sync"))
+    );
 }

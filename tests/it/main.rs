@@ -1,8 +1,6 @@
 //! The single integration-test binary: one module per concern, each a file beside
-//! this one. Shared fixtures live in `tests/support/`.
-
-#[path = "../support/mod.rs"]
-mod support;
+//! this one. The fixtures they share (sshd, spool, service, ERP, relay) are the
+//! `plutus-testkit` crate in `testkit/`, which the benches use too.
 
 mod fixture_erp_relay;
 mod fixture_sftp_wrapper;

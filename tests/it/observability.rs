@@ -1,8 +1,8 @@
 //! What operators watch: the Prometheus endpoint and the log file.
 
-use crate::support::service::*;
-use crate::support::sshd::Sshd;
-use crate::support::wait_until;
+use plutus_testkit::service::*;
+use plutus_testkit::sshd::Sshd;
+use plutus_testkit::wait_until;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -2,13 +2,13 @@
 //! finished without sending anything twice. Drives the pipeline as a library against
 //! a real sshd, with the journal set up as the crash left it.
 
-use crate::support::service::{names_in, order, Spool};
-use crate::support::sshd::Sshd;
-use crate::support::wait_until;
 use plutus_state::{Event, Journal, JournalOptions, NewEntry, State};
 use plutus_sync::config;
 use plutus_sync::pipeline::{self, Ctx, Slot, Step};
 use plutus_sync::transfer;
+use plutus_testkit::service::{names_in, order, Spool};
+use plutus_testkit::sshd::Sshd;
+use plutus_testkit::wait_until;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
@@ -550,7 +550,7 @@ fn a_file_swapped_for_a_fifo_after_intake_does_not_block_the_worker() {
 #[test]
 #[ignore = "needs root: makes a device node (mknod); tests/ci.sh runs it"]
 fn a_file_swapped_for_a_device_after_intake_is_refused_without_being_opened() {
-    crate::support::require_root("makes a device node (mknod)");
+    plutus_testkit::require_root("makes a device node (mknod)");
     use notify::event::{AccessKind, EventKind};
     use notify::Watcher;
     let sshd = Sshd::start();

@@ -2,12 +2,12 @@
 //! same invariants (`assert_delivered_exactly_once`). `PLUTUS_TORTURE=long` runs the
 //! long versions (hundreds of kills, thousands of files).
 
-use crate::support::erp::Erp;
-use crate::support::poll_until;
-use crate::support::relay::Relay;
-use crate::support::service::*;
-use crate::support::sshd::Sshd;
 use plutus_state::{Event, State};
+use plutus_testkit::erp::Erp;
+use plutus_testkit::poll_until;
+use plutus_testkit::relay::Relay;
+use plutus_testkit::service::*;
+use plutus_testkit::sshd::Sshd;
 use std::fs;
 use std::time::{Duration, Instant};
 
@@ -428,7 +428,7 @@ fn a_very_large_file_is_streamed_with_flat_memory() {
 #[test]
 #[ignore = "needs root: lowers fs.inotify.max_queued_events; tests/ci.sh runs it"]
 fn a_burst_that_overflows_the_inotify_queue_is_swept_up() {
-    crate::support::require_root("lowers fs.inotify.max_queued_events");
+    plutus_testkit::require_root("lowers fs.inotify.max_queued_events");
     let sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "");
     spool.set_config("sweep_interval = \"1s\"", "sweep_interval = \"1h\"");
@@ -571,7 +571,7 @@ impl Mount {
     }
 
     fn require_root() {
-        crate::support::require_root("mounts file systems");
+        plutus_testkit::require_root("mounts file systems");
     }
 }
 
@@ -743,7 +743,7 @@ struct Lab {
 
 impl Lab {
     fn up(dir: std::path::PathBuf) -> Lab {
-        crate::support::require_root("builds network namespaces");
+        plutus_testkit::require_root("builds network namespaces");
         let lab = Lab { dir };
         lab.run("up");
         lab
@@ -808,7 +808,7 @@ fn a_blackholed_link_times_out_without_a_hang_and_delivery_resumes_when_it_heals
     );
     assert_eq!(files_under(&inbox).len(), 10, "nothing crosses a dead link");
     // The service still answers its operator meanwhile.
-    let stats = std::process::Command::new(BIN)
+    let stats = std::process::Command::new(bin())
         .args(["journal", "stats", "--json", "-c"])
         .arg(&config)
         .output()

@@ -1,5 +1,4 @@
-//! Order files as the web shop writes them, for tests and benches. No fixture
-//! dependencies, so a bench can include this file alone.
+//! Order files as the web shop writes them, for tests and benches.
 
 /// A realistic order body of roughly `size` bytes, unique to `n`.
 pub fn order(n: usize, size: usize) -> Vec<u8> {

@@ -1,15 +1,45 @@
 //! The real `plutus-sync` binary as a child process, with a config written into a temp
 //! dir, its stderr kept in a log file for failure messages, and a Drop that kills it.
 
-use super::sshd::Sshd;
-use super::wait_until;
+use crate::sshd::Sshd;
+use crate::wait_until;
 use plutus_state::{Journal, JournalOptions, Record, State};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_plutus-sync");
+/// The `plutus-sync` binary under test.
+///
+/// Cargo tells integration tests and benches where it built it, as
+/// `CARGO_BIN_EXE_plutus-sync`: at compile time (`env!`), which only the test crate
+/// itself sees, not a library such as this one, and in the environment of the
+/// `cargo test` or `cargo bench` run, which is read here. A test executable run by
+/// hand finds the binary where cargo puts it: `target/PROFILE/plutus-sync`, beside
+/// the `deps/` folder that holds the test executable. (tests/it checks that this is
+/// the binary cargo named at compile time.)
+pub fn bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("CARGO_BIN_EXE_plutus-sync") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("the test executable's path");
+        let beside = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|profile| profile.join("plutus-sync"));
+        match beside {
+            Some(p) if p.is_file() => p,
+            _ => panic!(
+                "plutus-sync not found beside {}: run the tests through cargo \
+                 (`cargo test`), which builds it, or set CARGO_BIN_EXE_plutus-sync",
+                exe.display()
+            ),
+        }
+    })
+}
 
 /// The folders of one test's web-shop side.
 pub struct Spool {
@@ -166,7 +196,7 @@ max_attempts = 3
 
     /// `plutus-sync ARGS… -c CONFIG`: (exit status, stdout, stderr).
     pub fn cmd(&self, args: &[&str]) -> (ExitStatus, String, String) {
-        let out = Command::new(BIN)
+        let out = Command::new(bin())
             .args(args)
             .arg("-c")
             .arg(&self.config)
@@ -232,7 +262,7 @@ pub fn names_in(dir: &Path) -> Vec<String> {
     v
 }
 
-pub use super::orders::order;
+pub use crate::orders::order;
 
 pub struct Service {
     child: Option<Child>,
@@ -250,14 +280,14 @@ pub struct Service {
 
 impl Service {
     pub fn start(config: &Path, dir: &Path) -> Service {
-        Service::start_with(Command::new(BIN), config, dir)
+        Service::start_with(Command::new(bin()), config, dir)
     }
 
     /// `plutus-sync run` inside network namespace `ns` (`ip netns exec` execs it, so
     /// the child is plutus-sync itself and signals reach it).
     pub fn start_in_netns(ns: &str, config: &Path, dir: &Path) -> Service {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns, BIN]);
+        cmd.args(["netns", "exec", ns]).arg(bin());
         Service::start_with(cmd, config, dir)
     }
 
@@ -391,7 +421,7 @@ impl Drop for Service {
 
 /// Wait until `n` files are archived, printing the service log on timeout.
 pub fn wait_archived(spool: &Spool, svc: &Service, n: usize, timeout: Duration) {
-    let ok = super::poll_until(timeout, || spool.archived().len() >= n);
+    let ok = crate::poll_until(timeout, || spool.archived().len() >= n);
     if !ok {
         panic!(
             "timed out after {timeout:?}: {} of {n} files archived; outbox holds {}; log tail:\n{}",
@@ -482,7 +512,7 @@ pub fn wait_no_temps(inbox: &Path) {
 /// a killed run's session wrote late is removed by the next periodic clean-up).
 pub fn assert_imported_exactly_once(
     spool: &Spool,
-    erp: &super::erp::Erp,
+    erp: &crate::erp::Erp,
     inbox: &Path,
     orders: &[(String, Vec<u8>)],
 ) {
@@ -505,7 +535,7 @@ pub fn assert_imported_exactly_once(
             "{gn}: imported bytes differ from the order written"
         );
     }
-    let temps_gone = super::poll_until(Duration::from_secs(30), || {
+    let temps_gone = crate::poll_until(Duration::from_secs(30), || {
         !names_in(inbox).iter().any(|n| n.ends_with(".part"))
     });
     assert!(

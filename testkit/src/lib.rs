@@ -1,8 +1,16 @@
-//! Shared helpers for the `it` integration-test binary.
+//! The test kit: everything the integration tests (`tests/it/`) and the benches
+//! (`benches/`) start and check plutus-sync with. It owns what it starts (servers,
+//! threads, child processes, temp dirs) and stops it on drop; it never touches the
+//! service's code, only its binary, its files and its sockets.
 //!
-//! Every test module is compiled into one binary (see `tests/it/main.rs`), so a
-//! helper that only some modules use would otherwise trip `dead_code`.
-#![allow(dead_code)]
+//! - [`sshd`]: a real OpenSSH server in a temp dir (keys, known_hosts, free port),
+//!   optionally behind `sftp_wrapper.py`, a misbehaving SFTP server.
+//! - [`service`]: the spool (outbox, archive, journal, config) and the `plutus-sync`
+//!   binary as a child, ready when it sends `READY=1`; the delivery invariants.
+//! - [`orders`]: order files as the web shop writes them.
+//! - [`erp`]: an importing ERP that takes each file from the inbox as it appears.
+//! - [`relay`]: a TCP relay that adds delay, refuses or cuts connections.
+//! - this file: polling with a deadline, `free_port`, `require_root`.
 
 pub mod erp;
 pub mod orders;
@@ -10,6 +18,7 @@ pub mod relay;
 pub mod service;
 pub mod sshd;
 
+use std::net::{Ipv4Addr, TcpListener};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -47,4 +56,11 @@ pub fn require_root(what: &str) {
     if unsafe { libc::geteuid() } != 0 {
         panic!("this test {what} and must run as root (CI does)");
     }
+}
+
+/// A loopback port that was free a moment ago. It is free only until someone else
+/// binds it: a caller that loses the race must pick another (as [`sshd::Sshd`] does).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
 }

@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -24,6 +24,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use crate::free_port;
 
 /// How long sshd gets to log "Server listening" and send its banner.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,7 +73,9 @@ impl SftpSubsystem<'_> {
         let SftpSubsystem::Wrapper { modes } = self else {
             return "internal-sftp".to_string();
         };
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/sftp_wrapper.py");
+        // Beside this crate's Cargo.toml: found through the path cargo compiled it
+        // from, wherever the tests run.
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("sftp_wrapper.py");
         let server = find_sftp_server();
         // Fail here, not as a closed SFTP channel later: python3 must run
         // the script, and the script must accept the modes.
@@ -120,7 +124,7 @@ impl Sshd {
     }
 
     /// Like [`Sshd::start`], but SFTP is served by OpenSSH's `sftp-server`
-    /// behind `tests/support/sftp_wrapper.py`, which misbehaves as `modes`
+    /// behind `testkit/sftp_wrapper.py`, which misbehaves as `modes`
     /// (comma-separated) says: `rename-overwrites` (a rename replaces an
     /// existing target), `fsync-fails` (`fsync@openssh.com` answers
     /// `SSH_FX_FAILURE`), `passthrough` (no change). Each rewritten request
@@ -486,11 +490,6 @@ pub fn read_banner(stream: &mut TcpStream) -> Option<String> {
         line.clear();
     }
     None
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind((LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
 }
 
 fn find_sshd() -> PathBuf {
