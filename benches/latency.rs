@@ -24,8 +24,11 @@ mod poller;
 #[path = "common/results.rs"]
 mod results;
 
-use machine::{Machine, Psi};
-use plutus_testkit::service::{assert_delivered_exactly_once, order, tail, wait_archived, Spool};
+use machine::Machine;
+use plutus_testkit::checks::{assert_delivered_exactly_once, tail, wait_archived};
+use plutus_testkit::orders::order;
+use plutus_testkit::procfs::Psi;
+use plutus_testkit::spool::Spool;
 use plutus_testkit::sshd::Sshd;
 use poller::POLL_SLEEP;
 use results::{ms, target_dir, Summary};

@@ -2,13 +2,15 @@
 //! or 8 connections, then checked.
 
 use crate::logstats::LogStats;
-use crate::machine::Psi;
-use crate::plutus::{Plutus, Spool};
-use crate::procfs::{status_kib, ServerCpu};
 use crate::report::Burst;
 use crate::results::ms;
-use crate::util::{count_dir, fill, journal_count, kib_mib, secs, verify_archive, verify_dir};
+use crate::util::{fail, fill, journal_count, kib_mib, stop_clean, verify_archive, verify_dir};
 use plutus_state::State;
+use plutus_testkit::files::count_in;
+use plutus_testkit::process::secs;
+use plutus_testkit::procfs::{cpu_seconds, status_number, Psi};
+use plutus_testkit::service::Service;
+use plutus_testkit::spool::Spool;
 use plutus_testkit::sshd::Sshd;
 use serde_json::json;
 use std::fs;
@@ -29,49 +31,49 @@ pub fn burst_plutus(
     let name = format!("plutus-sync, connections={conns}");
     println!("\n{name}: burst of {} files", orders.len());
     let remote = sshd.inbox().join(format!("burst-plutus-c{conns}"));
-    let sp = Spool::new(sshd, &remote, conns);
-    fill(&sp.path("outbox"), orders, true);
+    let sp = Spool::as_installed(sshd, &remote, conns);
+    let outbox = sp.outbox();
+    fill(&outbox, orders, true);
     let server = ServerCpu::new(sshd);
     let psi = Psi::start("cpu", "some");
 
-    let mut p = Plutus::start(&sp.config, &sp.path("service.log"));
-    let t0 = p.proc.spawned;
-    let outbox = sp.path("outbox");
+    let mut p = Service::start_as_installed(&sp.config, &sp.dir.path().join("service.log"));
+    let (t0, _) = p.spawned();
+    let pid = p.pid();
     let mut ready = None;
     let mut first_gone = None;
     loop {
         if ready.is_none() && p.log_text().contains("ready:") {
             ready = Some(t0.elapsed());
         }
-        let left = count_dir(&outbox);
+        let left = count_in(&outbox);
         if left < orders.len() && first_gone.is_none() {
             first_gone = Some(t0.elapsed());
         }
         if left == 0 {
             break;
         }
-        if let Some(st) = p.proc.try_reap() {
-            p.fail(&format!(
-                "plutus-sync exited ({st:#x}) during the burst; {left} files left"
-            ));
+        if let Some(st) = p.exited() {
+            fail(
+                &p,
+                &format!("plutus-sync exited ({st}) during the burst; {left} files left"),
+            );
         }
         if t0.elapsed() > DRAIN_TIMEOUT {
-            p.fail(&format!(
-                "burst not drained in {DRAIN_TIMEOUT:?}: {left} files left"
-            ));
+            fail(
+                &p,
+                &format!("burst not drained in {DRAIN_TIMEOUT:?}: {left} files left"),
+            );
         }
         thread::sleep(Duration::from_millis(20));
     }
     let wall = t0.elapsed();
-    let cpu = p.cpu_s();
-    let (rss, hwm) = (
-        status_kib(p.proc.pid, "VmRSS:"),
-        status_kib(p.proc.pid, "VmHWM:"),
-    );
-    let threads = status_kib(p.proc.pid, "Threads:");
+    let cpu = cpu_seconds(pid).unwrap_or(f64::NAN);
+    let (rss, hwm) = (status_number(pid, "VmRSS:"), status_number(pid, "VmHWM:"));
+    let threads = status_number(pid, "Threads:");
     let server_cpu = server.delta();
     let pressure = psi.share();
-    let ru = p.stop();
+    let ru = stop_clean(&mut p);
     let log = p.log_text();
     fs::copy(
         &p.log,
@@ -81,17 +83,20 @@ pub fn burst_plutus(
 
     // Correctness, outside the timing.
     if let Err(e) = verify_dir(&remote, orders) {
-        p.fail(&format!("inbox after the burst: {e}"));
+        fail(&p, &format!("inbox after the burst: {e}"));
     }
-    if let Err(e) = verify_archive(&sp.path("archive"), orders) {
-        p.fail(&format!("archive after the burst: {e}"));
+    if let Err(e) = verify_archive(&sp.archive(), orders) {
+        fail(&p, &format!("archive after the burst: {e}"));
     }
-    let archived = journal_count(&sp.path("journal"), State::Archived);
+    let archived = journal_count(&sp, State::Archived);
     if archived != orders.len() as u64 {
-        p.fail(&format!(
-            "journal holds {archived} archived entries, not {}",
-            orders.len()
-        ));
+        fail(
+            &p,
+            &format!(
+                "journal holds {archived} archived entries, not {}",
+                orders.len()
+            ),
+        );
     }
     let stats = LogStats::parse(&log);
     let rate = orders.len() as f64 / wall.as_secs_f64();
@@ -102,12 +107,11 @@ pub fn burst_plutus(
         ms(first_gone.unwrap_or_default())
     );
     println!(
-        "  client CPU {cpu:.2} s at the drain ({:.2} s to exit), RSS {} MiB, peak {} MiB, {} threads; server CPU {}",
+        "  client CPU {cpu:.2} s at the drain ({:.2} s to exit), RSS {} MiB, peak {} MiB, {} threads; server CPU {server_cpu:.2} s",
         secs(ru.ru_utime) + secs(ru.ru_stime),
         kib_mib(rss),
         kib_mib(hwm),
         threads.map_or("?".into(), |t| t.to_string()),
-        server_cpu.map_or("n/a".into(), |s| format!("{s:.2} s"))
     );
     println!("  log: {}", stats.line());
     Burst {
@@ -132,5 +136,25 @@ pub fn burst_plutus(
             "threads": threads,
             "log": stats.to_json(),
         }),
+    }
+}
+
+/// CPU used by sshd and every process below it (the per-connection children and
+/// their sftp servers) since `new`: the server's side of a run.
+pub struct ServerCpu<'a> {
+    sshd: &'a Sshd,
+    before: f64,
+}
+
+impl ServerCpu<'_> {
+    pub fn new(sshd: &Sshd) -> ServerCpu<'_> {
+        ServerCpu {
+            sshd,
+            before: sshd.cpu_seconds(),
+        }
+    }
+
+    pub fn delta(&self) -> f64 {
+        self.sshd.cpu_seconds() - self.before
     }
 }

@@ -1,10 +1,12 @@
 //! lsyncd's latency, at its default config and with `delay = 0`.
 
 use crate::peers::{remote_spec, ssh_options};
-use crate::process::Proc;
 use crate::report::Latency;
 use crate::trickle::trickle;
-use crate::util::{make_orders, secs, tail, verify_dir, which};
+use crate::util::{verify_dir, which};
+use plutus_testkit::checks::tail;
+use plutus_testkit::orders;
+use plutus_testkit::process::{secs, Proc};
 use plutus_testkit::sshd::Sshd;
 use std::fs;
 use std::process::{Command, Stdio};
@@ -87,7 +89,7 @@ pub fn latency_lsyncd(
         }
         thread::sleep(Duration::from_millis(20));
     }
-    let orders = make_orders(n + 1, 0x91 + n as u64);
+    let orders = orders::seeded(n + 1, 0x91 + n as u64);
     let result = trickle(&src, &remote, &orders, rate);
     let (_, ru) = p.stop(libc::SIGTERM, Duration::from_secs(10));
     let out = result.map_err(|e| format!("{e}; lsyncd log: {}", tail(&lsyncd_text(), 20)))?;

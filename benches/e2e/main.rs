@@ -36,11 +36,11 @@
 //! (journal sizes, e.g. `100000,1000000`). See benches/README.md for the figures.
 
 //!
-//! Modules, in the order a run uses them: `plutus` (the spool and the service under
-//! bench) and `process` (a child reaped with its rusage), `burst`, `peers`, `latency`
-//! (plutus-sync's trickles) and `lsyncd` over `trickle` (the measurement itself),
-//! `scale`; then `report` and `tables` (the figures, the targets, the JSON), `plot`
-//! (the CDF), `logstats` (the service log of a burst); `util` and `procfs` underneath.
+//! Modules, in the order a run uses them: `burst`, `peers`, `latency` (plutus-sync's
+//! trickles) and `lsyncd` over `trickle` (the measurement itself), `scale`; then
+//! `report` and `tables` (the figures, the targets, the JSON), `plot` (the CDF),
+//! `logstats` (the service log of a burst); `util` underneath. The sshd, the spool,
+//! the service and the /proc readers are the testkit's (`plutus_testkit`).
 
 #[path = "../common/machine.rs"]
 mod machine;
@@ -55,9 +55,6 @@ mod logstats;
 mod lsyncd;
 mod peers;
 mod plot;
-mod plutus;
-mod process;
-mod procfs;
 mod report;
 mod scale;
 mod tables;
@@ -70,12 +67,12 @@ use lsyncd::{latency_lsyncd, lsyncd_name};
 use machine::Machine;
 use peers::{burst_peer, Peer};
 use plot::plot_latency;
+use plutus_testkit::orders;
 use plutus_testkit::sshd::Sshd;
 use report::Report;
 use results::target_dir;
 use scale::scale;
 use std::fs;
-use util::make_orders;
 
 /// Connections of the latency and scale runs: the default of `[destination] connections`.
 const DEFAULT_CONNECTIONS: usize = 2;
@@ -144,7 +141,7 @@ fn main() {
     let sshd = Sshd::start();
     let mut report = Report::default();
 
-    let orders = make_orders(files, 0x6_0000 + files as u64);
+    let orders = orders::seeded(files, 0x6_0000 + files as u64);
     let bytes: usize = orders.iter().map(|(_, b)| b.len()).sum();
     println!(
         "orders: {files} files, {:.1} MB, {}-{} bytes each",

@@ -1,11 +1,13 @@
 //! The peers' bursts: `scp` per file and batched, `sftp -b` with put + rename, and
 //! `rsync`, each with the fixture's key and known_hosts.
 
-use crate::machine::Psi;
-use crate::process::Proc;
-use crate::procfs::ServerCpu;
+use crate::burst::ServerCpu;
 use crate::report::Burst;
-use crate::util::{count_dir, fill, kib_mib, secs, tail, verify_dir, which};
+use crate::util::{fill, kib_mib, verify_dir, which};
+use plutus_testkit::checks::tail;
+use plutus_testkit::files::count_in;
+use plutus_testkit::process::{secs, Proc};
+use plutus_testkit::procfs::Psi;
 use plutus_testkit::sshd::Sshd;
 use serde_json::json;
 use std::fs;
@@ -184,11 +186,8 @@ pub fn burst_peer(sshd: &Sshd, orders: &[(String, Vec<u8>)], peer: Peer) -> Resu
             base(&mut c);
             usage.add(run(&mut c, &errlog, &rss_file)?);
             sent = sample.len();
-            if count_dir(&src) != 0 {
-                return Err(format!(
-                    "rsync left {} files in the source",
-                    count_dir(&src)
-                ));
+            if count_in(&src) != 0 {
+                return Err(format!("rsync left {} files in the source", count_in(&src)));
             }
         }
     }
@@ -217,7 +216,7 @@ pub fn burst_peer(sshd: &Sshd, orders: &[(String, Vec<u8>)], peer: Peer) -> Resu
         }),
     };
     println!(
-        "  {} files in {:.2} s ({:.1} files/s{}); client CPU {:.2} s, peak RSS {} MiB; server CPU {}",
+        "  {} files in {:.2} s ({:.1} files/s{}); client CPU {:.2} s, peak RSS {} MiB; server CPU {server_cpu:.2} s",
         sent,
         b.wall_s,
         b.rate(),
@@ -228,7 +227,6 @@ pub fn burst_peer(sshd: &Sshd, orders: &[(String, Vec<u8>)], peer: Peer) -> Resu
         },
         b.client_cpu_s,
         kib_mib(b.client_rss_kib),
-        server_cpu.map_or("n/a".into(), |s| format!("{s:.2} s"))
     );
     Ok(b)
 }
@@ -278,14 +276,14 @@ pub fn run(
     let _ = fs::remove_file(rss_file);
     let mut p = Proc::spawn(c).map_err(|e| format!("spawn {c:?}: {e}"))?;
     let (st, ru) = p.wait();
-    if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 {
+    if st.success() {
         let rss = fs::read_to_string(rss_file)
             .ok()
             .and_then(|t| t.lines().last()?.trim().parse().ok());
         Ok((ru, rss))
     } else {
         Err(format!(
-            "{:?} failed (wait status {st:#x}): {}",
+            "{:?} failed ({st}): {}",
             c.get_program(),
             tail(&fs::read_to_string(errlog).unwrap_or_default(), 10)
         ))

@@ -25,7 +25,7 @@ pub struct Burst {
     pub wall_s: f64,
     pub client_cpu_s: f64,
     pub client_rss_kib: Option<u64>,
-    pub server_cpu_s: Option<f64>,
+    pub server_cpu_s: f64,
     /// Share of the run's wall time with some task waiting for a CPU (Linux PSI).
     pub cpu_pressure_pct: Option<f64>,
     pub detail: Value,
@@ -38,8 +38,8 @@ impl Burst {
     pub fn cpu_ms_per_file(&self) -> f64 {
         self.client_cpu_s * 1000.0 / self.files as f64
     }
-    pub fn server_ms_per_file(&self) -> Option<f64> {
-        self.server_cpu_s.map(|s| s * 1000.0 / self.files as f64)
+    pub fn server_ms_per_file(&self) -> f64 {
+        self.server_cpu_s * 1000.0 / self.files as f64
     }
 }
 

@@ -50,8 +50,7 @@ impl Report {
                     b.cpu_ms_per_file(),
                     b.client_rss_kib
                         .map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
-                    b.server_ms_per_file()
-                        .map_or("-".into(), |m| format!("{m:.3}")),
+                    format!("{:.3}", b.server_ms_per_file()),
                     ratio,
                     pct(b.cpu_pressure_pct)
                 );

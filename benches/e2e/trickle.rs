@@ -1,10 +1,10 @@
 //! The latency measurement: a warm-up file, then files written at a fixed rate, each
 //! timed from its close to its final name in the inbox by the poller thread.
 
-use crate::machine::Psi;
 use crate::poller::{self, POLL_SLEEP};
 use crate::report::Latency;
 use crate::results::{ms, Summary};
+use plutus_testkit::procfs::Psi;
 use std::fs;
 use std::path::Path;
 use std::thread;

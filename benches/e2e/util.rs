@@ -1,24 +1,15 @@
-//! Orders, files and folders, numbers.
+//! Files the bench writes and checks, the service's end, numbers.
 
-use plutus_state::{Journal, JournalOptions, State};
-use plutus_testkit::service::order;
+use plutus_state::State;
+use plutus_testkit::checks::tail;
+use plutus_testkit::files::files_under;
+use plutus_testkit::service::Service;
+use plutus_testkit::spool::Spool;
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
-
-pub fn make_orders(n: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    (0..n)
-        .map(|i| {
-            (
-                format!("order-2026-{i:06}.json"),
-                order(i, 1000 + rng.usize(0..9000)),
-            )
-        })
-        .collect()
-}
 
 /// Writes every order into `dir`; `old` dates them an hour back, as files that waited
 /// in the outbox while the service was down (past any `settle`).
@@ -60,7 +51,7 @@ pub fn verify_dir(dir: &Path, orders: &[(String, Vec<u8>)]) -> Result<(), String
 
 /// The archive (dated folders) holds each order once, byte-identical.
 pub fn verify_archive(dir: &Path, orders: &[(String, Vec<u8>)]) -> Result<(), String> {
-    let got = plutus_testkit::service::files_under(dir);
+    let got = files_under(dir);
     if got.len() != orders.len() {
         return Err(format!("{} of {} files archived", got.len(), orders.len()));
     }
@@ -72,53 +63,17 @@ pub fn verify_archive(dir: &Path, orders: &[(String, Vec<u8>)]) -> Result<(), St
     Ok(())
 }
 
-pub fn journal_count(path: &Path, state: State) -> u64 {
-    let j = Journal::open(path, &JournalOptions::default()).unwrap();
-    j.counts()
+/// Entries in `state` in the spool's journal (the service must have stopped).
+pub fn journal_count(sp: &Spool, state: State) -> u64 {
+    sp.journal()
+        .counts()
         .unwrap()
         .into_iter()
         .find(|(s, _)| *s == state)
         .map_or(0, |(_, n)| n)
 }
 
-pub fn count_dir(dir: &Path) -> usize {
-    fs::read_dir(dir).map_or(0, |rd| rd.count())
-}
-
-pub fn count_files_under(dir: &Path) -> usize {
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(_) => n += 1,
-                Err(_) => {}
-            }
-        }
-    }
-    n
-}
-
-pub fn du(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else {
-                n += m.blocks() * 512;
-            }
-        }
-    }
-    n
-}
-
+/// `bin` on the PATH (or in /usr/sbin, /usr/bin), if it is installed.
 pub fn which(bin: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .chain(["/usr/sbin".into(), "/usr/bin".into()])
@@ -126,15 +81,26 @@ pub fn which(bin: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-pub fn secs(t: libc::timeval) -> f64 {
-    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
-}
-
 pub fn kib_mib(k: Option<u64>) -> String {
     k.map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0))
 }
 
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+/// Fails the bench: `what`, and the tail of the service's log.
+pub fn fail(svc: &Service, what: &str) -> ! {
+    panic!(
+        "{what}; plutus-sync log tail:\n{}",
+        tail(&svc.log_text(), 40)
+    )
+}
+
+/// SIGTERM, and a clean exit or the bench fails; the run's resource usage.
+pub fn stop_clean(svc: &mut Service) -> libc::rusage {
+    let (st, ru) = svc.stop_with_usage();
+    if !st.success() {
+        fail(
+            svc,
+            &format!("plutus-sync did not exit 0 after SIGTERM ({st})"),
+        );
+    }
+    ru
 }

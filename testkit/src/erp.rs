@@ -133,7 +133,7 @@ impl Erp {
                  inbox holds {:?}",
                 self.inbox.display(),
                 self.imported_names_counts(),
-                crate::service::names_in(&self.inbox)
+                crate::files::names_in(&self.inbox)
             );
         }
     }

@@ -5,17 +5,27 @@
 //!
 //! - [`sshd`]: a real OpenSSH server in a temp dir (keys, known_hosts, free port),
 //!   optionally behind `sftp_wrapper.py`, a misbehaving SFTP server.
-//! - [`service`]: the spool (outbox, archive, journal, config) and the `plutus-sync`
-//!   binary as a child, ready when it sends `READY=1`; the delivery invariants.
+//! - [`spool`]: one web-shop side (outbox, archive, journal, config builder) and the
+//!   `plutus-sync` commands run against it.
+//! - [`service`]: the `plutus-sync` binary as a child, ready when it sends `READY=1`.
+//! - [`checks`]: waits and the exactly-once invariants tests end with.
 //! - [`orders`]: order files as the web shop writes them.
 //! - [`erp`]: an importing ERP that takes each file from the inbox as it appears.
 //! - [`relay`]: a TCP relay that adds delay, refuses or cuts connections.
+//! - [`process`]: a child reaped with wait4, so its rusage is known.
+//! - [`procfs`]: CPU, memory and descendants of processes, pressure stalls (/proc).
+//! - [`files`]: names, contents and counts of files in folders.
 //! - this file: polling with a deadline, `free_port`, `require_root`.
 
+pub mod checks;
 pub mod erp;
+pub mod files;
 pub mod orders;
+pub mod process;
+pub mod procfs;
 pub mod relay;
 pub mod service;
+pub mod spool;
 pub mod sshd;
 
 use std::net::{Ipv4Addr, TcpListener};

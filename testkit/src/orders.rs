@@ -18,3 +18,17 @@ pub fn order(n: usize, size: usize) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// `n` orders named `order-2026-000000.json` and up, 1-10 KB each, the sizes drawn
+/// from `seed`: the same files on every run with the same seed.
+pub fn seeded(n: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..n)
+        .map(|i| {
+            (
+                format!("order-2026-{i:06}.json"),
+                order(i, 1000 + rng.usize(0..9000)),
+            )
+        })
+        .collect()
+}

@@ -12,7 +12,7 @@
 //! them out of its process group, so signalling the group alone would leave
 //! established sessions alive).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::free_port;
+use crate::procfs::{descendants, tree_cpu_seconds};
 
 /// How long sshd gets to log "Server listening" and send its banner.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -272,6 +273,12 @@ impl Sshd {
         signal(pid, libc::SIGCONT);
     }
 
+    /// CPU seconds used so far by sshd and every process below it (the connection
+    /// children and their SFTP servers), each tick counted once.
+    pub fn cpu_seconds(&self) -> f64 {
+        tree_cpu_seconds(self.pid())
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -377,9 +384,9 @@ impl Sshd {
         format!("[127.0.0.1]:{}", self.port)
     }
 
-    fn pid(&self) -> i32 {
+    fn pid(&self) -> u32 {
         let child = self.child.as_ref().expect("sshd is not running");
-        child.id() as i32
+        child.id()
     }
 
     fn write_port_files(&self) {
@@ -633,20 +640,20 @@ fn read_lossy(path: &Path, offset: u64) -> String {
     String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
-fn signal(pid: i32, sig: libc::c_int) {
+fn signal(pid: u32, sig: libc::c_int) {
     // ESRCH (already gone) is fine for every caller.
     unsafe {
-        libc::kill(pid, sig);
+        libc::kill(pid as libc::pid_t, sig);
     }
 }
 
 /// Stops every descendant of the (already stopped) `pid`, rescanning until
 /// the set is stable so a process that was mid-fork cannot slip through.
 /// Returns them all.
-fn freeze_descendants(pid: i32) -> HashSet<i32> {
+fn freeze_descendants(pid: u32) -> HashSet<u32> {
     let mut frozen = HashSet::new();
     loop {
-        let found: Vec<i32> = descendants(pid)
+        let found: Vec<u32> = descendants(pid)
             .into_iter()
             .filter(|d| !frozen.contains(d))
             .collect();
@@ -663,7 +670,7 @@ fn freeze_descendants(pid: i32) -> HashSet<i32> {
 /// Kills sshd, its process group and all descendants (connection children
 /// `setsid` away from the group), then reaps sshd.
 fn kill_tree(child: &mut Child) {
-    let pid = child.id() as i32;
+    let pid = child.id();
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
@@ -674,39 +681,10 @@ fn kill_tree(child: &mut Child) {
         signal(d, libc::SIGKILL);
     }
     // The group id stays reserved until we reap the leader below.
-    signal(-pid, libc::SIGKILL);
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+    }
     let _ = child.wait();
-}
-
-/// All transitive children of `root`, from /proc.
-fn descendants(root: i32) -> Vec<i32> {
-    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    if let Ok(entries) = fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-                continue;
-            };
-            if let Some(ppid) = parent_pid(pid) {
-                children.entry(ppid).or_default().push(pid);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    let mut todo = vec![root];
-    while let Some(p) = todo.pop() {
-        for &c in children.get(&p).map(Vec::as_slice).unwrap_or_default() {
-            out.push(c);
-            todo.push(c);
-        }
-    }
-    out
-}
-
-fn parent_pid(pid: i32) -> Option<i32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) state ppid ...": comm may contain spaces and parens.
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    after_comm.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The binary's edges: config errors, the journal lock, log formats.
 
+use plutus_testkit::orders::order;
 use plutus_testkit::service::*;
+use plutus_testkit::spool::Spool;
 use plutus_testkit::sshd::Sshd;
 use std::process::Command;
 

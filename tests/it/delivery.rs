@@ -1,8 +1,11 @@
 //! End-to-end delivery against a real sshd: the binary, the journal and the bytes.
 
 use plutus_state::State;
+use plutus_testkit::checks::*;
 use plutus_testkit::erp::Erp;
-use plutus_testkit::service::*;
+use plutus_testkit::files::names_in;
+use plutus_testkit::orders::order;
+use plutus_testkit::spool::Spool;
 use plutus_testkit::sshd::Sshd;
 use plutus_testkit::{poll_until, wait_until};
 use std::fs;

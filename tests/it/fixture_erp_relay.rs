@@ -12,8 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use plutus_testkit::erp::Erp;
+use plutus_testkit::files::names_in;
 use plutus_testkit::relay::Relay;
-use plutus_testkit::service::names_in;
 use plutus_testkit::sshd::Sshd;
 use plutus_testkit::{poll_until, wait_until};
 

@@ -1,6 +1,9 @@
 //! What operators watch: the Prometheus endpoint and the log file.
 
-use plutus_testkit::service::*;
+use plutus_testkit::checks::*;
+use plutus_testkit::files::names_in;
+use plutus_testkit::orders::order;
+use plutus_testkit::spool::Spool;
 use plutus_testkit::sshd::Sshd;
 use plutus_testkit::wait_until;
 use std::fs;

@@ -1,7 +1,11 @@
 //! Operator commands against a running service and a stopped one.
 
 use plutus_state::{Record, State};
+use plutus_testkit::checks::*;
+use plutus_testkit::files::names_in;
+use plutus_testkit::orders::order;
 use plutus_testkit::service::*;
+use plutus_testkit::spool::Spool;
 use plutus_testkit::sshd::Sshd;
 use plutus_testkit::{poll_until, wait_until};
 use std::fs;

@@ -4,7 +4,10 @@
 //! on what such a server does not promise.
 
 use plutus_state::{Event, State};
-use plutus_testkit::service::*;
+use plutus_testkit::checks::*;
+use plutus_testkit::files::names_in;
+use plutus_testkit::orders::order;
+use plutus_testkit::spool::Spool;
 use plutus_testkit::sshd::Sshd;
 use std::fs;
 

@@ -3,10 +3,14 @@
 //! long versions (hundreds of kills, thousands of files).
 
 use plutus_state::{Event, State};
+use plutus_testkit::checks::*;
 use plutus_testkit::erp::Erp;
+use plutus_testkit::files::{files_under, names_in};
+use plutus_testkit::orders::order;
 use plutus_testkit::poll_until;
 use plutus_testkit::relay::Relay;
 use plutus_testkit::service::*;
+use plutus_testkit::spool::Spool;
 use plutus_testkit::sshd::Sshd;
 use std::fs;
 use std::time::{Duration, Instant};
