@@ -8,6 +8,7 @@ use plutus_testkit::erp::Erp;
 use plutus_testkit::files::{files_under, names_in};
 use plutus_testkit::orders::order;
 use plutus_testkit::poll_until;
+use plutus_testkit::procfs;
 use plutus_testkit::relay::Relay;
 use plutus_testkit::service::*;
 use plutus_testkit::spool::Spool;
@@ -30,25 +31,13 @@ fn orders(n: usize) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// CPU seconds (user + system) a process has used so far.
+/// CPU seconds (user + system) the service has used so far.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the ")" of the command name: utime is the 12th, stime the 13th.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+    procfs::cpu_seconds(pid).expect("the service's /proc/PID/stat")
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap()
+    procfs::status_number(pid, "VmHWM:").expect("the service's VmHWM")
 }
 
 #[test]
