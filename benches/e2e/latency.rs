@@ -1,8 +1,9 @@
-//! plutus-sync's latency runs: a trickle into a running service, then the delivery
-//! checks.
+//! plutus-sync's latency runs: a trickle (the measurement, `common/trickle.rs`) into a
+//! running service, then the delivery checks; and a trickle's row in the report.
 
 use crate::report::Latency;
-use crate::trickle::trickle;
+use crate::results::Summary;
+use crate::trickle::{trickle, Trickle};
 use crate::util::{fail, journal_count, stop_clean, verify_dir};
 use crate::DEFAULT_CONNECTIONS;
 use plutus_state::State;
@@ -74,4 +75,53 @@ pub fn trickle_plutus(
         cpu,
         "read back, CRC32-checked and journaled before the rename",
     )
+}
+
+impl Trickle {
+    /// The report's row for this run of `name`, whose client used `client_cpu_s`;
+    /// printed as it is recorded.
+    pub fn report(
+        self,
+        name: String,
+        plutus: bool,
+        per_second: f64,
+        client_cpu_s: f64,
+        note: &str,
+    ) -> Latency {
+        let l = Latency {
+            name,
+            plutus,
+            per_second,
+            lat: self.lat,
+            windows: self.windows,
+            warmup_ms: self.warmup_ms,
+            write_span_s: self.write_span_s,
+            max_write_lag_ms: self.max_write_lag_ms,
+            client_cpu_s: Some(client_cpu_s),
+            cpu_pressure_pct: self.cpu_pressure_pct,
+            note: note.into(),
+        };
+        print_latency(&l);
+        l
+    }
+}
+
+fn print_latency(l: &Latency) {
+    let s = Summary::of(&l.lat);
+    let w = Summary::of(&l.windows);
+    println!(
+        "  {} files in {:.2} s (max write lag {:.2} ms): p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2} ms \
+         (warm-up {:.0} ms, not counted; resolution p99 {:.3} ms){}",
+        s.count,
+        l.write_span_s,
+        l.max_write_lag_ms,
+        s.p50,
+        s.p90,
+        s.p99,
+        s.max,
+        l.warmup_ms,
+        w.p99,
+        l.client_cpu_s
+            .map_or(String::new(), |c| format!("; client CPU {c:.2} s"))
+    );
 }

@@ -37,7 +37,8 @@
 
 //!
 //! Modules, in the order a run uses them: `burst`, `peers`, `latency` (plutus-sync's
-//! trickles) and `lsyncd` over `trickle` (the measurement itself), `scale`; then
+//! trickles) and `lsyncd` over `trickle` (the measurement itself, shared with
+//! benches/latency.rs in `common/`), `scale`; then
 //! `report` and `tables` (the figures, the targets, the JSON), `plot` (the CDF),
 //! `logstats` (the service log of a burst); `util` underneath. The sshd, the spool,
 //! the service and the /proc readers are the testkit's (`plutus_testkit`).
@@ -48,6 +49,8 @@ mod machine;
 mod poller;
 #[path = "../common/results.rs"]
 mod results;
+#[path = "../common/trickle.rs"]
+mod trickle;
 
 mod burst;
 mod latency;
@@ -58,7 +61,6 @@ mod plot;
 mod report;
 mod scale;
 mod tables;
-mod trickle;
 mod util;
 
 use burst::burst_plutus;

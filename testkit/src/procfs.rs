@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The fields of /proc/PID/stat after "(comm) state", as numbers: index 0 is field 4
 /// (ppid), 10 and 11 are utime and stime, 12 and 13 cutime and cstime (clock ticks).
@@ -115,13 +115,6 @@ impl Psi {
     pub fn share(&self) -> Option<f64> {
         let d = self.stalled_us()?;
         Some(d as f64 / self.start.elapsed().as_micros() as f64 * 100.0)
-    }
-
-    /// The stalled share of `wall`, in percent: for a run timed from a start of its
-    /// own (latency.rs's schedule begins 50 ms after `start`).
-    pub fn share_of(&self, wall: Duration) -> Option<f64> {
-        let d = self.stalled_us()?;
-        Some(d as f64 / wall.as_micros() as f64 * 100.0)
     }
 
     fn stalled_us(&self) -> Option<u64> {
