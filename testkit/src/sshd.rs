@@ -19,7 +19,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -371,6 +371,58 @@ impl Sshd {
             args.push(o);
         }
         args
+    }
+
+    /// The stock `sftp -b -` (the batch on stdin, stdio piped), logging in to this
+    /// server through `port` (its own, or a relay's) with [`Sshd::client_options`].
+    pub fn sftp_batch(&self, known_hosts: &Path, port: u16) -> Command {
+        let mut cmd = Command::new("sftp");
+        cmd.args(["-b", "-"])
+            .args(self.client_options(known_hosts))
+            .arg("-P")
+            .arg(port.to_string())
+            .arg(format!("{}@127.0.0.1", self.user))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Uploads `local` to `inbox/remote_name` with [`Sshd::sftp_batch`] through
+    /// `port`: what sftp said. The fixture tests use it to prove the fixtures with
+    /// the stock client alone.
+    pub fn sftp_put(
+        &self,
+        known_hosts: &Path,
+        port: u16,
+        local: &Path,
+        remote_name: &str,
+    ) -> Output {
+        let mut child = self
+            .sftp_batch(known_hosts, port)
+            .spawn()
+            .expect("run sftp (install openssh-client)");
+        let batch = format!(
+            "put \"{}\" \"{}/{}\"\n",
+            local.display(),
+            self.inbox.display(),
+            remote_name
+        );
+        let mut stdin = child.stdin.take().expect("sftp stdin");
+        stdin.write_all(batch.as_bytes()).expect("write sftp batch");
+        drop(stdin);
+        child.wait_with_output().expect("wait for sftp")
+    }
+
+    /// A client's exit status and output with this server's log, for a failure message.
+    pub fn describe(&self, out: &Output) -> String {
+        format!(
+            "{}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- sshd log ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        )
     }
 
     /// Writes an empty known_hosts ("unknown host key").

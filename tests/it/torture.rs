@@ -471,17 +471,7 @@ fn a_journal_that_cannot_be_opened_stops_the_service_before_it_touches_a_file() 
     let spool = Spool::for_sshd(&sshd, "");
     fs::write(spool.journal_path(), b"not a journal").unwrap();
     spool.drop_order("order-1.json", &order(1, 1000));
-    let (st, _, err) = spool.cmd(&["run"]);
-    assert_eq!(st.code(), Some(2), "{err}");
-    assert!(
-        err.contains(&format!(
-            "{}: cannot open journal",
-            spool.journal_path().display()
-        )),
-        "{err}"
-    );
-    assert_eq!(names_in(&spool.outbox()), vec!["order-1.json".to_string()]);
-    assert!(names_in(sshd.inbox()).is_empty());
+    run_is_refused(&spool, &sshd, &cannot_open_journal(&spool));
 
     // A journal written by another schema version is refused the same way.
     fs::remove_file(spool.journal_path()).unwrap();
@@ -493,13 +483,26 @@ fn a_journal_that_cannot_be_opened_stops_the_service_before_it_touches_a_file() 
             .unwrap();
         db.flush().unwrap();
     }
+    run_is_refused(
+        &spool,
+        &sshd,
+        "journal schema version 0 is not the one this build reads (1)",
+    );
+}
+
+/// `plutus-sync run` with `order-1.json` in the outbox exits 2 saying `why`, before
+/// it touches a file: the order still in the outbox, nothing in the inbox. Its stderr.
+fn run_is_refused(spool: &Spool, sshd: &Sshd, why: &str) -> String {
     let (st, _, err) = spool.cmd(&["run"]);
     assert_eq!(st.code(), Some(2), "{err}");
-    assert!(
-        err.contains("journal schema version 0 is not the one this build reads (1)"),
-        "{err}"
-    );
+    assert!(err.contains(why), "{why:?} not in:\n{err}");
     assert_eq!(names_in(&spool.outbox()), vec!["order-1.json".to_string()]);
+    assert!(names_in(sshd.inbox()).is_empty());
+    err
+}
+
+fn cannot_open_journal(spool: &Spool) -> String {
+    format!("{}: cannot open journal", spool.journal_path().display())
 }
 
 #[test]
@@ -714,18 +717,8 @@ fn a_journal_folder_that_is_not_writable_is_refused_at_start() {
     // Root ignores permission bits; a read-only mount stops root too.
     let _ro = Mount::read_only(&spool.journal_path());
     spool.drop_order("order-1.json", &order(1, 1000));
-    let (st, _, err) = spool.cmd(&["run"]);
-    assert_eq!(st.code(), Some(2), "{err}");
-    assert!(
-        err.contains(&format!(
-            "{}: cannot open journal",
-            spool.journal_path().display()
-        )),
-        "{err}"
-    );
+    let err = run_is_refused(&spool, &sshd, &cannot_open_journal(&spool));
     assert!(err.contains("Read-only file system"), "{err}");
-    assert_eq!(names_in(&spool.outbox()), vec!["order-1.json".to_string()]);
-    assert!(names_in(sshd.inbox()).is_empty());
 }
 
 /// `packaging/lab/lab.sh` for one test: the web shop and the ERP in two network
