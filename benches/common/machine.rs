@@ -2,7 +2,7 @@
 //! meanwhile is `plutus_testkit::procfs::Psi`.
 //!
 //! Each bench includes this file as its own module (`#[path]`) and reports only part
-//! of it (e2e.rs the client's `ssh -V`, latency.rs the server's `sshd -V`, ...), so
+//! of it (e2e the client's `ssh -V`, latency.rs the server's `sshd -V`, ...), so
 //! what one of them leaves unread would otherwise trip `dead_code`.
 #![allow(dead_code)]
 
@@ -93,7 +93,7 @@ impl Machine {
         }
     }
 
-    /// One line for e2e.rs's header; `ssh -V` stands for OpenSSH there, since the
+    /// One line for e2e's header; `ssh -V` stands for OpenSSH there, since the
     /// peers run the client.
     pub fn line(&self) -> String {
         format!(

@@ -19,8 +19,8 @@
 //!   `rsync -e ssh --remove-source-files`. Client CPU and peak RSS from wait4's rusage
 //!   of the command (its ssh child included).
 //! - **latency**: 10 files/s for 30 s, close in the outbox -> final name in the inbox
-//!   (the method of benches/latency.rs: one poller thread stats every outstanding
-//!   path), for plutus-sync (and 100 files/s for 10 s), lsyncd's default config
+//!   (`common/trickle.rs`, shared with benches/latency.rs: one poller thread stats
+//!   every outstanding path), for plutus-sync (and 100 files/s for 10 s), lsyncd's default config
 //!   (`delay` 15 s) and lsyncd with `delay = 0`.
 //! - **scale**: start-up time (spawn -> "ready:" log line) and RSS with 0, 100,000 and
 //!   1,000,000 archived entries in the journal (built through `plutus_state::Journal`,
