@@ -1,14 +1,17 @@
-//! First latency measurement: close of an order file in the outbox → its final name
+//! Latency of plutus-sync alone: close of an order file in the outbox → its final name
 //! exists in the SFTP inbox, for `plutus-sync run` against a real OpenSSH sshd on
-//! 127.0.0.1 (the `tests/support` fixture).
+//! 127.0.0.1 (the `plutus-testkit` fixture), with the tests' fast timers and debug
+//! log. The measurement is the one of benches/e2e/ (`common/trickle.rs`); this bench
+//! adds the delivery invariants of the tests and the poller's own figures.
 //!
 //! `cargo bench --bench latency` runs the full scenarios and writes
 //! `target/bench-results/latency.json` (plus each scenario's service log beside it).
 //! Without `--bench` (as `cargo test --all-targets` runs it) it is a smoke run of 10
 //! files, so CI exercises the code in a few seconds; that writes `latency-smoke.*`.
 //!
-//! Method: the main thread writes each order with `std::fs::write` (which returns
-//! after close) on a fixed schedule and takes `Instant::now()` right after. One poller
+//! Method (`common/trickle.rs`): the main thread writes each order with
+//! `std::fs::write` (which returns after close) on a fixed schedule and takes
+//! `Instant::now()` right after, the first file a warm-up that is not counted. One poller
 //! thread stats the expected final path of every outstanding file, sleeping
 //! `POLL_SLEEP` between passes, and takes `Instant::now()` when a stat first succeeds.
 //! The service renames the temp file onto the final name only after the read-back
@@ -17,32 +20,28 @@
 //! that window is reported as the resolution. At the end every file must be in the
 //! inbox and the archive byte-identical and journaled exactly once.
 
-// Built without `--test`, the fixture's own `#[cfg(test)]` unit tests lose their
-// `#[test]` functions (cargo still sets `cfg(test)`), leaving their imports unused.
-#[allow(unused_imports)]
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 #[path = "common/machine.rs"]
 mod machine;
 #[path = "common/poller.rs"]
 mod poller;
 #[path = "common/results.rs"]
 mod results;
+#[path = "common/trickle.rs"]
+mod trickle;
 
-use machine::{Machine, Psi};
+use machine::Machine;
+use plutus_testkit::checks::{assert_delivered_exactly_once, tail, wait_archived};
+use plutus_testkit::orders;
+use plutus_testkit::spool::Spool;
+use plutus_testkit::sshd::Sshd;
 use poller::POLL_SLEEP;
-use results::{ms, target_dir, Summary};
+use results::{target_dir, Summary};
 use serde_json::json;
 use std::fs;
 use std::path::Path;
-use std::thread;
-use std::time::{Duration, Instant};
-use support::service::{assert_delivered_exactly_once, order, tail, wait_archived, Spool};
-use support::sshd::Sshd;
+use std::time::Duration;
+use trickle::{trickle, Trickle};
 
-/// A file not in the inbox this long after the last close fails the bench.
-const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Worker connections, spelled out so the figures say what they measured.
 const CONNECTIONS: usize = 2;
 
@@ -54,22 +53,8 @@ struct Scenario {
 }
 
 struct Outcome {
-    /// Close → final name seen (an upper bound), per measured file, in write order.
-    latencies: Vec<Duration>,
-    /// How much earlier than measured each file may have appeared.
-    windows: Vec<Duration>,
-    warmup: Duration,
-    /// Intervals between the starts of consecutive polling passes.
-    poll_intervals: Vec<Duration>,
-    /// Time from the first to the last close (the achieved write rate).
-    write_span: Duration,
-    /// Worst lateness of a write against its schedule.
-    max_write_lag: Duration,
+    trickle: Trickle,
     sizes: (usize, usize),
-    /// Share of the run's wall time with some task waiting for a CPU, and with all
-    /// tasks stalled on I/O (Linux PSI), in percent: other load on the machine.
-    cpu_pressure: Option<f64>,
-    io_pressure: Option<f64>,
 }
 
 fn main() {
@@ -131,66 +116,58 @@ fn main() {
     fs::create_dir_all(&dir).unwrap();
     let mut results = Vec::new();
     for sc in scenarios {
-        let out = run(sc, &dir);
-        let lat = Summary::of(&ms_each(&out.latencies));
-        let win = Summary::of(&ms_each(&out.windows));
-        let poll = Summary::of(&ms_each(&out.poll_intervals));
-        let worst = (0..out.latencies.len())
-            .max_by_key(|&i| out.latencies[i])
+        let Outcome {
+            trickle: out,
+            sizes,
+        } = run(sc, &dir);
+        let lat = Summary::of(&out.lat);
+        let win = Summary::of(&out.windows);
+        let poll = Summary::of(&out.poll_intervals_ms);
+        let worst = (0..out.lat.len())
+            .max_by(|&a, &b| out.lat[a].total_cmp(&out.lat[b]))
             .unwrap();
         let pct = |p: Option<f64>| p.map_or("n/a".to_string(), |p| format!("{p:.1}%"));
         println!();
         println!(
             "{}: {} files, {}-{} bytes, written in {:.2}s (max write lag {:.2} ms)",
             sc.name,
-            out.latencies.len(),
-            out.sizes.0,
-            out.sizes.1,
-            out.write_span.as_secs_f64(),
-            ms(out.max_write_lag)
+            out.lat.len(),
+            sizes.0,
+            sizes.1,
+            out.write_span_s,
+            out.max_write_lag_ms
         );
         println!(
             "  latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  \
              (min {:.2}, mean {:.2}; warm-up file {:.2}, not counted)",
-            lat.p50,
-            lat.p90,
-            lat.p99,
-            lat.max,
-            lat.min,
-            lat.mean,
-            ms(out.warmup)
+            lat.p50, lat.p90, lat.p99, lat.max, lat.min, lat.mean, out.warmup_ms
         );
         println!(
             "  resolution ms: a sample is at most this much late: p50 {:.3}  p99 {:.3}  \
              max {:.3}  (max sample: {:.3}); poll pass every {:.3} (p50), max gap {:.3}",
-            win.p50,
-            win.p99,
-            win.max,
-            ms(out.windows[worst]),
-            poll.p50,
-            poll.max
+            win.p50, win.p99, win.max, out.windows[worst], poll.p50, poll.max
         );
         println!(
             "  other load during the run: CPU pressure {}, I/O full pressure {}",
-            pct(out.cpu_pressure),
-            pct(out.io_pressure)
+            pct(out.cpu_pressure_pct),
+            pct(out.io_pressure_pct)
         );
         results.push(json!({
             "name": sc.name,
-            "files": out.latencies.len(),
+            "files": out.lat.len(),
             "per_second": sc.per_second,
             "connections": CONNECTIONS,
-            "size_bytes": { "min": out.sizes.0, "max": out.sizes.1 },
-            "write_span_s": out.write_span.as_secs_f64(),
-            "max_write_lag_ms": ms(out.max_write_lag),
-            "warmup_ms": ms(out.warmup),
+            "size_bytes": { "min": sizes.0, "max": sizes.1 },
+            "write_span_s": out.write_span_s,
+            "max_write_lag_ms": out.max_write_lag_ms,
+            "warmup_ms": out.warmup_ms,
             "latency_ms": lat.to_json(),
             "resolution_ms": win.to_json(),
             "poll_interval_ms": poll.to_json(),
-            "cpu_pressure_some_pct": out.cpu_pressure,
-            "io_pressure_full_pct": out.io_pressure,
-            "samples_ms": ms_each(&out.latencies),
-            "sample_windows_ms": ms_each(&out.windows),
+            "cpu_pressure_some_pct": out.cpu_pressure_pct,
+            "io_pressure_full_pct": out.io_pressure_pct,
+            "samples_ms": out.lat,
+            "sample_windows_ms": out.windows,
         }));
     }
 
@@ -222,8 +199,9 @@ fn main() {
     println!("\nwrote {}", path.display());
 }
 
-/// One scenario on a fresh sshd, spool and service. The service's debug log is kept
-/// as `<results>/latency-<slug>.service.log`, to see where the time went.
+/// One scenario on a fresh sshd, spool and service: the shared trickle, then the
+/// delivery checks. The service's debug log is kept as
+/// `<results>/latency-<slug>.service.log`, to see where the time went.
 fn run(sc: &Scenario, results: &Path) -> Outcome {
     let sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, &format!("connections = {CONNECTIONS}"));
@@ -232,84 +210,10 @@ fn run(sc: &Scenario, results: &Path) -> Outcome {
     let inbox = sshd.inbox().to_path_buf();
 
     // Bodies made up front, so generating them is not part of the pacing. Sizes
-    // 1-10 KB, seeded so every run writes the same files.
-    let mut rng = fastrand::Rng::with_seed(0x91u64 + sc.files as u64);
-    let orders: Vec<(String, Vec<u8>)> = (0..=sc.files)
-        .map(|n| {
-            (
-                format!("order-2026-{n:06}.json"),
-                order(n, 1000 + rng.usize(0..9000)),
-            )
-        })
-        .collect();
-
-    // Warm-up: the workers connect in the background after "ready"; one file
-    // delivered end to end means the pipeline is live. Not counted.
-    let (warm_name, warm_body) = &orders[0];
-    let warm_path = inbox.join(warm_name);
-    fs::write(spool.outbox().join(warm_name), warm_body).unwrap();
-    let closed = Instant::now();
-    while !warm_path.exists() {
-        if closed.elapsed() > Duration::from_secs(30) {
-            panic!(
-                "warm-up file not delivered within 30s; log tail:\n{}",
-                tail(&svc.log_text(), 60)
-            );
-        }
-        thread::sleep(POLL_SLEEP);
-    }
-    let warmup = closed.elapsed();
-
-    let measured = &orders[1..];
-    let (tx, poller) = poller::spawn(ARRIVAL_TIMEOUT);
-
-    let period = Duration::from_secs_f64(1.0 / sc.per_second);
-    let outbox = spool.outbox();
-    let mut closes = Vec::with_capacity(measured.len());
-    let mut max_write_lag = Duration::ZERO;
-    let psi = (Psi::start("cpu", "some"), Psi::start("io", "full"));
-    let start = Instant::now() + Duration::from_millis(50);
-    for (i, (name, body)) in measured.iter().enumerate() {
-        let due = start + period * i as u32;
-        let now = Instant::now();
-        if due > now {
-            thread::sleep(due - now);
-        }
-        max_write_lag = max_write_lag.max(Instant::now().saturating_duration_since(due));
-        // Announced before the write, so the poller is already looking for it.
-        tx.send((i, inbox.join(name))).unwrap();
-        fs::write(outbox.join(name), body).unwrap();
-        closes.push(Instant::now());
-    }
-    drop(tx);
-    let write_span = closes[closes.len() - 1] - closes[0];
-    let (sightings, poll_intervals) = poller.join().expect("poller panicked");
-    let wall = start.elapsed();
-    let cpu_pressure = psi.0.share_of(wall);
-    let io_pressure = psi.1.share_of(wall);
-
-    let missing: Vec<&str> = sightings
-        .iter()
-        .zip(measured)
-        .filter(|(s, _)| s.is_none())
-        .map(|(_, (n, _))| n.as_str())
-        .collect();
-    if !missing.is_empty() {
-        panic!(
-            "{}: {} of {} files not in the inbox {ARRIVAL_TIMEOUT:?} after the last write \
-             (first: {:?}); log tail:\n{}",
-            sc.name,
-            missing.len(),
-            measured.len(),
-            &missing[..missing.len().min(5)],
-            tail(&svc.log_text(), 60)
-        );
-    }
-    let (latencies, windows): (Vec<Duration>, Vec<Duration>) = sightings
-        .iter()
-        .zip(&closes)
-        .map(|(s, &closed)| s.expect("checked above").timing(closed))
-        .unzip();
+    // 1-10 KB, seeded so every run writes the same files; the first is the warm-up.
+    let orders = orders::seeded(sc.files + 1, 0x91u64 + sc.files as u64);
+    let trickle = trickle(&spool.outbox(), &inbox, &orders, sc.per_second)
+        .unwrap_or_else(|e| panic!("{}: {e}; log tail:\n{}", sc.name, tail(&svc.log_text(), 60)));
 
     // Correctness: everything archived, clean exit, then the full delivery invariants
     // (byte-identical in inbox and archive, journaled once, no temp files).
@@ -328,21 +232,9 @@ fn run(sc: &Scenario, results: &Path) -> Outcome {
     .unwrap();
     assert_delivered_exactly_once(&spool, &inbox, &orders);
 
-    let sizes = measured.iter().map(|(_, b)| b.len());
+    let sizes = orders[1..].iter().map(|(_, b)| b.len());
     Outcome {
-        latencies,
-        windows,
-        warmup,
-        poll_intervals,
-        write_span,
-        max_write_lag,
+        trickle,
         sizes: (sizes.clone().min().unwrap(), sizes.max().unwrap()),
-        cpu_pressure,
-        io_pressure,
     }
-}
-
-/// Each duration in milliseconds, for the summaries and the JSON samples.
-fn ms_each(durations: &[Duration]) -> Vec<f64> {
-    durations.iter().map(|d| ms(*d)).collect()
 }

@@ -22,6 +22,7 @@ use plutus_state::{Event, Journal, JournalOptions, NewEntry};
 use plutus_sync::config::{self, Settings};
 use plutus_sync::intake::{self, Found, Outcome};
 use plutus_sync::sweep;
+use plutus_testkit::orders::order;
 use std::fs;
 use std::hint::black_box;
 use std::path::Path;
@@ -46,10 +47,6 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(3))
         .without_plots()
 }
-
-#[path = "../tests/support/orders.rs"]
-mod orders;
-use orders::order;
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 

@@ -18,7 +18,7 @@ packages=(openssh-server openssh-client libssl-dev pkg-config
   # tests/it/torture.rs: the network-namespace lab (packaging/lab/lab.sh) needs
   # ip and nft.
   iproute2 nftables
-  # tests/support/sftp_wrapper.py (a misbehaving SFTP server for tests/it/servers.rs)
+  # testkit/sftp_wrapper.py (a misbehaving SFTP server for tests/it/servers.rs)
   # runs under sshd with the system's python3; chattr (e2fsprogs) makes an immutable
   # leftover temp in tests/it/delivery.rs.
   python3 e2fsprogs)

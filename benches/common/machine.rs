@@ -1,16 +1,16 @@
-//! What machine a bench ran on, and how busy it was meanwhile (benches/latency.rs and
-//! benches/e2e.rs).
+//! What machine a bench ran on (benches/latency.rs and benches/e2e/). How busy it was
+//! meanwhile is `plutus_testkit::procfs::Psi`.
 //!
 //! Each bench includes this file as its own module (`#[path]`) and reports only part
-//! of it (e2e.rs the client's `ssh -V`, latency.rs the server's `sshd -V`, ...), so
+//! of it (e2e the client's `ssh -V`, latency.rs the server's `sshd -V`, ...), so
 //! what one of them leaves unread would otherwise trip `dead_code`.
 #![allow(dead_code)]
 
+use plutus_testkit::procfs::meminfo_kib;
 use serde_json::{json, Value};
 use std::fs;
 use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
 
 pub struct Machine {
     pub nproc: usize,
@@ -81,7 +81,7 @@ impl Machine {
             nproc: thread::available_parallelism().map_or(0, |n| n.get()),
             kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
             cpu,
-            mem_mib: status_line_kib(&read("/proc/meminfo"), "MemTotal:").unwrap_or(0) / 1024,
+            mem_mib: meminfo_kib("MemTotal:").unwrap_or(0) / 1024,
             loadavg: read("/proc/loadavg")
                 .split_whitespace()
                 .take(3)
@@ -93,7 +93,7 @@ impl Machine {
         }
     }
 
-    /// One line for e2e.rs's header; `ssh -V` stands for OpenSSH there, since the
+    /// One line for e2e's header; `ssh -V` stands for OpenSSH there, since the
     /// peers run the client.
     pub fn line(&self) -> String {
         format!(
@@ -115,61 +115,4 @@ impl Machine {
             "source": self.source,
         })
     }
-}
-
-/// The number after `key` on its line of a /proc/meminfo- or /proc/PID/status-style
-/// text (in KiB for the memory lines).
-pub fn status_line_kib(text: &str, key: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with(key))?;
-    line[key.len()..].split_whitespace().next()?.parse().ok()
-}
-
-/// Linux pressure stall information (`/proc/pressure/<resource>`): how much of a
-/// stretch of wall time some task was waiting for a CPU (`"cpu", "some"`), or all
-/// tasks were stalled on I/O (`"io", "full"`). For the CPU that is mostly the scenario
-/// itself on 2 cores; a high figure next to a slow run says the machine was busy with
-/// something else too.
-pub struct Psi {
-    resource: &'static str,
-    kind: &'static str,
-    start: Instant,
-    total_us: Option<u64>,
-}
-
-impl Psi {
-    pub fn start(resource: &'static str, kind: &'static str) -> Psi {
-        Psi {
-            resource,
-            kind,
-            start: Instant::now(),
-            total_us: psi_total_us(resource, kind),
-        }
-    }
-
-    /// The stalled share of the wall time since `start`, in percent.
-    pub fn share(&self) -> Option<f64> {
-        let d = self.stalled_us()?;
-        Some(d as f64 / self.start.elapsed().as_micros() as f64 * 100.0)
-    }
-
-    /// The stalled share of `wall`, in percent: for a run timed from a start of its
-    /// own (latency.rs's schedule begins 50 ms after `start`).
-    pub fn share_of(&self, wall: Duration) -> Option<f64> {
-        let d = self.stalled_us()?;
-        Some(d as f64 / wall.as_micros() as f64 * 100.0)
-    }
-
-    fn stalled_us(&self) -> Option<u64> {
-        Some(psi_total_us(self.resource, self.kind)?.saturating_sub(self.total_us?))
-    }
-}
-
-/// The `total=` (microseconds stalled) of one line of `/proc/pressure/<resource>`.
-fn psi_total_us(resource: &str, kind: &str) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/pressure/{resource}")).ok()?;
-    let line = text.lines().find(|l| l.starts_with(kind))?;
-    line.split_whitespace()
-        .find_map(|f| f.strip_prefix("total="))?
-        .parse()
-        .ok()
 }

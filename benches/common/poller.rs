@@ -1,5 +1,5 @@
-//! The inbox poller of the latency measurements (benches/latency.rs, and the latency
-//! part of benches/e2e.rs): one thread stats the expected final path of every
+//! The inbox poller of the latency measurement (`trickle.rs`, for benches/latency.rs
+//! and the latency part of benches/e2e/): one thread stats the expected final path of every
 //! outstanding file, sleeping `POLL_SLEEP` between passes, and takes `Instant::now()`
 //! when a stat first succeeds.
 

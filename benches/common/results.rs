@@ -1,4 +1,4 @@
-//! Figures and where they go (benches/latency.rs and benches/e2e.rs): nearest-rank
+//! Figures and where they go (benches/latency.rs and benches/e2e/): nearest-rank
 //! percentiles in milliseconds, and the target directory that holds `bench-results/`.
 
 use serde_json::{json, Value};

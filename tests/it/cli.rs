@@ -1,14 +1,16 @@
 //! The binary's edges: config errors, the journal lock, log formats.
 
-use crate::support::service::*;
-use crate::support::sshd::Sshd;
+use plutus_testkit::orders::order;
+use plutus_testkit::service::*;
+use plutus_testkit::spool::Spool;
+use plutus_testkit::sshd::Sshd;
 use std::process::Command;
 
 #[test]
 fn a_bad_config_is_refused_naming_the_file_the_key_and_the_reason() {
     let spool = Spool::with_destination("url = \"file:///tmp\"\n");
     spool.set_config("settle = \"300ms\"", "settle = \"soon\"");
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["run", "-c"])
         .arg(&spool.config)
         .output()
@@ -28,7 +30,7 @@ fn a_bad_config_is_refused_naming_the_file_the_key_and_the_reason() {
     );
 
     let missing = spool.dir.path().join("nope.toml");
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["sync", "-c"])
         .arg(&missing)
         .output()
@@ -44,7 +46,7 @@ fn a_bad_config_is_refused_naming_the_file_the_key_and_the_reason() {
 #[test]
 fn the_config_path_comes_from_the_environment_when_no_flag_is_given() {
     let spool = Spool::with_destination("url = \"ftp://nowhere/x\"\n");
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .arg("sync")
         .env("PLUTUS_SYNC_CONFIG", &spool.config)
         .output()
@@ -78,7 +80,7 @@ fn json_logs_are_one_object_per_line_with_timestamp_level_file_and_state() {
     let sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "");
     spool.drop_order("order-2026-000001.json", &order(1, 2000));
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["--log-format", "json", "sync", "-c"])
         .arg(&spool.config)
         .output()

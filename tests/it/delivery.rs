@@ -1,10 +1,13 @@
 //! End-to-end delivery against a real sshd: the binary, the journal and the bytes.
 
-use crate::support::erp::Erp;
-use crate::support::service::*;
-use crate::support::sshd::Sshd;
-use crate::support::{poll_until, wait_until};
 use plutus_state::State;
+use plutus_testkit::checks::*;
+use plutus_testkit::erp::Erp;
+use plutus_testkit::files::names_in;
+use plutus_testkit::orders::order;
+use plutus_testkit::spool::Spool;
+use plutus_testkit::sshd::Sshd;
+use plutus_testkit::{poll_until, wait_until};
 use std::fs;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -546,7 +549,7 @@ fn a_leftover_temp_name_that_cannot_be_removed_does_not_stop_delivery() {
 #[ignore = "needs root: makes a file immutable (chattr +i); tests/ci.sh runs it"]
 fn a_leftover_temp_that_cannot_be_truncated_or_removed_does_not_block_its_order_and_is_cleaned_later(
 ) {
-    crate::support::require_root("makes a file immutable (chattr +i)");
+    plutus_testkit::require_root("makes a file immutable (chattr +i)");
     let sshd = Sshd::start();
     let name = "order-2026-000009.json";
     let body = order(9, 1500);
@@ -601,7 +604,7 @@ fn a_leftover_temp_that_cannot_be_truncated_or_removed_does_not_block_its_order_
     }
     // Once the server lets go, the periodic clean-up (every sweep interval) takes them.
     unlock.now();
-    let gone = crate::support::poll_until(Duration::from_secs(15), || {
+    let gone = plutus_testkit::poll_until(Duration::from_secs(15), || {
         leftovers.iter().all(|l| !sshd.inbox().join(l).exists())
     });
     assert!(gone, "leftovers still there: {:?}", names_in(sshd.inbox()));

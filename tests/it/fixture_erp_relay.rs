@@ -5,17 +5,16 @@
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::erp::Erp;
-use crate::support::relay::Relay;
-use crate::support::service::names_in;
-use crate::support::sshd::Sshd;
-use crate::support::{poll_until, wait_until};
+use plutus_testkit::erp::Erp;
+use plutus_testkit::files::names_in;
+use plutus_testkit::relay::Relay;
+use plutus_testkit::sshd::Sshd;
+use plutus_testkit::{poll_until, wait_until};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -123,8 +122,13 @@ fn relay_carries_an_sftp_session_to_sshd() {
     let local = sshd.dir().join("through-relay.local");
     fs::write(&local, &payload).unwrap();
 
-    let out = sftp_put(&sshd, &relay, &local, "through-relay.bin");
-    assert!(out.status.success(), "{}", describe(&out, &sshd));
+    let out = sshd.sftp_put(
+        sshd.known_hosts(),
+        relay.port(),
+        &local,
+        "through-relay.bin",
+    );
+    assert!(out.status.success(), "{}", sshd.describe(&out));
     let arrived = fs::read(sshd.inbox().join("through-relay.bin")).unwrap();
     assert!(arrived == payload, "bytes differ after the relay");
     wait_until(WAIT, "the relay to close the finished session", || {
@@ -194,8 +198,8 @@ fn relay_cut_fails_a_transfer_in_flight_at_once_and_keeps_accepting() {
 
     let local = sshd.dir().join("after-cut.local");
     fs::write(&local, b"still relaying").unwrap();
-    let out = sftp_put(&sshd, &relay, &local, "after-cut.bin");
-    assert!(out.status.success(), "{}", describe(&out, &sshd));
+    let out = sshd.sftp_put(sshd.known_hosts(), relay.port(), &local, "after-cut.bin");
+    assert!(out.status.success(), "{}", sshd.describe(&out));
     assert_eq!(
         fs::read(sshd.inbox().join("after-cut.bin")).unwrap(),
         b"still relaying"
@@ -287,41 +291,6 @@ fn ssh(sshd: &Sshd, relay: &Relay) -> Command {
         .arg(relay.port().to_string())
         .arg(format!("{}@127.0.0.1", sshd.user()));
     cmd
-}
-
-/// Uploads `local` to `inbox/remote_name` through `relay` with `sftp -b -`.
-fn sftp_put(sshd: &Sshd, relay: &Relay, local: &Path, remote_name: &str) -> Output {
-    let mut child = Command::new("sftp")
-        .args(["-b", "-"])
-        .args(sshd.client_options(sshd.known_hosts()))
-        .arg("-P")
-        .arg(relay.port().to_string())
-        .arg(format!("{}@127.0.0.1", sshd.user()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run sftp (install openssh-client)");
-    let batch = format!(
-        "put \"{}\" \"{}/{}\"\n",
-        local.display(),
-        sshd.inbox().display(),
-        remote_name
-    );
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(batch.as_bytes()).unwrap();
-    drop(stdin);
-    child.wait_with_output().unwrap()
-}
-
-fn describe(out: &Output, sshd: &Sshd) -> String {
-    format!(
-        "{}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- sshd log ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        sshd.log()
-    )
 }
 
 /// An echo server for `conns` connections. Each connection reports how it

@@ -1,4 +1,4 @@
-//! Proves `tests/support/sftp_wrapper.py` (the misbehaving-SFTP-server
+//! Proves `testkit/sftp_wrapper.py` (the misbehaving-SFTP-server
 //! fixture behind [`Sshd::start_with_sftp_wrapper`]) with the stock OpenSSH
 //! `sftp` client only, so a broken wrapper cannot hide behind plutus-sync.
 //!
@@ -10,11 +10,11 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
-use crate::support::poll_until;
-use crate::support::sshd::Sshd;
+use plutus_testkit::poll_until;
+use plutus_testkit::sshd::Sshd;
 
 /// Bounds one `sftp -b` run, so a wedged wrapper fails the test instead of
 /// hanging it.
@@ -47,15 +47,8 @@ impl Run {
 /// Runs `batch` with `sftp -b -` against the fixture; the batch stops at the
 /// first failing command (and the exit status says so).
 fn sftp_batch(sshd: &Sshd, batch: &str) -> Run {
-    let mut child = Command::new("sftp")
-        .args(["-b", "-"])
-        .args(sshd.client_options(sshd.known_hosts()))
-        .arg("-P")
-        .arg(sshd.port().to_string())
-        .arg(format!("{}@127.0.0.1", sshd.user()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let mut child = sshd
+        .sftp_batch(sshd.known_hosts(), sshd.port())
         .spawn()
         .expect("run sftp (install openssh-client)");
     let mut stdin = child.stdin.take().expect("sftp stdin");

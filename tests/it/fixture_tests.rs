@@ -5,45 +5,9 @@ use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::support::sshd::{read_banner, Sshd};
-
-/// Uploads `local` to `inbox/remote_name` with `sftp -b -`.
-fn sftp_put(sshd: &Sshd, known_hosts: &Path, local: &Path, remote_name: &str) -> Output {
-    let mut child = Command::new("sftp")
-        .args(["-b", "-"])
-        .args(sshd.client_options(known_hosts))
-        .arg("-P")
-        .arg(sshd.port().to_string())
-        .arg(format!("{}@127.0.0.1", sshd.user()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run sftp (install openssh-client)");
-    let batch = format!(
-        "put \"{}\" \"{}/{}\"\n",
-        local.display(),
-        sshd.inbox().display(),
-        remote_name
-    );
-    let mut stdin = child.stdin.take().expect("sftp stdin");
-    stdin.write_all(batch.as_bytes()).expect("write sftp batch");
-    drop(stdin);
-    child.wait_with_output().expect("wait for sftp")
-}
-
-fn describe(out: &Output, sshd: &Sshd) -> String {
-    format!(
-        "sftp {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- sshd log ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        sshd.log()
-    )
-}
+use plutus_testkit::sshd::{read_banner, Sshd};
 
 fn assert_upload_works(sshd: &Sshd, name: &str) {
     // Binary content with CR/LF and NULs: the bytes must arrive untouched.
@@ -55,10 +19,10 @@ fn assert_upload_works(sshd: &Sshd, name: &str) {
     let local = sshd.dir().join(format!("{name}.local"));
     fs::write(&local, &payload).unwrap();
 
-    let out = sftp_put(sshd, sshd.known_hosts(), &local, name);
-    assert!(out.status.success(), "{}", describe(&out, sshd));
+    let out = sshd.sftp_put(sshd.known_hosts(), sshd.port(), &local, name);
+    assert!(out.status.success(), "{}", sshd.describe(&out));
     let arrived = fs::read(sshd.inbox().join(name))
-        .unwrap_or_else(|e| panic!("{name} not in inbox: {e}\n{}", describe(&out, sshd)));
+        .unwrap_or_else(|e| panic!("{name} not in inbox: {e}\n{}", sshd.describe(&out)));
     assert!(arrived == payload, "{name}: uploaded bytes differ");
 }
 
@@ -134,20 +98,30 @@ fn sshd_fixture_host_key_files_are_rejected_when_wrong() {
     let local = sshd.dir().join("x.local");
     fs::write(&local, b"x").unwrap();
 
-    let changed = sftp_put(&sshd, &sshd.other_known_hosts(), &local, "changed.xml");
-    assert!(!changed.status.success(), "{}", describe(&changed, &sshd));
+    let changed = sshd.sftp_put(
+        &sshd.other_known_hosts(),
+        sshd.port(),
+        &local,
+        "changed.xml",
+    );
+    assert!(!changed.status.success(), "{}", sshd.describe(&changed));
     assert!(
         String::from_utf8_lossy(&changed.stderr).contains("HOST IDENTIFICATION HAS CHANGED"),
         "{}",
-        describe(&changed, &sshd)
+        sshd.describe(&changed)
     );
 
-    let unknown = sftp_put(&sshd, &sshd.empty_known_hosts(), &local, "unknown.xml");
-    assert!(!unknown.status.success(), "{}", describe(&unknown, &sshd));
+    let unknown = sshd.sftp_put(
+        &sshd.empty_known_hosts(),
+        sshd.port(),
+        &local,
+        "unknown.xml",
+    );
+    assert!(!unknown.status.success(), "{}", sshd.describe(&unknown));
     assert!(
         String::from_utf8_lossy(&unknown.stderr).contains("Host key verification failed"),
         "{}",
-        describe(&unknown, &sshd)
+        sshd.describe(&unknown)
     );
 
     assert_eq!(fs::read_dir(sshd.inbox()).unwrap().count(), 0);
@@ -201,4 +175,14 @@ fn sshd_fixture_pause_stalls_new_and_established_connections() {
     drop((fresh, established));
 
     assert_upload_works(&sshd, "after-resume.xml");
+}
+
+#[test]
+fn testkit_runs_the_binary_cargo_built_for_these_tests() {
+    // The testkit, a library, cannot see this compile-time path; it reads the one
+    // cargo puts in the environment, or looks beside the test executable.
+    assert_eq!(
+        plutus_testkit::service::bin(),
+        Path::new(env!("CARGO_BIN_EXE_plutus-sync"))
+    );
 }

@@ -1,8 +1,11 @@
 //! What operators watch: the Prometheus endpoint and the log file.
 
-use crate::support::service::*;
-use crate::support::sshd::Sshd;
-use crate::support::wait_until;
+use plutus_testkit::checks::*;
+use plutus_testkit::files::names_in;
+use plutus_testkit::orders::order;
+use plutus_testkit::spool::Spool;
+use plutus_testkit::sshd::Sshd;
+use plutus_testkit::{free_port, wait_until};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -27,14 +30,6 @@ fn value(text: &str, name: &str) -> f64 {
         .unwrap()
         .parse()
         .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -1,9 +1,13 @@
 //! Operator commands against a running service and a stopped one.
 
-use crate::support::service::*;
-use crate::support::sshd::Sshd;
-use crate::support::{poll_until, wait_until};
 use plutus_state::{Record, State};
+use plutus_testkit::checks::*;
+use plutus_testkit::files::names_in;
+use plutus_testkit::orders::order;
+use plutus_testkit::service::*;
+use plutus_testkit::spool::Spool;
+use plutus_testkit::sshd::Sshd;
+use plutus_testkit::{poll_until, wait_until};
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -317,12 +321,12 @@ fn the_socket_is_closed_to_users_outside_the_services_group() {
     svc.wait_ready();
     let mode = fs::metadata(spool.socket()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660, "socket mode {mode:o}");
-    crate::support::require_root("runs a client as another user");
+    plutus_testkit::require_root("runs a client as another user");
     // Let `nobody` reach the config and the socket's folder, but not the socket.
     fs::set_permissions(spool.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(&spool.config, fs::Permissions::from_mode(0o644)).unwrap();
     use std::os::unix::process::CommandExt;
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(bin())
         .args(["journal", "stats", "-c"])
         .arg(&spool.config)
         .uid(65534)
@@ -533,7 +537,7 @@ fn a_private_key_others_can_read_or_that_needs_a_passphrase_is_refused_at_start_
 #[test]
 #[ignore = "needs root: runs check as root, as operators will; tests/ci.sh runs it"]
 fn check_as_root_needs_as_root_and_never_writes_through_a_link_planted_where_it_probes() {
-    crate::support::require_root("runs `check` as root, as operators will,");
+    plutus_testkit::require_root("runs `check` as root, as operators will,");
     let sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "");
 

@@ -1,11 +1,14 @@
 //! SFTP servers that are not Linux OpenSSH's `internal-sftp`: the real `sftp-server`
-//! behind `tests/support/sftp_wrapper.py`, which makes a rename replace its target (as
+//! behind `testkit/sftp_wrapper.py`, which makes a rename replace its target (as
 //! paramiko-based servers do) or answers fsync with FAILURE. Exactly-once must not rest
 //! on what such a server does not promise.
 
-use crate::support::service::*;
-use crate::support::sshd::Sshd;
 use plutus_state::{Event, State};
+use plutus_testkit::checks::*;
+use plutus_testkit::files::names_in;
+use plutus_testkit::orders::order;
+use plutus_testkit::spool::Spool;
+use plutus_testkit::sshd::Sshd;
 use std::fs;
 
 fn orders(n: usize) -> Vec<(String, Vec<u8>)> {

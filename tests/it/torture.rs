@@ -2,12 +2,17 @@
 //! same invariants (`assert_delivered_exactly_once`). `PLUTUS_TORTURE=long` runs the
 //! long versions (hundreds of kills, thousands of files).
 
-use crate::support::erp::Erp;
-use crate::support::poll_until;
-use crate::support::relay::Relay;
-use crate::support::service::*;
-use crate::support::sshd::Sshd;
 use plutus_state::{Event, State};
+use plutus_testkit::checks::*;
+use plutus_testkit::erp::Erp;
+use plutus_testkit::files::{files_under, names_in};
+use plutus_testkit::orders::order;
+use plutus_testkit::poll_until;
+use plutus_testkit::procfs;
+use plutus_testkit::relay::Relay;
+use plutus_testkit::service::*;
+use plutus_testkit::spool::Spool;
+use plutus_testkit::sshd::Sshd;
 use std::fs;
 use std::time::{Duration, Instant};
 
@@ -26,25 +31,13 @@ fn orders(n: usize) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// CPU seconds (user + system) a process has used so far.
+/// CPU seconds (user + system) the service has used so far.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the ")" of the command name: utime is the 12th, stime the 13th.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+    procfs::cpu_seconds(pid).expect("the service's /proc/PID/stat")
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap()
+    procfs::status_number(pid, "VmHWM:").expect("the service's VmHWM")
 }
 
 #[test]
@@ -428,7 +421,7 @@ fn a_very_large_file_is_streamed_with_flat_memory() {
 #[test]
 #[ignore = "needs root: lowers fs.inotify.max_queued_events; tests/ci.sh runs it"]
 fn a_burst_that_overflows_the_inotify_queue_is_swept_up() {
-    crate::support::require_root("lowers fs.inotify.max_queued_events");
+    plutus_testkit::require_root("lowers fs.inotify.max_queued_events");
     let sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "");
     spool.set_config("sweep_interval = \"1s\"", "sweep_interval = \"1h\"");
@@ -478,17 +471,7 @@ fn a_journal_that_cannot_be_opened_stops_the_service_before_it_touches_a_file() 
     let spool = Spool::for_sshd(&sshd, "");
     fs::write(spool.journal_path(), b"not a journal").unwrap();
     spool.drop_order("order-1.json", &order(1, 1000));
-    let (st, _, err) = spool.cmd(&["run"]);
-    assert_eq!(st.code(), Some(2), "{err}");
-    assert!(
-        err.contains(&format!(
-            "{}: cannot open journal",
-            spool.journal_path().display()
-        )),
-        "{err}"
-    );
-    assert_eq!(names_in(&spool.outbox()), vec!["order-1.json".to_string()]);
-    assert!(names_in(sshd.inbox()).is_empty());
+    run_is_refused(&spool, &sshd, &cannot_open_journal(&spool));
 
     // A journal written by another schema version is refused the same way.
     fs::remove_file(spool.journal_path()).unwrap();
@@ -500,13 +483,26 @@ fn a_journal_that_cannot_be_opened_stops_the_service_before_it_touches_a_file() 
             .unwrap();
         db.flush().unwrap();
     }
+    run_is_refused(
+        &spool,
+        &sshd,
+        "journal schema version 0 is not the one this build reads (1)",
+    );
+}
+
+/// `plutus-sync run` with `order-1.json` in the outbox exits 2 saying `why`, before
+/// it touches a file: the order still in the outbox, nothing in the inbox. Its stderr.
+fn run_is_refused(spool: &Spool, sshd: &Sshd, why: &str) -> String {
     let (st, _, err) = spool.cmd(&["run"]);
     assert_eq!(st.code(), Some(2), "{err}");
-    assert!(
-        err.contains("journal schema version 0 is not the one this build reads (1)"),
-        "{err}"
-    );
+    assert!(err.contains(why), "{why:?} not in:\n{err}");
     assert_eq!(names_in(&spool.outbox()), vec!["order-1.json".to_string()]);
+    assert!(names_in(sshd.inbox()).is_empty());
+    err
+}
+
+fn cannot_open_journal(spool: &Spool) -> String {
+    format!("{}: cannot open journal", spool.journal_path().display())
 }
 
 #[test]
@@ -571,7 +567,7 @@ impl Mount {
     }
 
     fn require_root() {
-        crate::support::require_root("mounts file systems");
+        plutus_testkit::require_root("mounts file systems");
     }
 }
 
@@ -721,18 +717,8 @@ fn a_journal_folder_that_is_not_writable_is_refused_at_start() {
     // Root ignores permission bits; a read-only mount stops root too.
     let _ro = Mount::read_only(&spool.journal_path());
     spool.drop_order("order-1.json", &order(1, 1000));
-    let (st, _, err) = spool.cmd(&["run"]);
-    assert_eq!(st.code(), Some(2), "{err}");
-    assert!(
-        err.contains(&format!(
-            "{}: cannot open journal",
-            spool.journal_path().display()
-        )),
-        "{err}"
-    );
+    let err = run_is_refused(&spool, &sshd, &cannot_open_journal(&spool));
     assert!(err.contains("Read-only file system"), "{err}");
-    assert_eq!(names_in(&spool.outbox()), vec!["order-1.json".to_string()]);
-    assert!(names_in(sshd.inbox()).is_empty());
 }
 
 /// `packaging/lab/lab.sh` for one test: the web shop and the ERP in two network
@@ -743,7 +729,7 @@ struct Lab {
 
 impl Lab {
     fn up(dir: std::path::PathBuf) -> Lab {
-        crate::support::require_root("builds network namespaces");
+        plutus_testkit::require_root("builds network namespaces");
         let lab = Lab { dir };
         lab.run("up");
         lab
@@ -808,7 +794,7 @@ fn a_blackholed_link_times_out_without_a_hang_and_delivery_resumes_when_it_heals
     );
     assert_eq!(files_under(&inbox).len(), 10, "nothing crosses a dead link");
     // The service still answers its operator meanwhile.
-    let stats = std::process::Command::new(BIN)
+    let stats = std::process::Command::new(bin())
         .args(["journal", "stats", "--json", "-c"])
         .arg(&config)
         .output()

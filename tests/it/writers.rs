@@ -6,14 +6,17 @@
 //! The pauses below are the behaviour under test (a writer taking its time), not a
 //! way to wait for the service: every wait for the service polls a condition.
 
-use crate::support::erp::Erp;
-use crate::support::service::*;
-use crate::support::sshd::Sshd;
-use crate::support::wait_until;
 use plutus_state::{Event, Journal, JournalOptions, NewEntry, State};
 use plutus_sync::config;
 use plutus_sync::intake::{self, Found, Outcome};
 use plutus_sync::pipeline::{process, Slot, Step};
+use plutus_testkit::checks::*;
+use plutus_testkit::erp::Erp;
+use plutus_testkit::files::names_in;
+use plutus_testkit::orders::order;
+use plutus_testkit::spool::Spool;
+use plutus_testkit::sshd::Sshd;
+use plutus_testkit::wait_until;
 use std::fs;
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime};

@@ -126,14 +126,14 @@ impl Erp {
     /// Waits until at least `n` imports happened; panics with what it saw
     /// (imports and what is left in the inbox) after `timeout`.
     pub fn wait_imported(&self, n: usize, timeout: Duration) {
-        let ok = super::poll_until(timeout, || self.imports.lock().unwrap().len() >= n);
+        let ok = crate::poll_until(timeout, || self.imports.lock().unwrap().len() >= n);
         if !ok {
             panic!(
                 "timed out after {timeout:?} waiting for {n} imports from {}: imported {:?}; \
                  inbox holds {:?}",
                 self.inbox.display(),
                 self.imported_names_counts(),
-                super::service::names_in(&self.inbox)
+                crate::files::names_in(&self.inbox)
             );
         }
     }

@@ -1,5 +1,4 @@
-//! Order files as the web shop writes them, for tests and benches. No fixture
-//! dependencies, so a bench can include this file alone.
+//! Order files as the web shop writes them, for tests and benches.
 
 /// A realistic order body of roughly `size` bytes, unique to `n`.
 pub fn order(n: usize, size: usize) -> Vec<u8> {
@@ -18,4 +17,18 @@ pub fn order(n: usize, size: usize) -> Vec<u8> {
         r#"{{"schema": "plutus.webshop.order/v2", "order_id": "2026-{n:06}", "customer": {{"name": "Kunde {n}", "email": "k{n}@example.com"}}, "lines": [{lines}]}}"#
     )
     .into_bytes()
+}
+
+/// `n` orders named `order-2026-000000.json` and up, 1-10 KB each, the sizes drawn
+/// from `seed`: the same files on every run with the same seed.
+pub fn seeded(n: usize, seed: u64) -> Vec<(String, Vec<u8>)> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..n)
+        .map(|i| {
+            (
+                format!("order-2026-{i:06}.json"),
+                order(i, 1000 + rng.usize(0..9000)),
+            )
+        })
+        .collect()
 }

@@ -12,18 +12,21 @@
 //! them out of its process group, so signalling the group alone would leave
 //! established sessions alive).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use crate::free_port;
+use crate::procfs::{descendants, tree_cpu_seconds};
 
 /// How long sshd gets to log "Server listening" and send its banner.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,7 +74,9 @@ impl SftpSubsystem<'_> {
         let SftpSubsystem::Wrapper { modes } = self else {
             return "internal-sftp".to_string();
         };
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/sftp_wrapper.py");
+        // Beside this crate's Cargo.toml: found through the path cargo compiled it
+        // from, wherever the tests run.
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("sftp_wrapper.py");
         let server = find_sftp_server();
         // Fail here, not as a closed SFTP channel later: python3 must run
         // the script, and the script must accept the modes.
@@ -120,7 +125,7 @@ impl Sshd {
     }
 
     /// Like [`Sshd::start`], but SFTP is served by OpenSSH's `sftp-server`
-    /// behind `tests/support/sftp_wrapper.py`, which misbehaves as `modes`
+    /// behind `testkit/sftp_wrapper.py`, which misbehaves as `modes`
     /// (comma-separated) says: `rename-overwrites` (a rename replaces an
     /// existing target), `fsync-fails` (`fsync@openssh.com` answers
     /// `SSH_FX_FAILURE`), `passthrough` (no change). Each rewritten request
@@ -268,6 +273,12 @@ impl Sshd {
         signal(pid, libc::SIGCONT);
     }
 
+    /// CPU seconds used so far by sshd and every process below it (the connection
+    /// children and their SFTP servers), each tick counted once.
+    pub fn cpu_seconds(&self) -> f64 {
+        tree_cpu_seconds(self.pid())
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -362,6 +373,58 @@ impl Sshd {
         args
     }
 
+    /// The stock `sftp -b -` (the batch on stdin, stdio piped), logging in to this
+    /// server through `port` (its own, or a relay's) with [`Sshd::client_options`].
+    pub fn sftp_batch(&self, known_hosts: &Path, port: u16) -> Command {
+        let mut cmd = Command::new("sftp");
+        cmd.args(["-b", "-"])
+            .args(self.client_options(known_hosts))
+            .arg("-P")
+            .arg(port.to_string())
+            .arg(format!("{}@127.0.0.1", self.user))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Uploads `local` to `inbox/remote_name` with [`Sshd::sftp_batch`] through
+    /// `port`: what sftp said. The fixture tests use it to prove the fixtures with
+    /// the stock client alone.
+    pub fn sftp_put(
+        &self,
+        known_hosts: &Path,
+        port: u16,
+        local: &Path,
+        remote_name: &str,
+    ) -> Output {
+        let mut child = self
+            .sftp_batch(known_hosts, port)
+            .spawn()
+            .expect("run sftp (install openssh-client)");
+        let batch = format!(
+            "put \"{}\" \"{}/{}\"\n",
+            local.display(),
+            self.inbox.display(),
+            remote_name
+        );
+        let mut stdin = child.stdin.take().expect("sftp stdin");
+        stdin.write_all(batch.as_bytes()).expect("write sftp batch");
+        drop(stdin);
+        child.wait_with_output().expect("wait for sftp")
+    }
+
+    /// A client's exit status and output with this server's log, for a failure message.
+    pub fn describe(&self, out: &Output) -> String {
+        format!(
+            "{}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- sshd log ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        )
+    }
+
     /// Writes an empty known_hosts ("unknown host key").
     pub fn empty_known_hosts(&self) -> PathBuf {
         let path = self.dir().join("empty_known_hosts");
@@ -373,9 +436,9 @@ impl Sshd {
         format!("[127.0.0.1]:{}", self.port)
     }
 
-    fn pid(&self) -> i32 {
+    fn pid(&self) -> u32 {
         let child = self.child.as_ref().expect("sshd is not running");
-        child.id() as i32
+        child.id()
     }
 
     fn write_port_files(&self) {
@@ -486,11 +549,6 @@ pub fn read_banner(stream: &mut TcpStream) -> Option<String> {
         line.clear();
     }
     None
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind((LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
 }
 
 fn find_sshd() -> PathBuf {
@@ -634,20 +692,20 @@ fn read_lossy(path: &Path, offset: u64) -> String {
     String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
-fn signal(pid: i32, sig: libc::c_int) {
+fn signal(pid: u32, sig: libc::c_int) {
     // ESRCH (already gone) is fine for every caller.
     unsafe {
-        libc::kill(pid, sig);
+        libc::kill(pid as libc::pid_t, sig);
     }
 }
 
 /// Stops every descendant of the (already stopped) `pid`, rescanning until
 /// the set is stable so a process that was mid-fork cannot slip through.
 /// Returns them all.
-fn freeze_descendants(pid: i32) -> HashSet<i32> {
+fn freeze_descendants(pid: u32) -> HashSet<u32> {
     let mut frozen = HashSet::new();
     loop {
-        let found: Vec<i32> = descendants(pid)
+        let found: Vec<u32> = descendants(pid)
             .into_iter()
             .filter(|d| !frozen.contains(d))
             .collect();
@@ -664,7 +722,7 @@ fn freeze_descendants(pid: i32) -> HashSet<i32> {
 /// Kills sshd, its process group and all descendants (connection children
 /// `setsid` away from the group), then reaps sshd.
 fn kill_tree(child: &mut Child) {
-    let pid = child.id() as i32;
+    let pid = child.id();
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
@@ -675,39 +733,10 @@ fn kill_tree(child: &mut Child) {
         signal(d, libc::SIGKILL);
     }
     // The group id stays reserved until we reap the leader below.
-    signal(-pid, libc::SIGKILL);
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+    }
     let _ = child.wait();
-}
-
-/// All transitive children of `root`, from /proc.
-fn descendants(root: i32) -> Vec<i32> {
-    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    if let Ok(entries) = fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-                continue;
-            };
-            if let Some(ppid) = parent_pid(pid) {
-                children.entry(ppid).or_default().push(pid);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    let mut todo = vec![root];
-    while let Some(p) = todo.pop() {
-        for &c in children.get(&p).map(Vec::as_slice).unwrap_or_default() {
-            out.push(c);
-            todo.push(c);
-        }
-    }
-    out
-}
-
-fn parent_pid(pid: i32) -> Option<i32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) state ppid ...": comm may contain spaces and parens.
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    after_comm.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]

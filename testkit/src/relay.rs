@@ -1,4 +1,4 @@
-//! A TCP relay between a client and a target (usually [`super::sshd::Sshd`]):
+//! A TCP relay between a client and a target (usually [`crate::sshd::Sshd`]):
 //! the network in between, which tests can slow down, cut or close.
 //!
 //! It listens on a free 127.0.0.1 port. Each accepted connection gets its own

@@ -1,0 +1,17 @@
+//! The single integration-test binary: one module per concern, each a file beside
+//! this one. The fixtures they share (sshd, spool, service, ERP, relay) are the
+//! `plutus-testkit` crate in `testkit/`, which the benches use too.
+
+mod fixture_erp_relay;
+mod fixture_sftp_wrapper;
+mod fixture_tests;
+
+mod cli;
+mod delivery;
+mod observability;
+mod operator;
+mod packaging;
+mod recovery;
+mod servers;
+mod torture;
+mod writers;
