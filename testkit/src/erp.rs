@@ -5,7 +5,7 @@
 //!
 //! It owns one thread, which owns the inotify watch (through `notify`). Events
 //! are only there for latency: the folder is also rescanned right after the
-//! watch is registered and every [`RESCAN_INTERVAL`], and on a queue overflow
+//! watch is registered and every `RESCAN_INTERVAL`, and on a queue overflow
 //! or a watcher error, so a missed event delays an import but never loses it.
 //!
 //! It reads a final name the moment it appears (created, closed after a write,

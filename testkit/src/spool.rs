@@ -20,7 +20,7 @@ pub struct Spool {
 
 impl Spool {
     /// A config delivering to `sshd`, with fast timers for tests. `extra` is appended
-    /// to the [destination] table (e.g. a known_hosts override).
+    /// to the `[destination]` table (e.g. a known_hosts override).
     pub fn for_sshd(sshd: &Sshd, extra: &str) -> Spool {
         let timeout = if extra.contains("timeout") {
             ""
@@ -55,7 +55,7 @@ impl Spool {
     }
 
     /// A config with fast timers for tests (settle 300 ms, sweep every second, three
-    /// attempts) and `destination` as its [destination] table.
+    /// attempts) and `destination` as its `[destination]` table.
     pub fn with_destination(destination: &str) -> Spool {
         Spool::create(&format!(
             r#"[source]

@@ -187,6 +187,12 @@ impl Journal {
         // entry: after an unclean stop, every live entry is checked against the state
         // index, so none hides from recovery (the sweep skips its file as in progress).
         let unclean = meta.remove(keys::META_CLEAN_CLOSE)?.is_none() && !entries.is_empty();
+        // The tallies a clean close saved hold only if nothing was repaired since (a
+        // writer thread that panicked mid-change leaves a mark even in a clean close).
+        let saved = meta.remove(keys::META_SAVED_TALLIES)?;
+        let saved = saved
+            .filter(|_| !unclean && recovered == 0)
+            .and_then(|raw| windows::load(&raw));
         if unclean {
             recovered += repair_live_index(&entries, &by_name, &by_state, &by_time, now)?;
         }
@@ -199,12 +205,19 @@ impl Journal {
         // sled 0.34 writes every tree to one log file, `db`; values here are far below
         // its blob size, so nothing else it writes needs syncing per flush.
         let log_file = std::fs::File::open(path.join("db")).ok();
-        let state_counts: [AtomicU64; 8] = std::array::from_fn(|_| AtomicU64::new(0));
-        for st in State::ALL {
-            let n = by_state.scan_prefix([st.code()]).count() as u64;
-            state_counts[st.code() as usize].store(n, Ordering::Relaxed);
-        }
-        let (rings, last_delivery) = windows::rebuild(&by_time, now)?;
+        // Counted from the indexes (one key scan each) unless a clean close saved them.
+        let (counts, rings, last_delivery) = match saved {
+            Some(saved) => saved,
+            None => {
+                let mut counts = [0u64; 8];
+                for st in State::ALL {
+                    counts[st.code() as usize] = by_state.scan_prefix([st.code()]).count() as u64;
+                }
+                let (rings, last) = windows::rebuild(&by_time, now)?;
+                (counts, rings, last)
+            }
+        };
+        let state_counts: [AtomicU64; 8] = counts.map(AtomicU64::new);
         Ok(Journal {
             path: path.to_path_buf(),
             db,
@@ -463,6 +476,15 @@ impl Drop for Journal {
     fn drop(&mut self) {
         // Not after a failed flush or during a panic: the next open then checks.
         if self.poisoned.load(Ordering::SeqCst) || std::thread::panicking() {
+            return;
+        }
+        // The tallies first: sled recovers a prefix of its log, so a mark that
+        // survives has its tallies before it.
+        if self
+            .meta
+            .insert(keys::META_SAVED_TALLIES, self.saved_tallies())
+            .is_err()
+        {
             return;
         }
         if self.meta.insert(keys::META_CLEAN_CLOSE, &[]).is_ok() {

@@ -96,6 +96,61 @@ fn first_minute(now: u64, span: u64) -> u64 {
     (now / MINUTE).saturating_sub(span / MINUTE)
 }
 
+/// The per-state counts, the rings and the last delivery, as bytes for
+/// [`keys::META_SAVED_TALLIES`]: 8 counts, then per tally the number of slots in use
+/// and each slot's minute and count, then the last delivery (all u64, big-endian).
+pub(super) fn save(counts: &[u64; 8], rings: &[Ring; 2], last_delivery: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut put = |v: u64| out.extend_from_slice(&v.to_be_bytes());
+    counts.iter().for_each(|&c| put(c));
+    for ring in rings {
+        let used: Vec<(u64, u64)> = ring
+            .minute
+            .iter()
+            .zip(&ring.count)
+            .filter(|(m, _)| **m != u64::MAX)
+            .map(|(m, c)| (*m, *c))
+            .collect();
+        put(used.len() as u64);
+        for (m, c) in used {
+            put(m);
+            put(c);
+        }
+    }
+    put(last_delivery);
+    out
+}
+
+/// The inverse of [`save`]; `None` for anything that is not exactly what it writes
+/// (then `open` counts from the indexes).
+pub(super) fn load(raw: &[u8]) -> Option<([u64; 8], [Ring; 2], u64)> {
+    let mut words = raw
+        .chunks_exact(8)
+        .map(|w| u64::from_be_bytes(w.try_into().unwrap()));
+    if !raw.len().is_multiple_of(8) {
+        return None;
+    }
+    let mut counts = [0u64; 8];
+    for c in &mut counts {
+        *c = words.next()?;
+    }
+    let mut rings = [Ring::new(), Ring::new()];
+    for ring in &mut rings {
+        let used = words.next()?;
+        if used > SLOTS as u64 {
+            return None;
+        }
+        for _ in 0..used {
+            let (m, c) = (words.next()?, words.next()?);
+            let slot = (m % SLOTS as u64) as usize;
+            ring.minute[slot] = m;
+            ring.count[slot] = c;
+        }
+    }
+    let last = words.next()?;
+    words.next().is_none().then_some((counts, rings, last))
+}
+
 pub(super) fn in_window(at: u64, now: u64, span: u64) -> bool {
     at / MINUTE >= first_minute(now, span)
 }
@@ -185,6 +240,13 @@ impl Journal {
         Ok(w)
     }
 
+    /// What [`save`] keeps, read now (at a clean close: no writer is left).
+    pub(super) fn saved_tallies(&self) -> Vec<u8> {
+        let counts = std::array::from_fn(|i| self.state_counts[i].load(Ordering::Relaxed));
+        let rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
+        save(&counts, &rings, self.last_delivery.load(Ordering::Relaxed))
+    }
+
     /// Count a transition just written (its `by_time` key is already in).
     pub(super) fn tallied(&self, tally: Tally, at: u64) {
         self.rings.lock().unwrap_or_else(|p| p.into_inner())[tally as usize].add(at);
@@ -215,5 +277,47 @@ impl Journal {
             }
         }
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_tallies_load_back_exactly_and_anything_else_is_refused() {
+        let mut rings = [Ring::new(), Ring::new()];
+        let now = 1_795_000_000_000;
+        for at in [now, now - MINUTE, now - HOUR, now - DAY] {
+            rings[0].add(at);
+        }
+        rings[1].add(now);
+        let counts = [1, 2, 3, 4, 5, 6, 7, 0];
+        let raw = save(&counts, &rings, now);
+        let (c, r, last) = load(&raw).expect("what save writes loads");
+        assert_eq!((c, last), (counts, now));
+        for (a, b) in r.iter().zip(&rings) {
+            assert_eq!((&a.minute, &a.count), (&b.minute, &b.count));
+        }
+        assert_eq!(r[0].since(first_minute(now, HOUR)), 3);
+        assert_eq!(r[0].since(first_minute(now, DAY)), 4);
+        for bad in [
+            &raw[..raw.len() - 8],
+            &raw[..raw.len() - 1],
+            &[raw.clone(), vec![0; 8]].concat()[..],
+            &[],
+        ] {
+            assert!(load(bad).is_none(), "{} bytes", bad.len());
+        }
+    }
+
+    #[test]
+    fn an_event_older_than_its_slot_s_minute_is_outside_every_window() {
+        let mut ring = Ring::new();
+        let now = 1_795_000_000_000;
+        ring.add(now);
+        // The same slot, one ring's length of minutes earlier.
+        ring.add(now - SLOTS as u64 * MINUTE);
+        assert_eq!(ring.since(first_minute(now, DAY)), 1);
     }
 }
