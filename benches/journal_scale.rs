@@ -3,9 +3,11 @@
 //! `uploaded`, `verified`, `archived`, as the pipeline writes them), then time what an
 //! operator and a scraper do against it: open after a clean close (in a fresh process,
 //! with its peak RSS), `journal stats`, a metrics refresh + render, `journal list
-//! --since 1h --limit 20` and `show NAME`.
+//! --since 1h --limit 20` and `show NAME`. Then a churn phase (see `churn`) reports
+//! the journal's size on disk as entries come and go.
 //!
 //!     cargo bench --bench journal_scale
+//!     (`cargo test --all-targets` runs it as a smoke run: 2,000 entries, 3 churn rounds)
 //!     PLUTUS_SCALE_ENTRIES=1000000 cargo bench --bench journal_scale
 //!
 //! Every entry is written now, so all of them fall inside the day's window: the
@@ -19,17 +21,18 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let args: Vec<String> = std::env::args().skip(1).collect();
     // The child process: open a filled journal, measure, report.
-    if args.next().as_deref() == Some("--open") {
-        let dir = args.next().expect("--open DIR");
-        measure_open(Path::new(&dir));
-        return;
+    if let [flag, dir] = &args[..] {
+        if flag == "--open" {
+            measure_open(Path::new(dir));
+            return;
+        }
     }
-    let n: u64 = std::env::var("PLUTUS_SCALE_ENTRIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    // `cargo bench` passes --bench; without it (`cargo test --all-targets`, a debug
+    // build) this is a smoke run of a few seconds with the same checks.
+    let full = args.iter().any(|a| a == "--bench");
+    let n = env_or("PLUTUS_SCALE_ENTRIES", if full { 100_000 } else { 2_000 });
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("journal");
     let started = Instant::now();
@@ -55,11 +58,51 @@ fn main() {
         String::from_utf8_lossy(&out.stderr)
     );
     print!("{}", String::from_utf8_lossy(&out.stdout));
+    drop(dir);
+    churn(full);
+}
+
+/// Churn: rounds of `PLUTUS_SCALE_CHURN` orders (default 10,000) delivered and
+/// archived, each round followed by pruning every entry archived before it began (a
+/// retention of one round), in a fresh journal, `PLUTUS_SCALE_ROUNDS` rounds (default
+/// 10). Does sled reuse the space pruning frees? The size after each round says.
+fn churn(full: bool) {
+    let per_round = env_or("PLUTUS_SCALE_CHURN", if full { 10_000 } else { 500 });
+    let rounds = env_or("PLUTUS_SCALE_ROUNDS", if full { 10 } else { 3 });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal");
+    let j = Journal::open(&path, &JournalOptions::default()).unwrap();
+    let mut sizes = Vec::new();
+    for round in 0..rounds {
+        let began = plutus_state::now_ms();
+        deliver(&j, round * per_round, per_round);
+        let pruned = j.prune_archived(began, usize::MAX).unwrap();
+        j.flush().unwrap();
+        sizes.push(format!("{:.1}", du(&path) as f64 / 1e6));
+        assert_eq!(j.len() as u64, per_round, "round {round}: pruned {pruned}");
+    }
+    println!(
+        "journal_scale: churn, {per_round} entries kept, {per_round} delivered and pruned per round: MB on disk after each of {rounds} rounds: {}",
+        sizes.join(", ")
+    );
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn fill(path: &Path, n: u64) {
     let j = Journal::open(path, &JournalOptions::default()).unwrap();
-    for i in 0..n {
+    deliver(&j, 0, n);
+    j.flush().unwrap();
+}
+
+/// Orders `first..first + n`, each taken in, uploaded, verified and archived.
+fn deliver(j: &Journal, first: u64, n: u64) {
+    for i in first..first + n {
         let name = format!("order-2026-{i:07}.json");
         let rec = j
             .insert(NewEntry {
@@ -85,7 +128,6 @@ fn fill(path: &Path, n: u64) {
         .unwrap();
         j.apply(rec.id, Event::Archived).unwrap();
     }
-    j.flush().unwrap();
 }
 
 /// Median of `runs` timings of `f`, in ms.
