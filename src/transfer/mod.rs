@@ -22,6 +22,7 @@
 mod error;
 pub mod local;
 pub mod sftp;
+pub mod sftp_proto;
 
 pub(crate) use error::io_fault;
 pub use error::{Fault, RemoteError, Scope, TransferError};
