@@ -94,10 +94,10 @@ pub(crate) fn original_name(fname: &str, is_order: impl Fn(&str) -> bool) -> &st
 fn content_of(path: &Path) -> io::Result<(u64, u32)> {
     use std::io::Read;
     // Never through a link or into a FIFO: the outbox is untrusted.
-    let mut f = match crate::intake::open_regular(path)? {
-        crate::intake::Opened::File(f, _) => f,
-        crate::intake::Opened::Gone => return Err(io::ErrorKind::NotFound.into()),
-        crate::intake::Opened::Refused(why) => {
+    let mut f = match crate::untrusted::open_regular(path)? {
+        crate::untrusted::Opened::File(f, _) => f,
+        crate::untrusted::Opened::Gone => return Err(io::ErrorKind::NotFound.into()),
+        crate::untrusted::Opened::Refused(why) => {
             return Err(io::Error::new(io::ErrorKind::InvalidData, why))
         }
     };

@@ -10,9 +10,12 @@
 //!   (`pending`, `invalid` while its writer may be at it, `quarantined`).
 //! - `pipeline`: per-file steps pending → sent → verified → archived, and recovery.
 //! - `transfer`: the Transport trait and the delivery protocol; `sftp` (ssh2) and
-//!   `local` (file://). Knows nothing of the journal.
+//!   `local` (file://); `sftp_proto`, our own SFTP v3 request layer (codec and
+//!   request matching, no I/O). Knows nothing of the journal.
 //! - `archive`: the dated local archive (moves that never replace a file).
 //! - `retry`: backoff schedule and the destination gate.
+//! - `untrusted`: the one safe way to open an outbox file (no link followed, no
+//!   device or FIFO opened), below every stage that reads one.
 //!
 //! **The service** (`run` and `sync`):
 //! - `service`: wires the stages around one journal: `policy` (what `run` and `sync`
@@ -46,4 +49,5 @@ pub mod service;
 pub mod shutdown;
 pub mod sweep;
 pub mod transfer;
+pub mod untrusted;
 pub mod watch;

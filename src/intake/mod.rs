@@ -7,6 +7,7 @@
 //! here, the decision an entry is born from ([`take`]).
 
 use crate::config::Settings;
+use crate::untrusted::{open_regular, Opened};
 use plutus_state::{Event, Journal, JournalError, NewEntry, Record, State};
 use std::fs;
 use std::io::{self, Read};
@@ -20,7 +21,6 @@ pub use names::shown;
 pub(crate) use names::{name_rule, portable_name};
 pub use read::scan;
 pub use read::Scan;
-pub(crate) use read::{open_regular, Opened};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {

@@ -124,9 +124,11 @@ pub fn rebuild(s: &Settings, dry_run: bool) -> anyhow::Result<Rebuilt> {
         };
         // The outbox is untrusted, here too: never through a link, never blocking on
         // a FIFO, never more than the size the handle said.
-        let scan = match intake::open_regular(&ent.path())? {
-            intake::Opened::File(f, m) => intake::scan(std::io::Read::take(f, m.len() + 1))?,
-            intake::Opened::Refused(_) | intake::Opened::Gone => continue,
+        let scan = match crate::untrusted::open_regular(&ent.path())? {
+            crate::untrusted::Opened::File(f, m) => {
+                intake::scan(std::io::Read::take(f, m.len() + 1))?
+            }
+            crate::untrusted::Opened::Refused(_) | crate::untrusted::Opened::Gone => continue,
         };
         if scan.json.is_err() {
             // The service quarantines it with its reason; rebuild moves no file.

@@ -3,7 +3,6 @@
 //! a `sent` entry after any doubt.
 
 use crate::archive;
-use crate::intake;
 use crate::transfer::{self, Scope, Seen, TransferError};
 use plutus_state::protocol::{self, Recovery};
 use plutus_state::{now_ms, Event, JournalError, Record};
@@ -20,10 +19,10 @@ pub(super) fn upload_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Ste
     let s = &ctx.settings;
     let src_path = s.source.outbox.join(&rec.name);
     let src_str = src_path.display().to_string();
-    let file = match intake::open_regular(&src_path) {
-        Ok(intake::Opened::File(f, _)) => f,
+    let file = match crate::untrusted::open_regular(&src_path) {
+        Ok(crate::untrusted::Opened::File(f, _)) => f,
         // Regular at intake, something else now: never followed, never sent.
-        Ok(intake::Opened::Refused(why)) => {
+        Ok(crate::untrusted::Opened::Refused(why)) => {
             return fail_now(
                 ctx,
                 &rec,
@@ -32,7 +31,7 @@ pub(super) fn upload_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Ste
                 ),
             )
         }
-        Ok(intake::Opened::Gone) => {
+        Ok(crate::untrusted::Opened::Gone) => {
             return fail_now(
                 ctx,
                 &rec,

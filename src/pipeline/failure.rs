@@ -90,10 +90,10 @@ pub(super) fn file_error(
 /// size and CRC32 and check it again before sending anything.
 pub(super) fn rehash(ctx: &Ctx, rec: &Record) -> Result<Step, JournalError> {
     let path = ctx.settings.source.outbox.join(&rec.name);
-    let opened = match intake::open_regular(&path) {
-        Ok(intake::Opened::File(f, m)) => Ok((f, m)),
-        Ok(intake::Opened::Gone) => return Ok(Step::RetryAt(now_ms())),
-        Ok(intake::Opened::Refused(why)) => {
+    let opened = match crate::untrusted::open_regular(&path) {
+        Ok(crate::untrusted::Opened::File(f, m)) => Ok((f, m)),
+        Ok(crate::untrusted::Opened::Gone) => return Ok(Step::RetryAt(now_ms())),
+        Ok(crate::untrusted::Opened::Refused(why)) => {
             return fail_now(
                 ctx,
                 rec,
