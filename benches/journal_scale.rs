@@ -24,9 +24,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // The child process: open a filled journal, measure, report.
     if let [flag, dir] = &args[..] {
-        if flag == "--open" {
-            measure_open(Path::new(dir));
-            return;
+        match flag.as_str() {
+            "--open" => return measure_open(Path::new(dir)),
+            "--sled-open" => return measure_sled_open(Path::new(dir)),
+            _ => {}
         }
     }
     // `cargo bench` passes --bench; without it (`cargo test --all-targets`, a debug
@@ -46,18 +47,22 @@ fn main() {
         bytes as f64 / 1e6,
         bytes as f64 / n as f64
     );
+    // Each measurement in a fresh process, so its peak RSS is its own: first sled's
+    // bare open (its log recovery after the fill), then the journal's.
     let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new(exe)
-        .arg("--open")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    print!("{}", String::from_utf8_lossy(&out.stdout));
+    for mode in ["--sled-open", "--open"] {
+        let out = std::process::Command::new(&exe)
+            .arg(mode)
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+    }
     drop(dir);
     churn(full);
 }
@@ -143,13 +148,26 @@ fn time(runs: usize, mut f: impl FnMut()) -> f64 {
     t[runs / 2].as_secs_f64() * 1e3
 }
 
-fn measure_open(path: &Path) {
-    // sled's own recovery, apart from what the journal adds at open: a bare open of
-    // the same directory first (its lock goes a moment after the drop: the journal's
-    // open is retried until it is free, timing the attempt that succeeds).
+/// sled's own recovery, apart from what the journal adds at open: a bare open of the
+/// directory with the journal's cache size.
+fn measure_sled_open(path: &Path) {
     let s = Instant::now();
-    drop(sled::open(path).unwrap());
-    let sled_ms = s.elapsed().as_secs_f64() * 1e3;
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(JournalOptions::default().cache_capacity)
+        .open()
+        .unwrap();
+    let ms = s.elapsed().as_secs_f64() * 1e3;
+    println!(
+        "journal_scale: a bare sled open of it: {ms:.1} ms, peak RSS {:.1} MiB",
+        peak_rss_kib() as f64 / 1024.0
+    );
+    drop(db);
+}
+
+fn measure_open(path: &Path) {
+    // The sled lock of the previous process goes a moment after it exits: retried
+    // until free, timing the attempt that succeeds.
     let (j, open_ms) = loop {
         let s = Instant::now();
         match Journal::open(path, &JournalOptions::default()) {
@@ -182,13 +200,18 @@ fn measure_open(path: &Path) {
         assert!(!queries::list(&j, &recent).unwrap().is_empty());
     });
     let name = format!("order-2026-{:07}.json", j.len() / 2);
+    // What sled stores per entry before its own overhead (the entry's value; the
+    // index keys add the name, 9 and 17 bytes).
+    let value = serde_json::to_vec(&queries::show(&j, &name).unwrap()[0])
+        .unwrap()
+        .len();
     let show_ms = time(11, || {
         assert_eq!(queries::show(&j, &name).unwrap().len(), 1);
     });
     println!(
-        "journal_scale: {} entries: open (clean close) {open_ms:.1} ms (a bare sled open: {sled_ms:.1} ms), peak RSS after open {:.1} MiB; \
+        "journal_scale: {} entries: open (clean close) {open_ms:.1} ms, peak RSS after open {:.1} MiB; \
          journal stats {stats_ms:.2} ms; metrics refresh+render {scrape_ms:.2} ms; \
-         list --since 1h --limit 20 {list_ms:.2} ms; show NAME {show_ms:.2} ms",
+         list --since 1h --limit 20 {list_ms:.2} ms; show NAME {show_ms:.2} ms; an entry's value {value} bytes",
         j.len(),
         rss as f64 / 1024.0
     );
