@@ -100,7 +100,63 @@ fn sigkill_at_random_moments_loses_nothing_and_sends_nothing_twice() {
         kills >= min_kills,
         "only {kills} kills before {dropped} files were done"
     );
+    // One more kill mid-burst: the counts and windows `journal stats` keeps (here
+    // opened by the CLI after the unclean stop, so repaired at open) equal a full
+    // scan of the entries.
+    let done = spool.archived().len();
+    let more = (dropped + 300).min(pool.len());
+    for (n, b) in &pool[dropped..more] {
+        spool.drop_order(n, b);
+    }
+    dropped = more;
+    poll_until(Duration::from_secs(30), || {
+        spool.archived().len() >= done + 50
+    });
+    svc.kill();
+    counts_and_windows_equal_a_full_scan(&spool);
+    svc = spool.start();
     imported_once_in_the_end(&spool, svc, &sshd, &erp, &pool[..dropped], "kill");
+}
+
+/// `journal stats`' per-state counts and its hour and day windows (kept counters)
+/// against the same figures counted from every entry of `journal list --json`.
+fn counts_and_windows_equal_a_full_scan(spool: &Spool) {
+    let stats: serde_json::Value =
+        serde_json::from_str(&spool.ok(&["journal", "stats", "--json"])).unwrap();
+    let list = spool.ok(&["journal", "list", "--json", "--limit", "1000000000"]);
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    let (mut delivered, mut failed) = (0, 0);
+    for line in list.lines() {
+        let rec: serde_json::Value = serde_json::from_str(line).unwrap();
+        *counts
+            .entry(rec["state"].as_str().unwrap().to_string())
+            .or_default() += 1;
+        // Every transition of this test is minutes old: inside both windows.
+        for t in rec["history"].as_array().unwrap() {
+            match (t["from"].as_str(), t["to"].as_str().unwrap()) {
+                (Some("sent"), "verified") => delivered += 1,
+                (_, "failed") => failed += 1,
+                _ => {}
+            }
+        }
+    }
+    for (state, n) in stats["counts"].as_object().unwrap() {
+        assert_eq!(
+            n.as_u64().unwrap(),
+            counts.get(state).copied().unwrap_or(0),
+            "{state}: stats {stats} vs a scan {counts:?}"
+        );
+    }
+    assert!(delivered > 0);
+    for (key, want) in [
+        ("delivered_last_hour", delivered),
+        ("delivered_last_day", delivered),
+        ("failed_last_hour", failed),
+        ("failed_last_day", failed),
+    ] {
+        assert_eq!(stats[key].as_u64().unwrap(), want, "{key}: {stats}");
+    }
+    eprintln!("after the kill: {counts:?}, {delivered} deliveries, {failed} failures, as a scan counts them");
 }
 
 /// More orders arrive while the faults go on, as on a busy day, so a fast build cannot

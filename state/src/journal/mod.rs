@@ -342,7 +342,7 @@ impl Journal {
             self.entries.insert(keys::id(id), encode(&rec))?;
             self.by_state.insert(keys::by_state(rec.state(), id), &[])?;
             self.by_state.remove(keys::by_state(from, id))?;
-            let tally = Tally::of(rec.state());
+            let tally = Tally::of(Some(from), rec.state());
             if let Some(tally) = tally {
                 self.by_time
                     .insert(keys::by_time(tally as u8, at, id), &[])?;

@@ -441,7 +441,8 @@ proptest! {
             let now = crate::now_ms();
             prop_assert_eq!(j.windows(now), j.windows_by_scan(now).unwrap());
             let last = model.values().flat_map(|r| &r.history)
-                .filter(|t| t.to == State::Verified).map(|t| t.at).max();
+                .filter(|t| t.from == Some(State::Sent) && t.to == State::Verified)
+                .map(|t| t.at).max();
             prop_assert_eq!(j.last_delivery_at(), last);
             for r in model.values() {
                 prop_assert!(j.history_of(&r.name).unwrap().iter().any(|h| h.id == r.id));

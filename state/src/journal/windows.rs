@@ -1,6 +1,6 @@
 //! Deliveries and failures over the last hour and day, in constant time.
 //!
-//! Each transition into `verified` (a delivery) or `failed` leaves a key in the
+//! Each delivery (`sent → verified`) and each transition into `failed` leaves a key in the
 //! `by_time` tree, `tally time id`, written with the entry under its in-flight mark, so
 //! `open` repairs it like any index key. In memory, the same events are counted per
 //! minute in a ring of a day's minutes, rebuilt at open from the last day's keys (no
@@ -34,10 +34,13 @@ pub(super) enum Tally {
 }
 
 impl Tally {
-    pub(super) fn of(to: State) -> Option<Tally> {
-        match to {
-            State::Verified => Some(Tally::Delivered),
-            State::Failed => Some(Tally::Failed),
+    /// A delivery is `sent → verified`: an upload confirmed in the inbox. A `verified`
+    /// an entry is born with (a copy of an archived order) or a rebuild writes is no
+    /// delivery made now. Any transition into `failed` is a failure.
+    pub(super) fn of(from: Option<State>, to: State) -> Option<Tally> {
+        match (from, to) {
+            (Some(State::Sent), State::Verified) => Some(Tally::Delivered),
+            (_, State::Failed) => Some(Tally::Failed),
             _ => None,
         }
     }
@@ -182,7 +185,7 @@ pub(super) fn rebuild(by_time: &sled::Tree, now: u64) -> Result<([Ring; 2], u64)
 pub(super) fn restore(by_time: &sled::Tree, rec: &Record, horizon: u64) -> Result<usize> {
     let mut written = 0;
     for t in rec.history.iter().filter(|t| t.at >= horizon) {
-        if let Some(tally) = Tally::of(t.to) {
+        if let Some(tally) = Tally::of(t.from, t.to) {
             let key = keys::by_time(tally as u8, t.at, rec.id);
             if by_time.insert(key, &[])?.is_none() {
                 written += 1;
@@ -206,7 +209,7 @@ impl Journal {
         }
     }
 
-    /// When the newest delivery (transition into `verified`) happened, if any is
+    /// When the newest delivery (`sent → verified`) happened, if any is
     /// known (ms since epoch).
     pub fn last_delivery_at(&self) -> Option<u64> {
         match self.last_delivery.load(Ordering::Relaxed) {
@@ -224,7 +227,7 @@ impl Journal {
             let rec = decode(&k, &raw)?;
             for t in &rec.history {
                 let (hour, day) = (in_window(t.at, now, HOUR), in_window(t.at, now, DAY));
-                match Tally::of(t.to) {
+                match Tally::of(t.from, t.to) {
                     Some(Tally::Delivered) => {
                         w.delivered_last_hour += hour as u64;
                         w.delivered_last_day += day as u64;
