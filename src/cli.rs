@@ -112,6 +112,9 @@ pub enum JournalCommand {
         #[arg(long, value_parser = humantime::parse_duration)]
         since: Option<std::time::Duration>,
     },
+    /// Give back the disk space pruned entries held: copy the journal, live keys
+    /// only, and swap the copy in atomically. Refuses to run while the service is up.
+    Compact,
     /// Rebuild a lost or damaged journal from the outbox, archive, quarantine and the
     /// inbox listing. Refuses to run while the service is up.
     Rebuild {

@@ -1,4 +1,4 @@
-//! `plutus-sync journal …`: list, show, stats, export, rebuild. Printing only; the
+//! `plutus-sync journal …`: list, show, stats, export, rebuild, compact. Printing only; the
 //! answers come from `crate::operator`, through the service or straight from disk.
 
 use crate::cli::{JournalArgs, JournalCommand};
@@ -82,6 +82,17 @@ pub fn run(args: &JournalArgs) -> anyhow::Result<bool> {
             }
         }
         JournalCommand::Rebuild { dry_run } => return super::rebuild::run(&s, *dry_run),
+        JournalCommand::Compact => {
+            let c = crate::operator::compact::compact(&s)?;
+            writeln!(
+                out,
+                "compacted the journal at {}: {} entries, {:.1} MB → {:.1} MB",
+                s.journal.path.display(),
+                c.entries,
+                c.bytes_before as f64 / 1e6,
+                c.bytes_after as f64 / 1e6
+            )?;
+        }
     }
     Ok(true)
 }

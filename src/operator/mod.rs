@@ -9,6 +9,7 @@
 //! - `replay`: failed (and named quarantined, or forced archived) files back to work.
 //! - `rebuild`: a lost journal rebuilt from the archive, quarantine, outbox and inbox.
 
+pub mod compact;
 pub mod protocol;
 pub mod queries;
 pub mod rebuild;

@@ -597,3 +597,33 @@ fn check_as_root_needs_as_root_and_never_writes_through_a_link_planted_where_it_
     );
     assert_eq!(listing(&all), before, "check left or removed files:\n{out}");
 }
+
+#[test]
+fn journal_compact_keeps_every_entry_and_is_refused_while_the_service_runs() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    for i in 0..5 {
+        spool.drop_order(&format!("order-2026-00000{i}.json"), &order(i, 2000));
+    }
+    assert!(spool.sync().0.success());
+    let list = || spool.ok(&["journal", "list", "--json"]);
+    let before = list();
+    assert_eq!(before.lines().count(), 5);
+    let mut svc = spool.start();
+    svc.wait_ready();
+    let (st, _, err) = spool.cmd(&["journal", "compact"]);
+    assert!(!st.success());
+    assert!(err.contains("stop the service first"), "{err}");
+    assert_eq!(svc.stop().code(), Some(0));
+    let said = spool.ok(&["journal", "compact"]);
+    assert!(said.contains(": 5 entries,"), "{said}");
+    assert_eq!(list(), before, "the same entries, byte for byte");
+    let mut leftover = spool.journal_path().into_os_string();
+    leftover.push(".compacting");
+    assert!(!std::path::Path::new(&leftover).exists());
+    // The service goes on with the compacted journal.
+    spool.drop_order("order-2026-000009.json", &order(9, 2000));
+    assert!(spool.sync().0.success());
+    assert_eq!(spool.archived().len(), 6);
+    assert_eq!(list().lines().count(), 6);
+}

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+mod compact;
 mod query;
 mod repair;
 mod windows;
@@ -254,6 +255,15 @@ impl Journal {
     fn end(&self, id: u64) -> Result<()> {
         self.meta.remove(keys::inflight(id))?;
         Ok(())
+    }
+
+    /// Every stripe, in order: no change to any entry can start or be half-done while
+    /// these are held.
+    fn lock_all(&self) -> Vec<std::sync::MutexGuard<'_, ()>> {
+        self.stripes
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+            .collect()
     }
 
     fn stripe(&self, id: u64) -> std::sync::MutexGuard<'_, ()> {

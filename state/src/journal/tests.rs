@@ -344,6 +344,76 @@ fn the_windows_after_a_stop_mid_transition_equal_a_full_scan() {
     check(&j);
 }
 
+#[test]
+fn a_copy_holds_every_live_key_opens_clean_and_is_smaller_after_churn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dest) = (dir.path().join("j"), dir.path().join("copy"));
+    let size = |p: &Path| -> u64 {
+        std::fs::read_dir(p)
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.metadata().ok().filter(|m| m.is_file()))
+            .map(|m| m.len())
+            .sum()
+    };
+    let j = open(&src);
+    // Churn: 3,000 delivered and archived, all but the last 200 pruned.
+    let mut cutoff = 0;
+    for i in 0..3000u32 {
+        let r = j.insert(new(&format!("o{i}.json"), i)).unwrap();
+        j.apply(
+            r.id,
+            Event::Uploaded {
+                remote_path: "t".into(),
+            },
+        )
+        .unwrap();
+        j.apply(
+            r.id,
+            Event::Verified {
+                remote_path: "f".into(),
+                archive_path: "a".into(),
+                note: None,
+            },
+        )
+        .unwrap();
+        let r = j.apply(r.id, Event::Archived).unwrap();
+        if i == 2799 {
+            cutoff = r.updated_at + 1;
+        }
+    }
+    let failed = j.insert(new("bad.json", 7)).unwrap();
+    j.apply(failed.id, Event::Failed { error: "x".into() })
+        .unwrap();
+    // Entries archived in the same millisecond as the 2,800th stay too.
+    let pruned = j.prune_archived(cutoff, usize::MAX).unwrap();
+    assert!(pruned >= 2700, "{pruned}");
+    j.flush().unwrap();
+    let stored: Vec<Record> = j.iter().collect::<Result<_>>().unwrap();
+    let (counts, now) = (j.counts().unwrap(), crate::now_ms());
+    let windows = j.windows(now);
+    assert_eq!(j.copy_to(&dest).unwrap(), stored.len());
+    drop(j);
+    let before = size(&src);
+    let c = open(&dest);
+    assert_eq!(c.recovered(), 0);
+    let copied: Vec<Record> = c.iter().collect::<Result<_>>().unwrap();
+    assert_eq!(copied, stored);
+    assert_eq!(c.counts().unwrap(), counts);
+    assert_eq!(c.counts_by_scan().unwrap(), counts);
+    assert_eq!(c.windows(now), windows);
+    assert_eq!(
+        c.latest("bad.json").unwrap().unwrap().state(),
+        State::Failed
+    );
+    // New ids continue past the copied ones.
+    assert!(c.insert(new("next.json", 1)).unwrap().id > failed.id);
+    drop(c);
+    let after = size(&dest);
+    eprintln!("journal {before} bytes, its copy {after} bytes");
+    assert!(after * 2 < before, "copy {after} bytes vs {before}");
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Insert(u8),
