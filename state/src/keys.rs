@@ -22,13 +22,10 @@ pub const META_INFLIGHT: &[u8] = b"inflight/";
 
 /// Present only while no process has the journal open, after a clean close. Its
 /// absence at open means the last process stopped without closing (killed, crashed,
-/// power cut): `open` then checks every entry against the state index.
+/// power cut): `open` then checks every entry against the state index. Its value is
+/// the per-state counts and the windows' counters at the close, so the next `open`
+/// need not count them (an empty value, as older builds wrote: counted).
 pub const META_CLEAN_CLOSE: &[u8] = b"clean_close";
-
-/// Written just before the clean-close mark: the per-state counts and the windows'
-/// per-minute counters as they were at the close, so the next `open` after a clean
-/// close need not count them from the indexes. Read only when the mark is there.
-pub const META_SAVED_TALLIES: &[u8] = b"saved_tallies";
 
 pub fn inflight(id: u64) -> Vec<u8> {
     let mut k = META_INFLIGHT.to_vec();

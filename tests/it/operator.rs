@@ -615,9 +615,21 @@ fn journal_compact_keeps_every_entry_and_is_refused_while_the_service_runs() {
     assert!(!st.success());
     assert!(err.contains("stop the service first"), "{err}");
     assert_eq!(svc.stop().code(), Some(0));
+    let stats = || -> serde_json::Value {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&spool.ok(&["journal", "stats", "--json"])).unwrap();
+        v.as_object_mut().unwrap().remove("destination");
+        v
+    };
+    let stats_before = stats();
+    let inode = || fs::metadata(spool.journal_path().join("db")).unwrap().ino();
+    let old = inode();
     let said = spool.ok(&["journal", "compact"]);
     assert!(said.contains(": 5 entries,"), "{said}");
+    assert_ne!(inode(), old, "the journal's folder holds the copy now");
     assert_eq!(list(), before, "the same entries, byte for byte");
+    // The counts and windows the copy carries are the journal's.
+    assert_eq!(stats(), stats_before);
     let mut leftover = spool.journal_path().into_os_string();
     leftover.push(".compacting");
     assert!(!std::path::Path::new(&leftover).exists());

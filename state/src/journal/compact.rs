@@ -12,7 +12,7 @@ use std::path::Path;
 
 impl Journal {
     /// Copy every key of every tree into a new sled database at `dest` (which must not
-    /// exist yet), with this journal's tallies and a clean-close mark, so the copy
+    /// exist yet), with a clean-close mark carrying this journal's tallies, so the copy
     /// opens as fast as after a clean close; then flush it. Returns how many entries
     /// were copied. The caller keeps this journal open until the copy has taken its
     /// place, so no one can write to the old one meanwhile (sled's lock), and makes the
@@ -27,22 +27,20 @@ impl Journal {
                 path: dest.to_path_buf(),
                 source,
             })?;
-        for name in [
-            keys::TREE_META,
-            keys::TREE_ENTRIES,
-            keys::TREE_BY_NAME,
-            keys::TREE_BY_STATE,
-            keys::TREE_BY_TIME,
-        ] {
-            let (from, to) = (self.db.open_tree(name)?, db.open_tree(name)?);
+        // Every tree there is, so a tree added later is not left out; sled's default
+        // tree is unused (and always exists).
+        for name in self.db.tree_names() {
+            if name == b"__sled__default" {
+                continue;
+            }
+            let (from, to) = (self.db.open_tree(&name)?, db.open_tree(&name)?);
             for kv in from.iter() {
                 let (k, v) = kv?;
                 to.insert(k, v)?;
             }
         }
         let meta = db.open_tree(keys::TREE_META)?;
-        meta.insert(keys::META_SAVED_TALLIES, self.saved_tallies())?;
-        meta.insert(keys::META_CLEAN_CLOSE, &[])?;
+        meta.insert(keys::META_CLEAN_CLOSE, self.saved_tallies())?;
         db.flush()?;
         Ok(self.entries.len())
     }

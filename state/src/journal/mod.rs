@@ -183,16 +183,20 @@ impl Journal {
         };
         let next = stored.unwrap_or(1).max(past_last);
         let now = crate::now_ms();
-        let mut recovered = repair_inflight(&meta, &entries, &by_name, &by_state, &by_time, now)?;
+        // The clean-close mark is taken before any repair writes: sled recovers a prefix
+        // of its log, so a kill after a repair reached the log cannot leave the mark
+        // behind. Its value is the tallies the close saved: a build that writes an
+        // empty mark has none, and the counts are made from the indexes.
+        let mark = meta.remove(keys::META_CLEAN_CLOSE)?;
         // sled can skip a torn blob at recovery, so an index key can be older than its
         // entry: after an unclean stop, every live entry is checked against the state
         // index, so none hides from recovery (the sweep skips its file as in progress).
-        let unclean = meta.remove(keys::META_CLEAN_CLOSE)?.is_none() && !entries.is_empty();
-        // The tallies a clean close saved hold only if nothing was repaired since (a
-        // writer thread that panicked mid-change leaves a mark even in a clean close).
-        let saved = meta.remove(keys::META_SAVED_TALLIES)?;
-        let saved = saved
-            .filter(|_| !unclean && recovered == 0)
+        let unclean = mark.is_none() && !entries.is_empty();
+        let mut recovered = repair_inflight(&meta, &entries, &by_name, &by_state, &by_time, now)?;
+        // The saved tallies hold only if nothing was repaired (a writer thread that
+        // panicked mid-change leaves a mark even in a clean close).
+        let saved = mark
+            .filter(|_| recovered == 0)
             .and_then(|raw| windows::load(&raw));
         if unclean {
             recovered += repair_live_index(&entries, &by_name, &by_state, &by_time, now)?;
@@ -488,17 +492,18 @@ impl Drop for Journal {
         if self.poisoned.load(Ordering::SeqCst) || std::thread::panicking() {
             return;
         }
-        // The tallies first: sled recovers a prefix of its log, so a mark that
-        // survives has its tallies before it.
+        // The mark carries the tallies: one key, so it cannot survive without them.
         if self
             .meta
-            .insert(keys::META_SAVED_TALLIES, self.saved_tallies())
-            .is_err()
+            .insert(keys::META_CLEAN_CLOSE, self.saved_tallies())
+            .is_ok()
         {
-            return;
-        }
-        if self.meta.insert(keys::META_CLEAN_CLOSE, &[]).is_ok() {
-            let _ = self.db.flush();
+            // And against a power cut, as `flush` does.
+            if self.db.flush().is_ok() {
+                if let Some(f) = &self.log_file {
+                    let _ = f.sync_data();
+                }
+            }
         }
     }
 }

@@ -520,3 +520,38 @@ proptest! {
         }
     }
 }
+
+/// A clean close by this build (tallies in the mark), then writes by a build that knows
+/// the clean-close mark but not its tallies (it leaves an empty mark), then this build
+/// again: the empty mark carries no tallies, so they are counted afresh.
+#[test]
+fn tallies_are_counted_afresh_after_a_build_that_writes_an_empty_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let j = open(dir.path());
+        let a = j.insert(new("a.json", 1)).unwrap();
+        j.apply(a.id, Event::Failed { error: "x".into() }).unwrap();
+    }
+    {
+        // What such a build's open, one replay and clean close write.
+        let db = sled_open(dir.path());
+        let meta = db.open_tree(keys::TREE_META).unwrap();
+        meta.remove(keys::META_CLEAN_CLOSE).unwrap();
+        let entries = db.open_tree(keys::TREE_ENTRIES).unwrap();
+        let by_state = db.open_tree(keys::TREE_BY_STATE).unwrap();
+        let (k, raw) = entries.first().unwrap().unwrap();
+        let mut r: Record = serde_json::from_slice(&raw).unwrap();
+        r.apply(Event::Replay, crate::now_ms(), None).unwrap();
+        entries.insert(k, encode(&r)).unwrap();
+        by_state
+            .insert(keys::by_state(State::Pending, r.id), &[])
+            .unwrap();
+        by_state
+            .remove(keys::by_state(State::Failed, r.id))
+            .unwrap();
+        meta.insert(keys::META_CLEAN_CLOSE, &[]).unwrap();
+        db.flush().unwrap();
+    }
+    let j = open(dir.path());
+    assert_eq!(j.counts().unwrap(), j.counts_by_scan().unwrap());
+}

@@ -100,7 +100,7 @@ fn first_minute(now: u64, span: u64) -> u64 {
 }
 
 /// The per-state counts, the rings and the last delivery, as bytes for
-/// [`keys::META_SAVED_TALLIES`]: 8 counts, then per tally the number of slots in use
+/// the clean-close mark's value ([`keys::META_CLEAN_CLOSE`]): 8 counts, then per tally the number of slots in use
 /// and each slot's minute and count, then the last delivery (all u64, big-endian).
 pub(super) fn save(counts: &[u64; 8], rings: &[Ring; 2], last_delivery: u64) -> Vec<u8> {
     let mut out = Vec::new();
