@@ -34,12 +34,14 @@ pub enum FileError {
     Unexpected { request: &'static str },
 }
 
-/// A status for people: the code, and the server's own words when it gave any.
+/// A status for people: the code, and the server's own words when they say more
+/// (OpenSSH's only repeat the code: "No such file").
 pub fn describe(s: &Status) -> String {
-    if s.message.is_empty() {
-        s.code.to_string()
+    let code = s.code.to_string();
+    if s.message.is_empty() || s.message.eq_ignore_ascii_case(&code) {
+        code
     } else {
-        format!("{} ({})", s.code, s.message)
+        format!("{code} ({})", s.message)
     }
 }
 
