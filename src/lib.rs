@@ -9,9 +9,8 @@
 //! - `intake`: name rules, settle, one read for CRC32 + JSON → journal entry
 //!   (`pending`, `invalid` while its writer may be at it, `quarantined`).
 //! - `pipeline`: per-file steps pending → sent → verified → archived, and recovery.
-//! - `transfer`: the Transport trait and the delivery protocol; `sftp` (ssh2) and
-//!   `local` (file://); `sftp_proto`, our own SFTP v3 request layer (codec and
-//!   request matching, no I/O). Knows nothing of the journal.
+//! - `transfer`: the Transport trait and the delivery protocol; `sftp` (ssh2 for
+//!   SSH, `sftp_proto` for SFTP) and `local` (file://). Knows nothing of the journal.
 //! - `archive`: the dated local archive (moves that never replace a file).
 //! - `retry`: backoff schedule and the destination gate.
 //! - `untrusted`: the one safe way to open an outbox file (no link followed, no

@@ -105,9 +105,9 @@ impl TransferError {
     }
 }
 
-/// Map an `io::Error` from a remote read or write to a fault. (ssh2's `Read`/`Write`
-/// keep only the message of its error, not the SFTP status: a lost connection there
-/// shows as `Other`, which is why the pipeline pings after a file-scope error.)
+/// Map an `io::Error` from a remote read or write to a fault. (`io::Error` has no kind
+/// for every SFTP status: a bare FAILURE shows as `Other`, which is why the pipeline
+/// probes after a file-scope error; a lost session is a connection kind.)
 pub(crate) fn io_fault(op: &'static str, path: &str, e: io::Error) -> RemoteError {
     let fault = match e.kind() {
         io::ErrorKind::NotFound => Fault::NotFound,

@@ -3,7 +3,8 @@
 //! the pipeline calls the steps below in order and journals between them.
 //!
 //! The protocol is written once, here, over the few primitive operations a `Remote`
-//! offers; `sftp` (ssh2) and `local` (`file://`) only implement those primitives.
+//! offers; `sftp` (SSH from ssh2, SFTP from `sftp_proto`) and `local` (`file://`)
+//! only implement those primitives.
 //!
 //! 1. [`Connection::upload`]: write a temp name of this attempt's own
 //!    (`<name>.<id>-<token><temp_suffix>`, never reused, so a leftover a server will not

@@ -4,8 +4,9 @@
 //! for each reply before the next request, about seven round trips per file; here a
 //! file's WRITEs, fsync, READs and CLOSE follow its OPEN without waiting.
 //!
-//! Owns the bytes of the protocol and nothing else: no I/O, no ssh2, no clock. The
-//! transport drives it over a non-blocking `ssh2::Channel` (`subsystem("sftp")`):
+//! Owns the bytes of the protocol: no ssh2, no clock. Only `client` and `file` do I/O, over any
+//! blocking `Read + Write` channel (an `ssh2::Channel` on `subsystem("sftp")` in
+//! `transfer::sftp`); everything else is pure. The client drives the rest so:
 //!
 //! 1. [`encode_init`], then the first packet must pass [`expect_version`];
 //! 2. if the server announces `limits@openssh.com` "1", ask [`Request::Limits`] and
@@ -23,14 +24,19 @@
 //! - `attrs`: the ATTRS structure. `request`: what we send. `reply`: what we parse.
 //! - `frame`: the byte stream cut into packets, under a length bound.
 //! - `matcher`: ids, outstanding requests, which reply fits which request.
+//! - `client`: the handshake, the channel loop and its windows. `file`: open files.
 
 mod attrs;
+pub mod client;
+pub mod file;
 mod frame;
 mod matcher;
 mod reply;
 mod request;
 mod wire;
 
+#[cfg(test)]
+mod client_tests;
 #[cfg(test)]
 mod frame_tests;
 #[cfg(test)]

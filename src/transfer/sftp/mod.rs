@@ -1,11 +1,15 @@
-//! SFTP transport over ssh2 (bundled libssh2): key-only auth, the host key always
-//! checked against known_hosts with the port, every blocking wait bounded by a timeout.
+//! SFTP transport: SSH from ssh2 (bundled libssh2) for the connection, key-only auth
+//! and the host key, always checked against known_hosts with the port; SFTP itself is
+//! our own layer (`sftp_proto::client`) on the session's `sftp` subsystem channel, with
+//! many requests in flight. Every blocking wait is bounded by the session timeout.
+//! `remote`: the connection's `Remote` primitives as SFTP requests.
 
-use super::{Connection, Fault, Remote, RemoteError, TransferError, Transport};
-use ssh2::{
-    CheckResult, ErrorCode, KnownHostFileKind, MethodType, OpenFlags, OpenType, RenameFlags,
-    Session, Sftp,
-};
+mod remote;
+
+use super::sftp_proto::client::Client;
+use super::{Connection, TransferError, Transport};
+use remote::SftpConn;
+use ssh2::{CheckResult, ExtendedData, KnownHostFileKind, MethodType, Session};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -163,189 +167,25 @@ impl Transport for SftpTransport {
             });
         }
         sess.set_keepalive(false, 30);
-        let sftp = sess
-            .sftp()
+        // The subsystem's stderr would come as extended data and, never read, eat
+        // the channel's window: discard it, as libssh2's own SFTP does.
+        let chan = sess
+            .channel_session()
+            .and_then(|mut c| {
+                c.handle_extended_data(ExtendedData::Ignore)?;
+                c.subsystem("sftp")?;
+                Ok(c)
+            })
             .map_err(|e| self.connect_err(format!("cannot start the SFTP subsystem: {e}")))?;
-        Ok(Box::new(SftpConn {
-            sftp: Some(sftp),
+        let client = Client::start(chan)
+            .map_err(|e| self.connect_err(format!("cannot start the SFTP subsystem: {e}")))?;
+        Ok(Box::new(SftpConn::new(
+            client,
             sess,
             sock,
-            inbox: self.inbox.clone(),
-            temp_suffix: self.temp_suffix.clone(),
-            fsync: None,
-        }))
-    }
-}
-
-struct SftpConn {
-    // Taken in Drop, before the session it runs on.
-    sftp: Option<Sftp>,
-    sess: Session,
-    sock: TcpStream,
-    inbox: String,
-    temp_suffix: String,
-    /// Learnt by trying: `None` until the first fsync.
-    fsync: Option<bool>,
-}
-
-pub(crate) fn ssh_fault(op: &'static str, path: &str, e: &ssh2::Error) -> RemoteError {
-    let fault = match e.code() {
-        ErrorCode::SFTP(2) | ErrorCode::SFTP(10) => Fault::NotFound,
-        ErrorCode::SFTP(3) => Fault::PermissionDenied,
-        ErrorCode::SFTP(4) | ErrorCode::SFTP(14) => Fault::Failure,
-        ErrorCode::SFTP(6) | ErrorCode::SFTP(7) => Fault::Connection,
-        ErrorCode::SFTP(8) => Fault::Unsupported,
-        ErrorCode::SFTP(_) => Fault::Other,
-        // Any session-level error (timeout, socket closed, protocol) leaves the session
-        // unusable.
-        ErrorCode::Session(_) => Fault::Connection,
-    };
-    RemoteError {
-        op,
-        path: path.to_string(),
-        fault,
-        message: e.to_string(),
-    }
-}
-
-impl SftpConn {
-    fn sftp(&self) -> &Sftp {
-        self.sftp.as_ref().expect("present until drop")
-    }
-}
-
-impl Drop for SftpConn {
-    /// A connection is thrown away after any error, often because the peer stopped
-    /// answering. libssh2's polite teardown (close the SFTP channel, wait for the
-    /// reply) would then block for a whole timeout, and requests still queued in the
-    /// socket could reach the server later and leave a stray temp file. Reset the TCP
-    /// connection first: the teardown fails at once and the queued requests die with it.
-    fn drop(&mut self) {
-        let _ = rustix::net::sockopt::set_socket_linger(&self.sock, Some(Duration::ZERO));
-        let _ = self.sock.shutdown(std::net::Shutdown::Both);
-        drop(self.sftp.take());
-    }
-}
-
-impl Remote for SftpConn {
-    type Writer = ssh2::File;
-    type Reader = ssh2::File;
-
-    fn create(&mut self, path: &str) -> Result<ssh2::File, RemoteError> {
-        self.sftp()
-            .open_mode(
-                Path::new(path),
-                OpenFlags::READ | OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
-                0o644,
-                OpenType::File,
-            )
-            .map_err(|e| ssh_fault("create", path, &e))
-    }
-
-    fn create_new(&mut self, path: &str) -> Result<ssh2::File, RemoteError> {
-        let flags = OpenFlags::READ | OpenFlags::WRITE | OpenFlags::CREATE;
-        match self.sftp().open_mode(
-            Path::new(path),
-            flags | OpenFlags::EXCLUSIVE,
-            0o644,
-            OpenType::File,
-        ) {
-            // OpenSSH (and its Windows port) map SSH_FXF_EXCL to O_EXCL; a server that
-            // says it has no exclusive create still gets the probe, under its random
-            // name, rather than an outage.
-            Err(e) if e.code() == ErrorCode::SFTP(8) => self
-                .sftp()
-                .open_mode(Path::new(path), flags, 0o644, OpenType::File)
-                .map_err(|e| ssh_fault("create", path, &e)),
-            r => r.map_err(|e| ssh_fault("create", path, &e)),
-        }
-    }
-
-    fn sync(&mut self, w: &mut ssh2::File, path: &str) -> Result<bool, RemoteError> {
-        if self.fsync == Some(false) {
-            return Ok(false);
-        }
-        match w.fsync() {
-            Ok(()) => {
-                self.fsync = Some(true);
-                Ok(true)
-            }
-            // Only OK means durable. OP_UNSUPPORTED, and any other status a server
-            // answers (some answer FAILURE), mean "no fsync here": the read-back is the
-            // proof we rely on anyway (on Windows even an OK flushes nothing). Learnt
-            // once per connection, said once.
-            Err(e) if matches!(e.code(), ErrorCode::SFTP(c) if c != 6 && c != 7) => {
-                tracing::warn!(
-                    "{path}: the server answered fsync with {e}; going on without fsync on this connection (the read-back still proves each file)"
-                );
-                self.fsync = Some(false);
-                Ok(false)
-            }
-            Err(e) => Err(ssh_fault("fsync", path, &e)),
-        }
-    }
-
-    fn close(&mut self, mut w: ssh2::File, path: &str) -> Result<(), RemoteError> {
-        w.close().map_err(|e| ssh_fault("close", path, &e))
-    }
-
-    fn open(&mut self, path: &str) -> Result<ssh2::File, RemoteError> {
-        self.sftp()
-            .open(Path::new(path))
-            .map_err(|e| ssh_fault("open", path, &e))
-    }
-
-    fn rename(&mut self, from: &str, to: &str) -> Result<(), RemoteError> {
-        // No OVERWRITE flag: the server must refuse an existing target (SFTP v3 drops
-        // the flags anyway, and both OpenSSH and Win32-OpenSSH then refuse).
-        self.sftp()
-            .rename(Path::new(from), Path::new(to), Some(RenameFlags::ATOMIC))
-            .map_err(|e| ssh_fault("rename", to, &e))
-    }
-
-    fn size(&mut self, path: &str) -> Result<Option<u64>, RemoteError> {
-        match self.sftp().stat(Path::new(path)) {
-            Ok(st) => Ok(Some(st.size.unwrap_or(0))),
-            Err(e) if matches!(e.code(), ErrorCode::SFTP(2) | ErrorCode::SFTP(10)) => Ok(None),
-            Err(e) => Err(ssh_fault("stat", path, &e)),
-        }
-    }
-
-    fn remove(&mut self, path: &str) -> Result<(), RemoteError> {
-        self.sftp()
-            .unlink(Path::new(path))
-            .map_err(|e| ssh_fault("remove", path, &e))
-    }
-
-    fn list(&mut self) -> Result<Vec<String>, RemoteError> {
-        let entries = self
-            .sftp()
-            .readdir(Path::new(&self.inbox))
-            .map_err(|e| ssh_fault("list", &self.inbox, &e))?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|(p, _)| p.file_name().and_then(|n| n.to_str()).map(String::from))
-            .collect())
-    }
-
-    fn inbox(&self) -> &str {
-        &self.inbox
-    }
-
-    fn temp_suffix(&self) -> &str {
-        &self.temp_suffix
-    }
-
-    fn ping(&mut self) -> Result<(), RemoteError> {
-        // A keepalive that wants no reply proves little; a stat of the inbox is one
-        // round trip and proves the session and the folder.
-        self.sess
-            .keepalive_send()
-            .map_err(|e| ssh_fault("ping", &self.inbox, &e))?;
-        self.sftp()
-            .stat(Path::new(&self.inbox))
-            .map(|_| ())
-            .map_err(|e| ssh_fault("list", &self.inbox, &e))
+            self.inbox.clone(),
+            self.temp_suffix.clone(),
+        )))
     }
 }
 
