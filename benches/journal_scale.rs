@@ -17,6 +17,8 @@ use plutus_state::{Event, Journal, JournalOptions, NewEntry};
 use plutus_sync::metrics::Metrics;
 use plutus_sync::operator::protocol::ListFilter;
 use plutus_sync::operator::queries;
+use plutus_testkit::files::disk_usage;
+use plutus_testkit::procfs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -39,7 +41,7 @@ fn main() {
     let started = Instant::now();
     fill(&path, n);
     let fill = started.elapsed();
-    let bytes = du(&path);
+    let bytes = disk_usage(&path);
     println!(
         "journal_scale: {n} entries filled in {:.1} s ({:.0} entries/s); on disk {:.1} MB = {:.0} bytes/entry",
         fill.as_secs_f64(),
@@ -83,7 +85,7 @@ fn churn(full: bool) {
         deliver(&j, round * per_round, per_round);
         let pruned = j.prune_archived(began, usize::MAX).unwrap();
         j.flush().unwrap();
-        sizes.push(format!("{:.1}", du(&path) as f64 / 1e6));
+        sizes.push(format!("{:.1}", disk_usage(&path) as f64 / 1e6));
         assert_eq!(j.len() as u64, per_round, "round {round}: pruned {pruned}");
     }
     println!(
@@ -96,7 +98,7 @@ fn churn(full: bool) {
     let kept = j.copy_to(&copy).unwrap();
     println!(
         "journal_scale: compacted copy of it: {kept} entries, {:.1} MB, in {:.0} ms",
-        du(&copy) as f64 / 1e6,
+        disk_usage(&copy) as f64 / 1e6,
         s.elapsed().as_secs_f64() * 1e3
     );
 }
@@ -226,26 +228,7 @@ fn measure_open(path: &Path) {
     );
 }
 
+/// This process's peak RSS, in KiB.
 fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn du(path: &Path) -> u64 {
-    std::fs::read_dir(path)
-        .unwrap()
-        .flatten()
-        .map(|e| {
-            let m = e.metadata().unwrap();
-            if m.is_dir() {
-                du(&e.path())
-            } else {
-                m.len()
-            }
-        })
-        .sum()
+    procfs::status_number(std::process::id(), "VmHWM:").unwrap_or(0)
 }

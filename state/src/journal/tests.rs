@@ -337,11 +337,41 @@ fn the_windows_after_a_stop_mid_transition_equal_a_full_scan() {
     }
     let j = open(dir.path());
     check(&j);
-    // Window keys older than two days go; each tally's newest stays.
-    assert_eq!(j.prune_windows(crate::now_ms() + 3 * DAY).unwrap(), 0);
+    check(&j);
+}
+
+#[test]
+fn pruning_the_window_keys_drops_the_old_and_keeps_the_last_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path());
+    for n in 0..3 {
+        let r = j.insert(new(&format!("o{n}.json"), n)).unwrap();
+        j.apply(
+            r.id,
+            Event::Uploaded {
+                remote_path: "t".into(),
+            },
+        )
+        .unwrap();
+        j.apply(
+            r.id,
+            Event::Verified {
+                remote_path: "f".into(),
+                archive_path: "a".into(),
+                note: None,
+            },
+        )
+        .unwrap();
+    }
+    let last = j.last_delivery_at().unwrap();
+    // Nothing is two days old yet.
+    assert_eq!(j.prune_windows(crate::now_ms()).unwrap(), 0);
+    // Three days on: all three keys are past the horizon, the newest stays.
+    assert_eq!(j.prune_windows(crate::now_ms() + 3 * DAY).unwrap(), 2);
+    assert_eq!(j.by_time.len(), 1);
     drop(j);
     let j = open(dir.path());
-    check(&j);
+    assert_eq!(j.last_delivery_at(), Some(last));
 }
 
 #[test]
