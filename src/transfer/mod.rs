@@ -20,11 +20,13 @@
 //! The read-back happens before the rename because the ERP may import and delete the
 //! file the moment it has its final name.
 
+mod batch;
 mod error;
 pub mod local;
 pub mod sftp;
 pub mod sftp_proto;
 
+pub use batch::Put;
 pub(crate) use error::io_fault;
 pub use error::{Fault, RemoteError, Scope, TransferError};
 
@@ -60,6 +62,21 @@ pub(crate) trait Remote {
     /// One cheap round trip that proves the connection alive.
     fn ping(&mut self) -> Result<(), RemoteError> {
         Ok(())
+    }
+    /// Step 1 for many files; one result per file, in order. One after another unless
+    /// the transport can do better.
+    fn upload_many(&mut self, puts: &mut [Put<'_>]) -> Vec<Result<Uploaded, TransferError>>
+    where
+        Self: Sized,
+    {
+        batch::upload_each(self, puts)
+    }
+    /// [`Remote::rename`] for many `(from, to)` paths; one result each, in order.
+    fn rename_many(&mut self, moves: &[(String, String)]) -> Vec<Result<(), RemoteError>>
+    where
+        Self: Sized,
+    {
+        batch::rename_each(self, moves)
     }
 }
 
@@ -129,9 +146,15 @@ pub trait Connection: Send {
         src: &mut dyn Read,
         src_path: &str,
     ) -> Result<Uploaded, TransferError>;
+    /// Step 1 for many files at once, one result per file in order: on SFTP every file's
+    /// requests are in flight together (`sftp_proto::put`). After a destination-wide
+    /// error the files not yet done fail with a connection fault too.
+    fn upload_many(&mut self, puts: &mut [Put<'_>]) -> Vec<Result<Uploaded, TransferError>>;
     /// Step 2: rename `temp_path` to the job's final name; never over an existing name
     /// (on a server that probes as such).
     fn rename(&mut self, job: &Job, temp_path: &str) -> Result<(), TransferError>;
+    /// Step 2 for many `(job, temp_path)` at once; one result each, in order.
+    fn rename_many(&mut self, moves: &[(Job<'_>, &str)]) -> Vec<Result<(), TransferError>>;
     /// What the final name and `temp_path` hold, in that order (see `recover_sent`).
     fn look(&mut self, job: &Job, temp_path: &str) -> Result<(Seen, Seen), TransferError>;
     /// What the final name holds.
@@ -219,10 +242,25 @@ impl<R: Remote + Send> Connection for R {
         upload(self, job, temp_name, src, src_path)
     }
 
+    fn upload_many(&mut self, puts: &mut [Put<'_>]) -> Vec<Result<Uploaded, TransferError>> {
+        Remote::upload_many(self, puts)
+    }
+
     fn rename(&mut self, job: &Job, temp_path: &str) -> Result<(), TransferError> {
         let final_path = join(self.inbox(), job.name);
         debug_assert_ne!(final_path, temp_path);
         Remote::rename(self, temp_path, &final_path).map_err(TransferError::Remote)
+    }
+
+    fn rename_many(&mut self, moves: &[(Job<'_>, &str)]) -> Vec<Result<(), TransferError>> {
+        let moves: Vec<(String, String)> = moves
+            .iter()
+            .map(|(job, temp)| (temp.to_string(), join(self.inbox(), job.name)))
+            .collect();
+        Remote::rename_many(self, &moves)
+            .into_iter()
+            .map(|r| r.map_err(TransferError::Remote))
+            .collect()
     }
 
     fn look(&mut self, job: &Job, temp_path: &str) -> Result<(Seen, Seen), TransferError> {

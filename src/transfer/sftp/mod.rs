@@ -2,8 +2,10 @@
 //! and the host key, always checked against known_hosts with the port; SFTP itself is
 //! our own layer (`sftp_proto::client`) on the session's `sftp` subsystem channel, with
 //! many requests in flight. Every blocking wait is bounded by the session timeout.
-//! `remote`: the connection's `Remote` primitives as SFTP requests.
+//! `remote`: the connection's `Remote` primitives as SFTP requests; `batch`: steps 1
+//! and 2 for many files at once, their requests in flight together.
 
+mod batch;
 mod remote;
 
 use super::sftp_proto::client::Client;

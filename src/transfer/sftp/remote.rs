@@ -22,11 +22,11 @@ pub(super) struct SftpConn {
     inbox: String,
     temp_suffix: String,
     /// Learnt by trying: `None` until the first fsync.
-    fsync: Option<bool>,
+    pub(super) fsync: Option<bool>,
 }
 
 /// The fault a STATUS stands for, as `op` on `path`.
-fn status_fault(op: &'static str, path: &str, s: &Status) -> RemoteError {
+pub(super) fn status_fault(op: &'static str, path: &str, s: &Status) -> RemoteError {
     let fault = match s.code {
         StatusCode::NoSuchFile | StatusCode::Other(10) => Fault::NotFound,
         StatusCode::PermissionDenied => Fault::PermissionDenied,
@@ -49,7 +49,7 @@ fn status_fault(op: &'static str, path: &str, s: &Status) -> RemoteError {
 
 /// Any client error leaves the session unusable (a timeout, a reset, a packet that
 /// makes no sense): the destination, not the file.
-fn client_fault(op: &'static str, path: &str, e: &ClientError) -> RemoteError {
+pub(super) fn client_fault(op: &'static str, path: &str, e: &ClientError) -> RemoteError {
     RemoteError {
         op,
         path: path.to_string(),
@@ -104,7 +104,7 @@ impl SftpConn {
         }
     }
 
-    fn client(&self) -> MutexGuard<'_, Client<Channel>> {
+    pub(super) fn client(&self) -> MutexGuard<'_, Client<Channel>> {
         self.client
             .as_ref()
             .expect("present until drop")
@@ -266,6 +266,17 @@ impl Remote for SftpConn {
             )),
             r => Err(unexpected("open", path, &r)),
         }
+    }
+
+    fn upload_many(
+        &mut self,
+        puts: &mut [crate::transfer::Put<'_>],
+    ) -> Vec<Result<crate::transfer::Uploaded, crate::transfer::TransferError>> {
+        super::batch::upload_many(self, puts)
+    }
+
+    fn rename_many(&mut self, moves: &[(String, String)]) -> Vec<Result<(), RemoteError>> {
+        super::batch::rename_many(self, moves)
     }
 
     fn rename(&mut self, from: &str, to: &str) -> Result<(), RemoteError> {

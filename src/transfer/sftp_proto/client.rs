@@ -13,7 +13,9 @@
 //! [`MAX_REQUESTS`] outstanding): before a request that would go over, the client
 //! writes out what it holds and reads replies until there is room. Replies to a WRITE
 //! are a few bytes each, and the DATA of the READs in flight fit libssh2's receive
-//! window (2 MiB), so nothing the server sends is ever left waiting on us for long.
+//! window (2 MiB), so nothing the server sends is ever left waiting on us for long:
+//! [`MAX_REQUESTS`] STATUS replies are ~32 KiB, and with [`READ_WINDOW`] of DATA they
+//! stay well under that window.
 //!
 //! **Failures.** A channel error (the session timeout, a reset), the channel closing,
 //! or a packet the matcher refuses makes the client *broken*: every later call fails
@@ -38,8 +40,9 @@ pub const WRITE_WINDOW: u64 = 64 * 32 * 1024;
 /// READ lengths in flight: half of libssh2's 2 MiB receive window, so every DATA they
 /// bring back fits it while we are busy writing.
 pub const READ_WINDOW: u64 = 32 * 32 * 1024;
-/// Requests in flight, whatever their size.
-pub const MAX_REQUESTS: usize = 64;
+/// Requests in flight, whatever their size. A batch of small files (`put`) has five
+/// or so per file in flight: OPEN, WRITE, FSYNC, READ, CLOSE.
+pub const MAX_REQUESTS: usize = 1024;
 /// Reads the channel in pieces of this size.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -94,6 +97,7 @@ pub struct Client<C> {
     /// CLOSE sent from a drop): dropped as they come.
     discard: HashSet<u32>,
     version: ServerVersion,
+    max_handles: Option<u64>,
     broken: Option<String>,
 }
 
@@ -113,6 +117,7 @@ impl<C: Read + Write> Client<C> {
                 version: 0,
                 extensions: Vec::new(),
             },
+            max_handles: None,
             broken: None,
         };
         encode_init(&mut c.out);
@@ -128,6 +133,7 @@ impl<C: Read + Write> Client<C> {
             if let Response::Limits(l) = c.call(&Request::Limits)? {
                 // Nothing is outstanding now: a fresh matcher loses nothing.
                 c.matcher = Matcher::new(Bounds::from_limits(&l));
+                c.max_handles = (l.max_open_handles > 0).then_some(l.max_open_handles);
             }
         }
         Ok(c)
@@ -154,6 +160,18 @@ impl<C: Read + Write> Client<C> {
             Ok(id) => Ok(id),
             Err(e) => self.fail(e.into()),
         }
+    }
+
+    /// Reads the channel once and files every whole reply that came; at least one
+    /// request must be in flight.
+    pub fn wait_any(&mut self) -> Result<(), ClientError> {
+        self.pump()
+    }
+
+    /// The most handles the server lets one session hold open (`limits@openssh.com`),
+    /// `None` when it did not say.
+    pub fn max_handles(&self) -> Option<u64> {
+        self.max_handles
     }
 
     /// One request, one reply.

@@ -15,28 +15,43 @@ use super::wire::fxp;
 use super::{Attrs, Response};
 
 #[derive(Default)]
-struct Fake {
-    files: HashMap<Vec<u8>, Vec<u8>>,
-    handles: HashMap<Vec<u8>, Vec<u8>>,
-    input: Vec<u8>,
+pub(super) struct Fake {
+    pub(super) files: HashMap<Vec<u8>, Vec<u8>>,
+    pub(super) handles: HashMap<Vec<u8>, Vec<u8>>,
+    pub(super) input: Vec<u8>,
     /// Answers not yet read, each with the WRITE and READ bytes its request held in
     /// flight.
-    ready: VecDeque<(Vec<u8>, u64, u64)>,
+    pub(super) ready: VecDeque<(Vec<u8>, u64, u64)>,
     /// Bytes of the front answer already read.
-    front_read: usize,
+    pub(super) front_read: usize,
     /// READs answer at most this much.
-    short: Option<usize>,
+    pub(super) short: Option<usize>,
     /// Each batch of answers comes back in reverse order.
-    reverse: bool,
+    pub(super) reverse: bool,
     /// WRITEs at or past this offset fail with FAILURE.
-    fail_write_at: Option<u64>,
+    pub(super) fail_write_at: Option<u64>,
     /// After this many requests, nothing more is answered.
-    stall_after: Option<usize>,
-    fsync: bool,
-    requests: usize,
-    reads: usize,
-    max_write_in_flight: u64,
-    max_read_in_flight: u64,
+    pub(super) stall_after: Option<usize>,
+    pub(super) fsync: bool,
+    pub(super) requests: usize,
+    pub(super) reads: usize,
+    pub(super) max_write_in_flight: u64,
+    pub(super) max_read_in_flight: u64,
+    /// WRITEs to this path fail with FAILURE.
+    pub(super) fail_write_path: Option<Vec<u8>>,
+    /// OPENs of this path are refused with PERMISSION_DENIED.
+    pub(super) refuse_open: Option<Vec<u8>>,
+    /// fsync@openssh.com is answered with this status instead of OK.
+    pub(super) fsync_status: Option<StatusCode>,
+    /// READ answers have their first byte flipped.
+    pub(super) corrupt_reads: bool,
+    /// Round trips: `Some` holds every answer back until the client waits with
+    /// nothing left to read, then hands all of them over at once and counts one.
+    pub(super) rounds: Option<usize>,
+    /// Answers written meanwhile, in `rounds` mode.
+    pub(super) held: Vec<(Vec<u8>, u64, u64)>,
+    /// Requests by kind, in the order they came.
+    pub(super) kinds: Vec<u8>,
 }
 
 fn take_u32(b: &mut &[u8]) -> u32 {
@@ -74,12 +89,16 @@ impl Fake {
         if self.stall_after.is_some_and(|n| self.requests > n) {
             return None;
         }
+        self.kinds.push(kind);
         let id = take_u32(&mut b);
         let ok = || status(StatusCode::Ok);
         let (body, w, r) = match kind {
             fxp::OPEN => {
                 let path = take_str(&mut b);
                 let flags = take_u32(&mut b);
+                if self.refuse_open.as_ref() == Some(&path) {
+                    return Some((self.frame(id, status(StatusCode::PermissionDenied)), 0, 0));
+                }
                 let h = format!("h{}", self.handles.len()).into_bytes();
                 if flags & OpenFlags::TRUNC.0 != 0 {
                     self.files.insert(path.clone(), Vec::new());
@@ -95,7 +114,9 @@ impl Fake {
                 let off = take_u64(&mut b);
                 let data = take_str(&mut b);
                 let n = data.len() as u64;
-                if self.fail_write_at.is_some_and(|at| off >= at) {
+                if self.fail_write_at.is_some_and(|at| off >= at)
+                    || self.fail_write_path.as_ref() == Some(&self.handles[&h])
+                {
                     (status(StatusCode::Failure), n, 0)
                 } else {
                     let f = self.files.get_mut(&self.handles[&h]).unwrap();
@@ -117,11 +138,21 @@ impl Fake {
                 if off >= f.len() {
                     (status(StatusCode::Eof), 0, len as u64)
                 } else {
-                    let d = f[off..f.len().min(off + len)].to_vec();
+                    let mut d = f[off..f.len().min(off + len)].to_vec();
+                    if self.corrupt_reads {
+                        d[0] ^= 0xff;
+                    }
                     (ReplyBody::Data(d), 0, len as u64)
                 }
             }
             fxp::CLOSE => (ok(), 0, 0),
+            fxp::REMOVE => {
+                let path = take_str(&mut b);
+                match self.files.remove(&path) {
+                    Some(_) => (ok(), 0, 0),
+                    None => (status(StatusCode::NoSuchFile), 0, 0),
+                }
+            }
             fxp::EXTENDED => match take_str(&mut b).as_slice() {
                 b"limits@openssh.com" => {
                     let l = Limits {
@@ -132,6 +163,7 @@ impl Fake {
                     };
                     (ReplyBody::ExtendedReply(limits_data(&l)), 0, 0)
                 }
+                b"fsync@openssh.com" => (status(self.fsync_status.unwrap_or(StatusCode::Ok)), 0, 0),
                 _ => (ok(), 0, 0),
             },
             _ => (status(StatusCode::OpUnsupported), 0, 0),
@@ -146,7 +178,7 @@ impl Fake {
 
 /// The channel side of the fake: `Arc` so a test can look at the server afterwards.
 #[derive(Clone, Default)]
-struct Chan(Arc<Mutex<Fake>>);
+pub(super) struct Chan(pub(super) Arc<Mutex<Fake>>);
 
 impl Write for Chan {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -169,9 +201,17 @@ impl Write for Chan {
         if f.reverse {
             batch.reverse();
         }
-        f.ready.extend(batch);
+        if f.rounds.is_some() {
+            f.held.extend(batch);
+        } else {
+            f.ready.extend(batch);
+        }
         // What the client holds in flight: every request answered but not yet read.
-        let (w, r) = f.ready.iter().fold((0, 0), |(w, r), a| (w + a.1, r + a.2));
+        let (w, r) = f
+            .ready
+            .iter()
+            .chain(&f.held)
+            .fold((0, 0), |(w, r), a| (w + a.1, r + a.2));
         f.max_write_in_flight = f.max_write_in_flight.max(w);
         f.max_read_in_flight = f.max_read_in_flight.max(r);
         Ok(buf.len())
@@ -185,6 +225,12 @@ impl Write for Chan {
 impl Read for Chan {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut f = self.0.lock().unwrap();
+        if f.ready.is_empty() && !f.held.is_empty() {
+            // The client waits: everything it sent comes back after one round trip.
+            let held = std::mem::take(&mut f.held);
+            f.ready.extend(held);
+            *f.rounds.as_mut().expect("held only in rounds mode") += 1;
+        }
         let Some((front, _, _)) = f.ready.front() else {
             return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
         };
@@ -201,7 +247,7 @@ impl Read for Chan {
     }
 }
 
-fn start(fake: Fake) -> (Chan, Arc<Mutex<Client<Chan>>>) {
+pub(super) fn start(fake: Fake) -> (Chan, Arc<Mutex<Client<Chan>>>) {
     let chan = Chan(Arc::new(Mutex::new(fake)));
     let client = Client::start(chan.clone()).expect("handshake");
     (chan, Arc::new(Mutex::new(client)))
@@ -223,7 +269,7 @@ fn create(client: &Arc<Mutex<Client<Chan>>>, path: &str) -> File<Chan> {
     File::new(client.clone(), h, true)
 }
 
-fn body(n: usize) -> Vec<u8> {
+pub(super) fn body(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
 }
 

@@ -7,7 +7,10 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::client::{Client, ClientError, MAX_REQUESTS, READ_WINDOW, WRITE_WINDOW};
+use super::client::{Client, ClientError, READ_WINDOW, WRITE_WINDOW};
+
+/// READs sent ahead for a file of unknown size, at most (as OpenSSH's client).
+const MAX_AHEAD: usize = 64;
 use super::matcher::Response;
 use super::reply::{Status, StatusCode};
 use super::request::Request;
@@ -318,7 +321,7 @@ impl<C: Read + Write> File<C> {
                         })?;
                         self.reads
                             .push_front((rest, offset + u64::from(n), len - n));
-                    } else if self.ahead < MAX_REQUESTS {
+                    } else if self.ahead < MAX_AHEAD {
                         self.ahead *= 2;
                     }
                     self.rbuf = d;

@@ -25,12 +25,14 @@
 //! - `frame`: the byte stream cut into packets, under a length bound.
 //! - `matcher`: ids, outstanding requests, which reply fits which request.
 //! - `client`: the handshake, the channel loop and its windows. `file`: open files.
+//! - `put`: many files at once, each written, fsynced, read back and closed in one go.
 
 mod attrs;
 pub mod client;
 pub mod file;
 mod frame;
 mod matcher;
+pub mod put;
 mod reply;
 mod request;
 mod wire;
@@ -41,6 +43,8 @@ mod client_tests;
 mod frame_tests;
 #[cfg(test)]
 mod matcher_tests;
+#[cfg(test)]
+mod put_tests;
 #[cfg(test)]
 mod reply_tests;
 #[cfg(test)]
