@@ -85,6 +85,9 @@ pub struct DestinationSettings {
     pub identity: PathBuf,
     pub known_hosts: PathBuf,
     pub connections: usize,
+    /// Files a connection has in flight at once (their requests interleaved): what
+    /// makes a WAN's round trips cost per batch rather than per file.
+    pub window: usize,
     pub timeout: Duration,
     pub temp_suffix: String,
     /// Deliver to a server whose rename replaces an existing name, with a stat of the

@@ -76,6 +76,7 @@ struct RawDestination {
     identity: Option<PathBuf>,
     known_hosts: Option<PathBuf>,
     connections: Option<usize>,
+    window: Option<usize>,
     timeout: Option<String>,
     temp_suffix: Option<String>,
     overwriting_rename: Option<String>,
@@ -245,6 +246,13 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
             format!("{connections} is out of range 1..=32"),
         ));
     }
+    let window = dest.window.unwrap_or(64);
+    if !(1..=1024).contains(&window) {
+        return Err(invalid(
+            "destination.window",
+            format!("{window} is out of range 1..=1024"),
+        ));
+    }
     let timeout = duration("destination.timeout", dest.timeout, "30s")?;
     let temp_suffix = dest.temp_suffix.unwrap_or_else(|| ".part".into());
     // An empty suffix would make the temp name the final name: the rename onto itself
@@ -317,6 +325,7 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
             identity,
             known_hosts,
             connections,
+            window,
             timeout,
             temp_suffix,
             check_then_rename,
@@ -386,6 +395,7 @@ mod tests {
         assert_eq!(s.source.settle, Duration::from_secs(2));
         assert_eq!(s.source.quarantine_after, Duration::from_secs(600));
         assert_eq!(s.destination.connections, 2);
+        assert_eq!(s.destination.window, 64);
         assert_eq!(s.destination.temp_suffix, ".part");
         assert_eq!(
             (s.retry.initial, s.retry.max),
@@ -420,6 +430,7 @@ mod tests {
             ("[destination]\nurl = \"sftp://u@h:99999/in\"", "is not a port number"),
             ("[destination]\nurl = \"file:///x\"\ntemp_suffix = \"\"", "[destination.temp_suffix]"),
             ("[destination]\nurl = \"file:///x\"\nconnections = 0", "[destination.connections]: 0 is out of range"),
+            ("[destination]\nurl = \"file:///x\"\nwindow = 0", "[destination.window]: 0 is out of range"),
             ("[retry]\nmax = \"1s\"\ninitial = \"1m\"\n[destination]\nurl = \"file:///x\"", "[retry.max]"),
             ("[source]\noutbox = \"/s/o\"\narchive = \"/s/o/a\"\n[destination]\nurl = \"file:///x\"", "[source.archive]"),
             ("[source]\nbogus = 1\n[destination]\nurl = \"file:///x\"", "unknown field `bogus`"),

@@ -20,9 +20,11 @@
 //! Step 5 runs apart from the workers so that a flush and the folder fsyncs are paid
 //! once per batch rather than once per file, and no upload waits for them.
 //!
-//! Where each part lives: steps 1–4 in `deliver`, a worker's connection and the temp
-//! names claimed on it in `slot`, what an error does to an entry in `failure`; step 5
-//! and the dispatch by state ([`process`]) here.
+//! Where each part lives: steps 1–4 in `deliver`, and for a worker's batch of files on
+//! one connection (their requests in flight together, one flush for their `sent`
+//! records) in `batch`; a worker's connection and the temp names claimed on it in
+//! `slot`, what an error does to an entry in `failure`; step 5 and the dispatch by
+//! state ([`process`]) here.
 
 use crate::archive;
 use crate::config::Settings;
@@ -33,10 +35,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tracing::{error, info, warn};
 
+mod batch;
 mod deliver;
 mod failure;
 mod slot;
 
+pub use batch::process_batch;
 use deliver::{resolve_sent, upload_step};
 pub use slot::{Inflight, Slot};
 

@@ -116,6 +116,14 @@ impl Queue {
         }
     }
 
+    /// Up to `max` ids that are ready now, never waiting: the rest of a worker's batch
+    /// after [`Queue::pop`] gave it the first.
+    pub(super) fn pop_ready(&self, max: usize) -> Vec<u64> {
+        let mut st = self.inner.lock().unwrap();
+        let n = max.min(st.ready.len());
+        st.ready.drain(..n).collect()
+    }
+
     pub(super) fn depth(&self) -> usize {
         self.inner.lock().unwrap().queued.len()
     }
@@ -142,5 +150,24 @@ mod tests {
         assert_eq!(q.depth(), 0);
         q.close();
         assert_eq!(pop().await, Ok(None));
+    }
+
+    #[tokio::test]
+    async fn pop_ready_takes_what_is_ready_in_order_and_never_waits() {
+        let q = Queue::new();
+        assert!(
+            q.pop_ready(8).is_empty(),
+            "an empty queue gives nothing at once"
+        );
+        for id in 1..=5 {
+            q.push(id);
+        }
+        assert_eq!(q.pop_ready(3), vec![1, 2, 3]);
+        assert_eq!(q.pop_ready(8), vec![4, 5]);
+        assert_eq!(q.depth(), 5, "still queued until done");
+        for id in 1..=5 {
+            q.done(id);
+        }
+        assert_eq!(q.depth(), 0);
     }
 }

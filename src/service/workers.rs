@@ -23,6 +23,7 @@ pub(super) fn worker(
     rt: tokio::runtime::Handle,
 ) {
     let ctx = shared.ctx.clone();
+    let window = ctx.settings.destination.window.max(1);
     let mut slot = Slot::default();
     let mut last_used = Instant::now();
     // In the service, worker 0 cleans the inbox at once, so a crash's temp files do not
@@ -55,7 +56,7 @@ pub(super) fn worker(
                 Ok(shared.queue.pop(&shared.cancel).await)
             }
         });
-        let id = match popped {
+        let first = match popped {
             Ok(Some(id)) => id,
             Ok(None) => break,
             Err(_idle) => {
@@ -70,6 +71,10 @@ pub(super) fn worker(
                 continue;
             }
         };
+        // The rest of the batch: whatever else is ready now, never a wait for more (a
+        // lone order goes at once). The other workers take their own share.
+        let mut ids = vec![first];
+        ids.extend(shared.queue.pop_ready(window - 1));
         let Some(epoch) = rt.block_on(shared.gate.wait_open(&shared.cancel)) else {
             break;
         };
@@ -80,55 +85,77 @@ pub(super) fn worker(
         }
 
         if let Err(e) = clean_once(&shared, &mut slot) {
-            if destination_down(&shared, epoch, e) {
-                shared.queue.requeue(id);
-            } else {
-                shared.queue.done(id);
-            }
-            continue;
-        }
-
-        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pipeline::process(&ctx, &mut slot, id)
-        }));
-        last_used = Instant::now();
-        let step = match step {
-            Ok(step) => step,
-            Err(_) => {
-                error!(worker = n, id, "worker step panicked");
-                slot = Slot::default();
-                // Not dropped: the entry is still live in the journal, and only the
-                // queue brings it back before the next restart.
-                settle(&shared, id, pipeline::retry_later(&shared.ctx));
-                continue;
-            }
-        };
-        match step {
-            Ok(Step::DestinationDown(e)) => {
-                if destination_down(&shared, epoch, e) {
+            let wait = destination_down(&shared, epoch, e);
+            // Back to the front in their order.
+            for &id in ids.iter().rev() {
+                if wait {
                     shared.queue.requeue(id);
                 } else {
                     shared.queue.done(id);
                 }
             }
-            Ok(step) => {
-                if slot.is_connected() && matches!(step, Step::Done | Step::Verified(_)) {
-                    destination_up(&shared);
+            continue;
+        }
+
+        let steps = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pipeline::process_batch(&ctx, &mut slot, &ids)
+        }));
+        last_used = Instant::now();
+        let steps = match steps {
+            Ok(Ok(steps)) => steps,
+            Ok(Err(e)) => {
+                for &id in &ids {
+                    shared.queue.done(id);
                 }
-                if let Step::Verified(sent_as) = step {
-                    // Still queued until the archiver is done with it, so nothing
-                    // else picks the entry up meanwhile.
-                    if archive.send((id, sent_as)).is_err() {
+                shared.fatal(e);
+                continue;
+            }
+            Err(_) => {
+                error!(worker = n, ids = ids.len(), "worker step panicked");
+                slot = Slot::default();
+                // Not dropped: the entries are still live in the journal, and only the
+                // queue brings them back before the next restart.
+                for &id in &ids {
+                    settle(&shared, id, pipeline::retry_later(&shared.ctx));
+                }
+                continue;
+            }
+        };
+        debug_assert_eq!(steps.len(), ids.len(), "one step per entry");
+        let mut wait_again = Vec::new();
+        // One report per batch: the first error is the destination's; the others
+        // say the same thing again.
+        let mut down: Option<bool> = None;
+        for (id, step) in steps {
+            match step {
+                Step::DestinationDown(e) => {
+                    let wait = *down.get_or_insert_with(|| destination_down(&shared, epoch, e));
+                    if wait {
+                        wait_again.push(id);
+                    } else {
                         shared.queue.done(id);
                     }
-                } else {
-                    settle(&shared, id, step);
+                }
+                step => {
+                    if slot.is_connected() && matches!(step, Step::Done | Step::Verified(_)) {
+                        destination_up(&shared);
+                    }
+                    if let Step::Verified(sent_as) = step {
+                        // Still queued until the archiver is done with it, so nothing
+                        // else picks the entry up meanwhile.
+                        if archive.send((id, sent_as)).is_err() {
+                            shared.queue.done(id);
+                        }
+                    } else {
+                        settle(&shared, id, step);
+                    }
                 }
             }
-            Err(e) => {
-                shared.queue.done(id);
-                shared.fatal(e);
-            }
+        }
+        // Back to the front in the order they were taken: they keep their turn.
+        wait_again.sort_by_key(|id| ids.iter().position(|i| i == id));
+        for id in wait_again.into_iter().rev() {
+            shared.queue.requeue(id);
         }
     }
 }

@@ -1,0 +1,325 @@
+//! Steps 1–4 for a worker's batch of entries on its one connection: every `pending`
+//! file uploaded and read back together ([`Connection::upload_many`]), their `sent`
+//! records made durable with **one** flush, then every rename sent together. The
+//! order of effects of the parent module holds for each file: no rename leaves before
+//! the flush that makes its `sent` durable, and any doubt goes to `resolve_sent`.
+//!
+//! [`Connection::upload_many`]: crate::transfer::Connection::upload_many
+
+use crate::archive;
+use crate::transfer::{self, Put, Scope, TransferError, Uploaded};
+use plutus_state::{Event, JournalError, Record, State};
+use std::fs::File;
+use std::io::{Read, Take};
+use std::time::Instant;
+use tracing::info;
+
+use super::deliver::{rename_step, resolve_sent, verified};
+use super::failure::handle_error;
+use super::{fail_now, file_span, job_of, ms, process, Ctx, Slot, Step};
+
+/// Advance every entry of `ids` as far as it goes now; one step per entry, in no
+/// particular order. `pending` entries share their round trips; the others go one by
+/// one as [`process`] takes them. A journal error ends the batch (and the service).
+pub fn process_batch(
+    ctx: &Ctx,
+    slot: &mut Slot,
+    ids: &[u64],
+) -> Result<Vec<(u64, Step)>, JournalError> {
+    let mut steps = Vec::with_capacity(ids.len());
+    let mut pending = Vec::new();
+    for &id in ids {
+        match ctx.journal.get(id)? {
+            Some(rec) if rec.state() == State::Pending => pending.push(rec),
+            Some(_) => {
+                // A destination that went down for one entry is down for the rest:
+                // they keep their state without a connection attempt each.
+                let step = match down_cause(&steps) {
+                    Some(cause) => Step::DestinationDown(cause),
+                    None => process(ctx, slot, id)?,
+                };
+                steps.push((id, step));
+            }
+            None => steps.push((id, Step::Done)),
+        }
+    }
+    if !pending.is_empty() {
+        match down_cause(&steps) {
+            Some(cause) => steps.extend(all_down(pending, cause)),
+            None => upload_batch(ctx, slot, pending, &mut steps)?,
+        }
+    }
+    Ok(steps)
+}
+
+/// A stand-in for the error that stopped the destination earlier in the batch.
+fn down_cause(steps: &[(u64, Step)]) -> Option<TransferError> {
+    steps.iter().find_map(|(_, s)| match s {
+        Step::DestinationDown(e) => Some(not_tried(&e.to_string())),
+        _ => None,
+    })
+}
+
+fn not_tried(cause: &str) -> TransferError {
+    TransferError::Remote(transfer::RemoteError {
+        op: "create",
+        path: String::new(),
+        fault: transfer::Fault::Connection,
+        message: format!("not tried: the destination failed earlier in the batch ({cause})"),
+    })
+}
+
+/// Every entry of `recs` waits for the destination: the first with `e` itself (the
+/// worker reports the first error it sees), the rest with a stand-in.
+fn all_down(recs: Vec<Record>, e: TransferError) -> Vec<(u64, Step)> {
+    let cause = e.to_string();
+    let mut e = Some(e);
+    recs.into_iter()
+        .map(|r| {
+            let err = e.take().unwrap_or_else(|| not_tried(&cause));
+            (r.id, Step::DestinationDown(err))
+        })
+        .collect()
+}
+
+/// A `pending` entry whose local file is open and ready to send.
+struct Ready {
+    rec: Record,
+    file: Take<File>,
+    src: String,
+    /// What the bytes we send come from; checked again before the archive move.
+    sent_as: Option<archive::LocalId>,
+    temp: String,
+}
+
+/// Step 1 for every entry, `sent` durable for each that passed, then step 2.
+fn upload_batch(
+    ctx: &Ctx,
+    slot: &mut Slot,
+    recs: Vec<Record>,
+    steps: &mut Vec<(u64, Step)>,
+) -> Result<(), JournalError> {
+    let s = &ctx.settings;
+    // Errors that need the slot (a probe, a drop) wait until the connection has done
+    // the batch's work.
+    let mut errors: Vec<(Record, TransferError, Option<u64>)> = Vec::new();
+    let mut ready = Vec::with_capacity(recs.len());
+    for rec in recs {
+        let span = file_span(&rec);
+        let _g = span.enter();
+        let src_path = s.source.outbox.join(&rec.name);
+        let src = src_path.display().to_string();
+        match crate::untrusted::open_regular(&src_path) {
+            Ok(crate::untrusted::Opened::File(file, _)) => {
+                let sent_as = file.metadata().ok().map(|m| archive::LocalId::of(&m));
+                // Never more than one byte past the size taken at intake: a file that
+                // grew (or a device) is a changed source, not an endless upload.
+                let file = file.take(rec.size + 1);
+                let temp = transfer::temp_name(&rec.name, rec.id, &s.destination.temp_suffix);
+                ready.push(Ready {
+                    rec,
+                    file,
+                    src,
+                    sent_as,
+                    temp,
+                });
+            }
+            // Regular at intake, something else now: never followed, never sent.
+            Ok(crate::untrusted::Opened::Refused(why)) => {
+                let step = fail_now(
+                    ctx,
+                    &rec,
+                    format!(
+                        "{src}: is now {why}, not the regular file taken at intake; nothing sent"
+                    ),
+                )?;
+                steps.push((rec.id, step));
+            }
+            Ok(crate::untrusted::Opened::Gone) => {
+                let step = fail_now(
+                    ctx,
+                    &rec,
+                    format!(
+                        "{src}: the local file disappeared from the outbox before it was verified"
+                    ),
+                )?;
+                steps.push((rec.id, step));
+            }
+            Err(source) => errors.push((rec, TransferError::LocalRead { path: src, source }, None)),
+        }
+    }
+
+    let started = Instant::now();
+    let mut sent: Vec<(Record, Uploaded, Option<archive::LocalId>)> = Vec::new();
+    if !ready.is_empty() {
+        let conn = match slot.get(ctx) {
+            Ok(c) => c,
+            Err(e) => {
+                let recs = ready.into_iter().map(|r| r.rec).collect();
+                steps.extend(all_down(recs, e));
+                finish_errors(ctx, slot, errors, steps)?;
+                return Ok(());
+            }
+        };
+        // Claimed before the files are created, released once `sent` names them.
+        let claims: Vec<_> = ready.iter().map(|r| ctx.inflight.claim(&r.temp)).collect();
+        let results = {
+            let mut puts: Vec<Put<'_>> = ready
+                .iter_mut()
+                .map(|r| Put {
+                    job: job_of(&r.rec),
+                    temp_name: r.temp.clone(),
+                    src: &mut r.file,
+                    src_path: &r.src,
+                })
+                .collect();
+            conn.upload_many(&mut puts)
+        };
+        for (r, result) in ready.into_iter().zip(results) {
+            match result {
+                Ok(up) => {
+                    ctx.metrics.bytes_sent.inc_by(r.rec.size);
+                    let rec = ctx.journal.apply(
+                        r.rec.id,
+                        Event::Uploaded {
+                            remote_path: up.temp_path.clone(),
+                        },
+                    )?;
+                    sent.push((rec, up, r.sent_as));
+                }
+                Err(e) => errors.push((r.rec, e, Some(ms(started)))),
+            }
+        }
+        // The rule everything rests on: `sent` is durable before any rename leaves.
+        // One flush for the whole batch (and for other workers' batches meanwhile).
+        ctx.journal.flush()?;
+        drop(claims);
+        for (rec, up, _) in &sent {
+            let span = file_span(rec);
+            let _g = span.enter();
+            info!(state = %rec.state(), attempt = rec.attempts + 1, elapsed_ms = ms(started), "uploaded to {} and read back", up.temp_path);
+        }
+    }
+
+    let lost = errors
+        .iter()
+        .find(|(_, e, _)| e.scope() == Scope::Destination)
+        .map(|(_, e, _)| e.to_string());
+    match lost {
+        Some(cause) => {
+            // The errors first, so the worker reports the real one.
+            finish_errors(ctx, slot, errors, steps)?;
+            // Durably `sent`: the next attempt looks at the temp before anything else.
+            for (rec, _, _) in sent {
+                steps.push((rec.id, Step::DestinationDown(not_tried(&cause))));
+            }
+            Ok(())
+        }
+        None => {
+            rename_batch(ctx, slot, sent, started, steps)?;
+            finish_errors(ctx, slot, errors, steps)
+        }
+    }
+}
+
+/// Step 2 for every durably `sent` entry, the renames all in flight at once.
+fn rename_batch(
+    ctx: &Ctx,
+    slot: &mut Slot,
+    sent: Vec<(Record, Uploaded, Option<archive::LocalId>)>,
+    started: Instant,
+    steps: &mut Vec<(u64, Step)>,
+) -> Result<(), JournalError> {
+    let note = |up: &Uploaded| {
+        (!up.fsynced).then(|| "server has no fsync; verified by read-back".to_string())
+    };
+    if sent.is_empty() {
+        return Ok(());
+    }
+    if slot.rename_replaces() {
+        // Each rename after its own look at the final name (see `rename_step`).
+        for (rec, up, sent_as) in sent {
+            let id = rec.id;
+            let span = file_span(&rec);
+            let _g = span.enter();
+            let step = rename_step(ctx, slot, rec, started, note(&up), sent_as)?;
+            steps.push((id, step));
+        }
+        return Ok(());
+    }
+    let conn = match slot.get(ctx) {
+        Ok(c) => c,
+        Err(e) => {
+            let recs = sent.into_iter().map(|(r, _, _)| r).collect();
+            steps.extend(all_down(recs, e));
+            return Ok(());
+        }
+    };
+    let results = {
+        let moves: Vec<_> = sent
+            .iter()
+            .map(|(rec, up, _)| (job_of(rec), up.temp_path.as_str()))
+            .collect();
+        conn.rename_many(&moves)
+    };
+    let finals: Vec<String> = sent
+        .iter()
+        .map(|(r, _, _)| conn.final_path(&r.name))
+        .collect();
+    let mut doubts = Vec::new();
+    let mut lost = None;
+    for (((rec, up, sent_as), result), final_path) in sent.into_iter().zip(results).zip(finals) {
+        let span = file_span(&rec);
+        let _g = span.enter();
+        match result {
+            Ok(()) => {
+                ctx.metrics
+                    .transfer_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                let id = rec.id;
+                let step = verified(ctx, rec, final_path, note(&up), started, sent_as)?;
+                steps.push((id, step));
+            }
+            // The reply is lost, not necessarily the rename: the entry stays `sent`,
+            // and the next attempt looks before it does anything.
+            Err(e) if e.scope() == Scope::Destination => {
+                lost.get_or_insert_with(|| e.to_string());
+                steps.push((rec.id, Step::DestinationDown(e)));
+            }
+            // Refused (a name taken, a file held open on Windows): look, after the
+            // batch's answers are all in.
+            Err(e) => doubts.push((rec, sent_as, e)),
+        }
+    }
+    if let Some(cause) = lost {
+        slot.drop_conn();
+        for (rec, _, _) in doubts {
+            steps.push((rec.id, Step::DestinationDown(not_tried(&cause))));
+        }
+        return Ok(());
+    }
+    for (rec, sent_as, e) in doubts {
+        let id = rec.id;
+        let span = file_span(&rec);
+        let _g = span.enter();
+        let step = resolve_sent(ctx, slot, rec, started, sent_as, Some(e))?;
+        steps.push((id, step));
+    }
+    Ok(())
+}
+
+/// What each file's error does to its entry, once the batch is through.
+fn finish_errors(
+    ctx: &Ctx,
+    slot: &mut Slot,
+    errors: Vec<(Record, TransferError, Option<u64>)>,
+    steps: &mut Vec<(u64, Step)>,
+) -> Result<(), JournalError> {
+    for (rec, e, elapsed) in errors {
+        let span = file_span(&rec);
+        let _g = span.enter();
+        let step = handle_error(ctx, slot, &rec, e, elapsed)?;
+        steps.push((rec.id, step));
+    }
+    Ok(())
+}
