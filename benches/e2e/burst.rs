@@ -5,6 +5,7 @@ use crate::logstats::LogStats;
 use crate::report::Burst;
 use crate::results::ms;
 use crate::util::{fail, fill, journal_count, kib_mib, stop_clean, verify_archive, verify_dir};
+use crate::wan::Link;
 use plutus_state::State;
 use plutus_testkit::files::count_in;
 use plutus_testkit::process::secs;
@@ -21,17 +22,28 @@ use std::time::Duration;
 /// A burst not drained in this long fails the bench.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(900);
 
+/// A burst of `orders` through `link` with `conns` connections; `window`: the
+/// `[destination] window` (the default when `None`).
 pub fn burst_plutus(
     sshd: &Sshd,
+    link: &Link,
     orders: &[(String, Vec<u8>)],
     conns: usize,
+    window: Option<usize>,
     results: &Path,
     sfx: &str,
 ) -> Burst {
-    let name = format!("plutus-sync, connections={conns}");
+    let w = window.map_or(String::new(), |w| format!(", window={w}"));
+    let name = format!("plutus-sync, connections={conns}{w}{}", link.label());
     println!("\n{name}: burst of {} files", orders.len());
-    let remote = sshd.inbox().join(format!("burst-plutus-c{conns}"));
-    let sp = Spool::as_installed(sshd, &remote, conns);
+    let slug = format!(
+        "c{conns}{}{}",
+        window.map_or(String::new(), |w| format!("-w{w}")),
+        link.slug()
+    );
+    let remote = sshd.inbox().join(format!("burst-plutus-{slug}"));
+    let extra = window.map_or(String::new(), |w| format!("window = {w}"));
+    let sp = Spool::as_installed_via(sshd, &remote, conns, link.port, &extra);
     let outbox = sp.outbox();
     fill(&outbox, orders, true);
     let server = ServerCpu::new(sshd);
@@ -77,7 +89,7 @@ pub fn burst_plutus(
     let log = p.log_text();
     fs::copy(
         &p.log,
-        results.join(format!("e2e{sfx}-burst-c{conns}.service.log")),
+        results.join(format!("e2e{sfx}-burst-{slug}.service.log")),
     )
     .unwrap();
 
@@ -127,6 +139,8 @@ pub fn burst_plutus(
         cpu_pressure_pct: pressure,
         detail: json!({
             "connections": conns,
+            "window": window,
+            "rtt_ms": link.rtt_ms,
             "ready_ms": ready.map(ms),
             "first_archived_ms": first_gone.map(ms),
             "client_cpu_s_to_exit": secs(ru.ru_utime) + secs(ru.ru_stime),

@@ -100,6 +100,7 @@ impl Trickle {
             client_cpu_s: Some(client_cpu_s),
             cpu_pressure_pct: self.cpu_pressure_pct,
             note: note.into(),
+            rtt_ms: None,
         };
         print_latency(&l);
         l

@@ -49,7 +49,7 @@ pub fn latency_lsyncd(
     let conf = work.path().join("lsyncd.conf.lua");
     let rsh = format!(
         "/usr/bin/ssh {} -p {}",
-        ssh_options(sshd).join(" "),
+        ssh_options(sshd, sshd.known_hosts()).join(" "),
         sshd.port()
     );
     fs::write(

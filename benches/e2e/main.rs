@@ -4,7 +4,7 @@
 //! (1-10 KB, seeded, `plutus_testkit::orders::order`).
 //!
 //! Scenarios (`cargo bench --bench e2e`; a filter argument runs only some of them:
-//! `cargo bench --bench e2e -- burst peers latency scale`):
+//! `cargo bench --bench e2e -- burst peers latency wan scale`):
 //! - **burst**: 10,000 files already in the outbox (mtimes an hour old, so the start-up
 //!   sweep takes them at once) when `plutus-sync run` starts; wall time from spawn until
 //!   the outbox is empty, i.e. every file verified in the inbox and moved to the archive
@@ -22,6 +22,11 @@
 //!   (`common/trickle.rs`, shared with benches/latency.rs: one poller thread stats
 //!   every outstanding path), for plutus-sync (and 100 files/s for 10 s), lsyncd's default config
 //!   (`delay` 15 s) and lsyncd with `delay = 0`.
+//! - **wan**: the same sshd behind the testkit's delaying TCP relay at RTT 0 (the relay
+//!   alone), 20 and 50 ms: a 1,000-file burst with plutus-sync as installed
+//!   (connections 2, window 64), with `window = 1` and with 8 connections, next to
+//!   `rsync`, `scp` batch and `sftp -b` (the last two on a 200-file sample above 0 ms);
+//!   then 60 lone files at 2 files/s at 20 ms RTT (close -> final name).
 //! - **scale**: start-up time (spawn -> "ready:" log line) and RSS with 0, 100,000 and
 //!   1,000,000 archived entries in the journal (built through `plutus_state::Journal`,
 //!   within a 5-minute budget), then the 10 files/s trickle with the largest journal.
@@ -29,7 +34,8 @@
 //! Prints a table and writes `target/bench-results/e2e.json`, the latency CDF plot
 //! `latency.png` and each plutus-sync run's log beside them. Without `--bench` (as
 //! `cargo test --all-targets` runs it) it is a smoke run of a few seconds: a 300-file
-//! burst and a 10-file trickle, no peers, no scale; it writes `e2e-smoke.*`.
+//! burst, a 10-file trickle and a 60-file burst at 20 ms RTT, no peers, no scale; it
+//! writes `e2e-smoke.*`.
 //!
 //! The bench never fails on a figure; it fails only when a delivery is wrong or a run
 //! does not finish. Environment: `PLUTUS_E2E_FILES` (burst size), `PLUTUS_E2E_SCALE`
@@ -62,6 +68,7 @@ mod report;
 mod scale;
 mod tables;
 mod util;
+mod wan;
 
 use burst::burst_plutus;
 use latency::latency_plutus;
@@ -75,6 +82,7 @@ use report::Report;
 use results::target_dir;
 use scale::scale;
 use std::fs;
+use wan::{wan, Link, WanSizes};
 
 /// Connections of the latency and scale runs: the default of `[destination] connections`.
 const DEFAULT_CONNECTIONS: usize = 2;
@@ -92,7 +100,7 @@ fn main() {
         if full {
             filters.is_empty() || filters.contains(&p)
         } else {
-            p == "burst" || p == "latency"
+            p == "burst" || p == "latency" || p == "wan"
         }
     };
     let files = env_list("PLUTUS_E2E_FILES")
@@ -134,6 +142,7 @@ fn main() {
     // A run of only some parts, or of other sizes, must not overwrite the full results.
     let partial = !filters.is_empty()
         || std::env::var_os("PLUTUS_E2E_FILES").is_some()
+        || std::env::var_os("PLUTUS_E2E_WAN_FILES").is_some()
         || std::env::var_os("PLUTUS_E2E_SCALE").is_some();
     let sfx = match (full, partial) {
         (false, _) => "-smoke",
@@ -155,13 +164,13 @@ fn main() {
     if part("burst") {
         let conns: &[usize] = if full { &[2, 4, 8] } else { &[2] };
         for &c in conns {
-            let b = burst_plutus(&sshd, &orders, c, &dir, sfx);
+            let b = burst_plutus(&sshd, &Link::direct(&sshd), &orders, c, None, &dir, sfx);
             report.burst.push(b);
         }
     }
     if full && part("peers") {
         for peer in [Peer::ScpEach, Peer::ScpBatch, Peer::SftpBatch, Peer::Rsync] {
-            match burst_peer(&sshd, &orders, peer) {
+            match burst_peer(&sshd, &Link::direct(&sshd), &orders, peer, None) {
                 Ok(b) => report.burst.push(b),
                 Err(skip) => {
                     println!("  {}: SKIPPED: {skip}", peer.name());
@@ -195,6 +204,29 @@ fn main() {
                 }
             }
         }
+    }
+    if part("wan") {
+        let sizes = if full {
+            WanSizes {
+                rtts: vec![0, 20, 50],
+                files: env_list("PLUTUS_E2E_WAN_FILES")
+                    .first()
+                    .copied()
+                    .unwrap_or(1000),
+                slow_sample: 200,
+                trickle: 60,
+                full: true,
+            }
+        } else {
+            WanSizes {
+                rtts: vec![20],
+                files: 60,
+                slow_sample: 0,
+                trickle: 4,
+                full: false,
+            }
+        };
+        wan(&sshd, &orders, &sizes, &dir, sfx, &mut report);
     }
     if full && part("scale") {
         scale(&sshd, &scale_sizes, &dir, sfx, &mut report);

@@ -4,6 +4,7 @@
 use crate::burst::ServerCpu;
 use crate::report::Burst;
 use crate::util::{fill, kib_mib, verify_dir, which};
+use crate::wan::Link;
 use plutus_testkit::checks::tail;
 use plutus_testkit::files::count_in;
 use plutus_testkit::process::{secs, Proc};
@@ -62,7 +63,7 @@ impl Peer {
     }
 }
 
-pub fn ssh_options(sshd: &Sshd) -> Vec<String> {
+pub fn ssh_options(sshd: &Sshd, known_hosts: &Path) -> Vec<String> {
     [
         "-F",
         "/dev/null",
@@ -71,7 +72,7 @@ pub fn ssh_options(sshd: &Sshd) -> Vec<String> {
         "-o",
         "IdentitiesOnly=yes",
         "-o",
-        &format!("UserKnownHostsFile={}", sshd.known_hosts().display()),
+        &format!("UserKnownHostsFile={}", known_hosts.display()),
         "-o",
         "StrictHostKeyChecking=yes",
         "-o",
@@ -88,7 +89,15 @@ pub fn remote_spec(sshd: &Sshd, dir: &Path) -> String {
     format!("{}@127.0.0.1:{}/", sshd.user(), dir.display())
 }
 
-pub fn burst_peer(sshd: &Sshd, orders: &[(String, Vec<u8>)], peer: Peer) -> Result<Burst, String> {
+/// `peer`'s burst of `orders` through `link`; `sample`: only the first this many files
+/// (the figure stands for all of them).
+pub fn burst_peer(
+    sshd: &Sshd,
+    link: &Link,
+    orders: &[(String, Vec<u8>)],
+    peer: Peer,
+    sample: Option<usize>,
+) -> Result<Burst, String> {
     let (bin, package) = peer.binary();
     let Some(bin_path) = which(bin) else {
         return Err(format!(
@@ -98,24 +107,32 @@ pub fn burst_peer(sshd: &Sshd, orders: &[(String, Vec<u8>)], peer: Peer) -> Resu
     if matches!(peer, Peer::Rsync) && which("ssh").is_none() {
         return Err("`ssh` not found (Debian package openssh-client not installed)".into());
     }
-    println!("\n{}: burst of {} files", peer.name(), orders.len());
+    println!(
+        "\n{}{}: burst of {} files",
+        peer.name(),
+        link.label(),
+        orders.len()
+    );
     let work = tempfile::Builder::new()
         .prefix("plutus-e2e-peer-")
         .tempdir()
         .unwrap();
     let src = work.path().join("src");
     fs::create_dir_all(&src).unwrap();
-    let sample = match peer {
-        Peer::ScpEach => &orders[..orders.len().min(SCP_EACH_SAMPLE)],
+    let sample = match (peer, sample) {
+        (_, Some(n)) => &orders[..orders.len().min(n)],
+        (Peer::ScpEach, None) => &orders[..orders.len().min(SCP_EACH_SAMPLE)],
         _ => orders,
     };
     fill(&src, sample, true);
-    let remote = sshd.inbox().join(format!("burst-{}", peer.slug()));
+    let remote = sshd
+        .inbox()
+        .join(format!("burst-{}{}", peer.slug(), link.slug()));
     fs::create_dir_all(&remote).unwrap();
     let errlog = work.path().join("stderr.log");
     let rss_file = work.path().join("rss");
-    let port = sshd.port().to_string();
-    let opts = ssh_options(sshd);
+    let port = link.port.to_string();
+    let opts = ssh_options(sshd, &link.known_hosts);
     let target = remote_spec(sshd, &remote);
     let err = || {
         fs::File::options()
@@ -198,7 +215,7 @@ pub fn burst_peer(sshd: &Sshd, orders: &[(String, Vec<u8>)], peer: Peer) -> Resu
     verify_dir(&remote, moved)
         .map_err(|e| format!("{}: remote dir after the run: {e}", peer.name()))?;
     let b = Burst {
-        name: peer.name().to_string(),
+        name: format!("{}{}", peer.name(), link.label()),
         plutus: false,
         protocol: peer.protocol(),
         files: sent,
@@ -210,6 +227,7 @@ pub fn burst_peer(sshd: &Sshd, orders: &[(String, Vec<u8>)], peer: Peer) -> Resu
         cpu_pressure_pct: pressure,
         detail: json!({
             "command": bin_path.display().to_string(),
+            "rtt_ms": link.rtt_ms,
             "runs": usage.runs,
             "client_user_s": usage.user,
             "client_sys_s": usage.sys,

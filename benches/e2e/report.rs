@@ -8,6 +8,8 @@ use serde_json::{json, Value};
 #[derive(Default)]
 pub struct Report {
     pub burst: Vec<Burst>,
+    /// Bursts through the delaying relay (`wan`), `detail.rtt_ms` saying which RTT.
+    pub wan: Vec<Burst>,
     pub latency: Vec<Latency>,
     pub scale: Vec<ScaleRow>,
     pub notes: Vec<String>,
@@ -32,6 +34,10 @@ pub struct Burst {
 }
 
 impl Burst {
+    /// The relay's round trip this burst ran through, if any.
+    pub fn rtt_ms(&self) -> Option<u64> {
+        self.detail.get("rtt_ms").and_then(Value::as_u64)
+    }
     pub fn rate(&self) -> f64 {
         self.files as f64 / self.wall_s
     }
@@ -55,6 +61,8 @@ pub struct Latency {
     pub client_cpu_s: Option<f64>,
     pub cpu_pressure_pct: Option<f64>,
     pub note: String,
+    /// Through the delaying relay with this round trip (`wan`).
+    pub rtt_ms: Option<u64>,
 }
 
 pub struct ScaleRow {
@@ -83,6 +91,13 @@ impl Report {
             .iter()
             .filter(|b| b.plutus)
             .max_by(|a, b| a.rate().total_cmp(&b.rate()))
+    }
+
+    /// The WAN run of plutus-sync as installed (connections 2, default window) at `rtt`.
+    pub fn wan_default(&self, rtt: Option<u64>) -> Option<&Burst> {
+        self.wan.iter().find(|b| {
+            b.plutus && b.rtt_ms() == rtt && b.name.starts_with("plutus-sync, connections=2,")
+        })
     }
 
     pub fn find_burst(&self, prefix: &str) -> Option<&Burst> {
@@ -162,6 +177,43 @@ impl Report {
                 report_only: false,
             });
         }
+        if let Some(l) = self.latency.iter().find(|l| l.plutus && l.rtt_ms.is_some()) {
+            let rtt = l.rtt_ms.unwrap_or(0) as f64;
+            let s = Summary::of(&l.lat);
+            let bound = 3.0 * rtt + 5.0;
+            out.push(Target {
+                what: format!("lone file at {rtt} ms RTT: close -> final name <= 3 round trips + 5 ms ({bound} ms), p50"),
+                measured: format!("p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms", s.p50, s.p90, s.max),
+                met: s.p50 <= bound,
+                report_only: false,
+            });
+        }
+        for rtt in [20, 50] {
+            let Some(p) = self.wan_default(Some(rtt)) else {
+                continue;
+            };
+            for peer in ["rsync", "scp batch", "sftp -b"] {
+                if let Some(b) = self
+                    .wan
+                    .iter()
+                    .find(|b| b.rtt_ms() == Some(rtt) && b.name.starts_with(peer))
+                {
+                    out.push(Target {
+                        what: format!(
+                            "burst at {rtt} ms RTT, plutus-sync as installed vs {peer} (report)"
+                        ),
+                        measured: format!(
+                            "{:.0} vs {:.1} files/s = {:.2}x",
+                            p.rate(),
+                            b.rate(),
+                            p.rate() / b.rate()
+                        ),
+                        met: true,
+                        report_only: true,
+                    });
+                }
+            }
+        }
         if let Some(r) = self.scale.iter().find(|r| r.entries >= 100_000) {
             out.push(Target {
                 what: "start-up <= 1 s with 100,000 journal entries".into(),
@@ -175,29 +227,15 @@ impl Report {
 
     pub fn to_json(&self, m: &Machine, full: bool, release: bool, filters: &[&str]) -> Value {
         let best = self.best_plutus().map(|b| b.rate());
-        let burst: Vec<Value> = self
-            .burst
+        let burst: Vec<Value> = self.burst.iter().map(|b| burst_json(b, best)).collect();
+        let wan: Vec<Value> = self
+            .wan
             .iter()
             .map(|b| {
-                json!({
-                    "name": b.name,
-                    "tool": if b.plutus { "plutus-sync" } else { "peer" },
-                    "protocol": b.protocol,
-                    "files": b.files,
-                    "stands_for_files": b.of,
-                    "extrapolated": b.of > b.files,
-                    "wall_s": b.wall_s,
-                    "wall_s_for_all": b.wall_s * b.of as f64 / b.files as f64,
-                    "files_per_s": b.rate(),
-                    "client_cpu_s": b.client_cpu_s,
-                    "client_cpu_ms_per_file": b.cpu_ms_per_file(),
-                    "client_peak_rss_kib": b.client_rss_kib,
-                    "server_cpu_s": b.server_cpu_s,
-                    "server_cpu_ms_per_file": b.server_ms_per_file(),
-                    "cpu_pressure_some_pct": b.cpu_pressure_pct,
-                    "best_plutus_sync_over_this": best.map(|r| r / b.rate()),
-                    "detail": b.detail,
-                })
+                let mut v = burst_json(b, None);
+                v["as_installed_at_this_rtt_over_this"] =
+                    json!(self.wan_default(b.rtt_ms()).map(|p| p.rate() / b.rate()));
+                v
             })
             .collect();
         let latency: Vec<Value> = self
@@ -215,6 +253,7 @@ impl Report {
                     "max_write_lag_ms": l.max_write_lag_ms,
                     "client_cpu_s": l.client_cpu_s,
                     "note": l.note,
+                    "rtt_ms": l.rtt_ms,
                     "cpu_pressure_some_pct": l.cpu_pressure_pct,
                     "samples_ms": l.lat,
                 })
@@ -258,12 +297,35 @@ impl Report {
             "machine": m.to_json(),
             "percentiles": "nearest rank",
             "burst": burst,
+            "wan": wan,
             "latency": latency,
             "scale": scale,
             "targets": targets,
             "notes": self.notes,
         })
     }
+}
+
+fn burst_json(b: &Burst, best: Option<f64>) -> Value {
+    json!({
+        "name": b.name,
+        "tool": if b.plutus { "plutus-sync" } else { "peer" },
+        "protocol": b.protocol,
+        "files": b.files,
+        "stands_for_files": b.of,
+        "extrapolated": b.of > b.files,
+        "wall_s": b.wall_s,
+        "wall_s_for_all": b.wall_s * b.of as f64 / b.files as f64,
+        "files_per_s": b.rate(),
+        "client_cpu_s": b.client_cpu_s,
+        "client_cpu_ms_per_file": b.cpu_ms_per_file(),
+        "client_peak_rss_kib": b.client_rss_kib,
+        "server_cpu_s": b.server_cpu_s,
+        "server_cpu_ms_per_file": b.server_ms_per_file(),
+        "cpu_pressure_some_pct": b.cpu_pressure_pct,
+        "best_plutus_sync_over_this": best.map(|r| r / b.rate()),
+        "detail": b.detail,
+    })
 }
 
 pub struct Target {

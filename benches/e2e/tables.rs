@@ -67,6 +67,39 @@ impl Report {
             );
             println!();
         }
+        if !self.wan.is_empty() {
+            println!(
+                "WAN: the same burst through a TCP relay adding RTT/2 each way (RTT 0 = the relay alone)"
+            );
+            println!("  ratio = plutus-sync as installed (connections=2, window 64) at that RTT / this row");
+            println!(
+                "  {:<62} {:>6} {:>8} {:>9} {:>8} {:>8} {:>7}",
+                "scenario", "files", "wall s", "files/s", "ms/file", "RSS MiB", "ratio"
+            );
+            for b in &self.wan {
+                let ratio = match self.wan_default(b.rtt_ms()) {
+                    Some(p) if !std::ptr::eq(p, b) => format!("{:.2}x", p.rate() / b.rate()),
+                    _ => "-".into(),
+                };
+                println!(
+                    "  {:<62} {:>6} {:>8.2} {:>9.1} {:>8.3} {:>8} {:>7}",
+                    b.name,
+                    if b.of > b.files {
+                        format!("{}*", b.files)
+                    } else {
+                        b.files.to_string()
+                    },
+                    b.wall_s,
+                    b.rate(),
+                    b.cpu_ms_per_file(),
+                    b.client_rss_kib
+                        .map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
+                    ratio
+                );
+            }
+            println!("  * a sample of the burst (files/s from the sample)");
+            println!();
+        }
         if !self.latency.is_empty() {
             println!("LATENCY: close in the outbox -> final name in the inbox, ms (nearest rank)");
             let base = self
@@ -151,7 +184,7 @@ impl Report {
         }
         let targets = self.targets();
         if !targets.is_empty() {
-            println!("TARGETS (issue 6)");
+            println!("TARGETS (issues 6 and 12)");
             for t in &targets {
                 println!(
                     "  [{}] {}: {}",

@@ -83,17 +83,33 @@ max_attempts = 3
     /// and the shipped defaults for everything else (settle 2 s, sweep every 5 min,
     /// ...): the service as installed, for benches.
     pub fn as_installed(sshd: &Sshd, remote: &Path, connections: usize) -> Spool {
+        Spool::as_installed_via(sshd, remote, connections, sshd.port(), "")
+    }
+
+    /// [`Spool::as_installed`] through `port` (a relay in front of `sshd`, or sshd's
+    /// own), with `extra` lines in `[destination]`.
+    pub fn as_installed_via(
+        sshd: &Sshd,
+        remote: &Path,
+        connections: usize,
+        port: u16,
+        extra: &str,
+    ) -> Spool {
         fs::create_dir_all(remote).unwrap();
+        let known_hosts = if port == sshd.port() {
+            sshd.known_hosts().to_path_buf()
+        } else {
+            sshd.known_hosts_for_port(port)
+        };
         Spool::create(&format!(
             "[source]\noutbox = \"outbox\"\narchive = \"archive\"\nquarantine = \"quarantine\"\n\n\
              [journal]\npath = \"journal\"\n\n\
-             [destination]\nurl = \"sftp://{}@127.0.0.1:{}{}\"\nidentity = \"{}\"\n\
-             known_hosts = \"{}\"\nconnections = {connections}\n",
+             [destination]\nurl = \"sftp://{}@127.0.0.1:{port}{}\"\nidentity = \"{}\"\n\
+             known_hosts = \"{}\"\nconnections = {connections}\n{extra}\n",
             sshd.user(),
-            sshd.port(),
             remote.display(),
             sshd.client_key().display(),
-            sshd.known_hosts().display()
+            known_hosts.display()
         ))
     }
 
