@@ -140,6 +140,7 @@ pub fn burst_plutus(
         detail: json!({
             "connections": conns,
             "window": window,
+            "bytes": orders.iter().map(|(_, b)| b.len() as u64).sum::<u64>(),
             "rtt_ms": link.rtt_ms,
             "ready_ms": ready.map(ms),
             "first_archived_ms": first_gone.map(ms),

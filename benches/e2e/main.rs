@@ -4,7 +4,7 @@
 //! (1-10 KB, seeded, `plutus_testkit::orders::order`).
 //!
 //! Scenarios (`cargo bench --bench e2e`; a filter argument runs only some of them:
-//! `cargo bench --bench e2e -- burst peers latency wan scale`):
+//! `cargo bench --bench e2e -- burst peers latency wan big scale`):
 //! - **burst**: 10,000 files already in the outbox (mtimes an hour old, so the start-up
 //!   sweep takes them at once) when `plutus-sync run` starts; wall time from spawn until
 //!   the outbox is empty, i.e. every file verified in the inbox and moved to the archive
@@ -27,6 +27,8 @@
 //!   (connections 2, window 64), with `window = 1` and with 8 connections, next to
 //!   `rsync`, `scp` batch and `sftp -b` (the last two on a 200-file sample above 0 ms);
 //!   then 60 lone files at 2 files/s at 20 ms RTT (close -> final name).
+//! - **big**: 64 orders of 8 MiB with one connection and `window = 64` (a whole window
+//!   of large files in flight): files/s, MB/s and peak RSS (target <= 64 MiB).
 //! - **scale**: start-up time (spawn -> "ready:" log line) and RSS with 0, 100,000 and
 //!   1,000,000 archived entries in the journal (built through `plutus_state::Journal`,
 //!   within a 5-minute budget), then the 10 files/s trickle with the largest journal.
@@ -204,6 +206,15 @@ fn main() {
                 }
             }
         }
+    }
+    if full && part("big") {
+        // Issue 12's memory bound: a whole window of 8 MiB orders on one connection.
+        let big: Vec<(String, Vec<u8>)> = (0..64)
+            .map(|i| (format!("order-big-{i:02}.json"), orders::order(i, 8 << 20)))
+            .collect();
+        let mut b = burst_plutus(&sshd, &Link::direct(&sshd), &big, 1, Some(64), &dir, sfx);
+        b.name = format!("{}, 64 files of 8 MiB", b.name);
+        report.big.push(b);
     }
     if part("wan") {
         let sizes = if full {

@@ -10,6 +10,8 @@ pub struct Report {
     pub burst: Vec<Burst>,
     /// Bursts through the delaying relay (`wan`), `detail.rtt_ms` saying which RTT.
     pub wan: Vec<Burst>,
+    /// The `big` part: 8 MiB orders, a window of them in flight.
+    pub big: Vec<Burst>,
     pub latency: Vec<Latency>,
     pub scale: Vec<ScaleRow>,
     pub notes: Vec<String>,
@@ -161,6 +163,7 @@ impl Report {
         let rss: Vec<(String, u64)> = self
             .burst
             .iter()
+            .chain(&self.big)
             .filter(|b| b.plutus)
             .filter_map(|b| Some((b.name.clone(), b.client_rss_kib?)))
             .collect();
@@ -298,6 +301,7 @@ impl Report {
             "percentiles": "nearest rank",
             "burst": burst,
             "wan": wan,
+            "big": self.big.iter().map(|b| burst_json(b, None)).collect::<Vec<_>>(),
             "latency": latency,
             "scale": scale,
             "targets": targets,

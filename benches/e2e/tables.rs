@@ -67,6 +67,20 @@ impl Report {
             );
             println!();
         }
+        for b in &self.big {
+            let mb: f64 = b.detail["bytes"].as_f64().unwrap_or(f64::NAN) / 1e6;
+            println!(
+                "BIG: {}: {:.2} s, {:.1} files/s, {:.0} MB/s, peak RSS {} MiB, client CPU {:.2} s",
+                b.name,
+                b.wall_s,
+                b.rate(),
+                mb / b.wall_s,
+                b.client_rss_kib
+                    .map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
+                b.client_cpu_s
+            );
+            println!();
+        }
         if !self.wan.is_empty() {
             println!(
                 "WAN: the same burst through a TCP relay adding RTT/2 each way (RTT 0 = the relay alone)"

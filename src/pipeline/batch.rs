@@ -10,13 +10,13 @@ use crate::archive;
 use crate::transfer::{self, Put, Scope, TransferError, Uploaded};
 use plutus_state::{Event, JournalError, Record, State};
 use std::fs::File;
-use std::io::{Read, Take};
+use std::io::Take;
 use std::time::Instant;
 use tracing::info;
 
-use super::deliver::{rename_step, resolve_sent, verified};
+use super::deliver::{open_source, rename_step, resolve_sent, verified, Source};
 use super::failure::handle_error;
-use super::{fail_now, file_span, job_of, ms, process, Ctx, Slot, Step};
+use super::{file_span, job_of, ms, process, Ctx, Slot, Step};
 
 /// Advance every entry of `ids` as far as it goes now; one step per entry, in no
 /// particular order. `pending` entries share their round trips; the others go one by
@@ -107,45 +107,23 @@ fn upload_batch(
     for rec in recs {
         let span = file_span(&rec);
         let _g = span.enter();
-        let src_path = s.source.outbox.join(&rec.name);
-        let src = src_path.display().to_string();
-        match crate::untrusted::open_regular(&src_path) {
-            Ok(crate::untrusted::Opened::File(file, _)) => {
-                let sent_as = file.metadata().ok().map(|m| archive::LocalId::of(&m));
-                // Never more than one byte past the size taken at intake: a file that
-                // grew (or a device) is a changed source, not an endless upload.
-                let file = file.take(rec.size + 1);
+        match open_source(ctx, &rec)? {
+            Source::Ready {
+                file,
+                path,
+                sent_as,
+            } => {
                 let temp = transfer::temp_name(&rec.name, rec.id, &s.destination.temp_suffix);
                 ready.push(Ready {
                     rec,
                     file,
-                    src,
+                    src: path,
                     sent_as,
                     temp,
                 });
             }
-            // Regular at intake, something else now: never followed, never sent.
-            Ok(crate::untrusted::Opened::Refused(why)) => {
-                let step = fail_now(
-                    ctx,
-                    &rec,
-                    format!(
-                        "{src}: is now {why}, not the regular file taken at intake; nothing sent"
-                    ),
-                )?;
-                steps.push((rec.id, step));
-            }
-            Ok(crate::untrusted::Opened::Gone) => {
-                let step = fail_now(
-                    ctx,
-                    &rec,
-                    format!(
-                        "{src}: the local file disappeared from the outbox before it was verified"
-                    ),
-                )?;
-                steps.push((rec.id, step));
-            }
-            Err(source) => errors.push((rec, TransferError::LocalRead { path: src, source }, None)),
+            Source::Failed(step) => steps.push((rec.id, step)),
+            Source::Error(e) => errors.push((rec, e, None)),
         }
     }
 

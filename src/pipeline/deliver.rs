@@ -6,58 +6,74 @@ use crate::archive;
 use crate::transfer::{self, Scope, Seen, TransferError};
 use plutus_state::protocol::{self, Recovery};
 use plutus_state::{now_ms, Event, JournalError, Record};
-use std::io::Read;
+use std::fs::File;
+use std::io::{Read, Take};
 use std::time::{Instant, SystemTime};
 use tracing::{info, warn};
 
 use super::failure::{file_error, handle_error};
 use super::{fail_now, job_of, ms, Ctx, Slot, Step};
 
+/// A `pending` entry's local file, opened for sending.
+pub(super) enum Source {
+    Ready {
+        /// Never more than one byte past the size taken at intake: a file that grew
+        /// (or a device) is a changed source, not an endless upload.
+        file: Take<File>,
+        /// Where it was opened, for messages.
+        path: String,
+        /// What the bytes we send come from; checked again before the archive move.
+        sent_as: Option<archive::LocalId>,
+    },
+    /// Not a file to send any more: the entry is failed (journaled), this its step.
+    Failed(Step),
+    /// It could not be opened: the file's error, for `file_error`.
+    Error(TransferError),
+}
+
+/// Opens `rec`'s file in the outbox the one safe way (no link followed, no FIFO).
+pub(super) fn open_source(ctx: &Ctx, rec: &Record) -> Result<Source, JournalError> {
+    let src_path = ctx.settings.source.outbox.join(&rec.name);
+    let src = src_path.display().to_string();
+    match crate::untrusted::open_regular(&src_path) {
+        Ok(crate::untrusted::Opened::File(file, _)) => Ok(Source::Ready {
+            sent_as: file.metadata().ok().map(|m| archive::LocalId::of(&m)),
+            file: file.take(rec.size + 1),
+            path: src,
+        }),
+        // Regular at intake, something else now: never followed, never sent.
+        Ok(crate::untrusted::Opened::Refused(why)) => fail_now(
+            ctx,
+            rec,
+            format!("{src}: is now {why}, not the regular file taken at intake; nothing sent"),
+        )
+        .map(Source::Failed),
+        Ok(crate::untrusted::Opened::Gone) => fail_now(
+            ctx,
+            rec,
+            format!("{src}: the local file disappeared from the outbox before it was verified"),
+        )
+        .map(Source::Failed),
+        Err(source) => Ok(Source::Error(TransferError::LocalRead {
+            path: src,
+            source,
+        })),
+    }
+}
+
 /// A `pending` entry: upload to a new temp name, read back, journal `sent` durably,
 /// then rename.
 pub(super) fn upload_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Step, JournalError> {
     let s = &ctx.settings;
-    let src_path = s.source.outbox.join(&rec.name);
-    let src_str = src_path.display().to_string();
-    let file = match crate::untrusted::open_regular(&src_path) {
-        Ok(crate::untrusted::Opened::File(f, _)) => f,
-        // Regular at intake, something else now: never followed, never sent.
-        Ok(crate::untrusted::Opened::Refused(why)) => {
-            return fail_now(
-                ctx,
-                &rec,
-                format!(
-                    "{src_str}: is now {why}, not the regular file taken at intake; nothing sent"
-                ),
-            )
-        }
-        Ok(crate::untrusted::Opened::Gone) => {
-            return fail_now(
-                ctx,
-                &rec,
-                format!(
-                    "{src_str}: the local file disappeared from the outbox before it was verified"
-                ),
-            )
-        }
-        Err(source) => {
-            return file_error(
-                ctx,
-                slot,
-                &rec,
-                TransferError::LocalRead {
-                    path: src_str,
-                    source,
-                },
-                None,
-            )
-        }
+    let (mut file, src_str, sent_as) = match open_source(ctx, &rec)? {
+        Source::Ready {
+            file,
+            path,
+            sent_as,
+        } => (file, path, sent_as),
+        Source::Failed(step) => return Ok(step),
+        Source::Error(e) => return file_error(ctx, slot, &rec, e, None),
     };
-    // What the bytes we send come from; checked again before the archive move.
-    let sent_as = file.metadata().ok().map(|m| archive::LocalId::of(&m));
-    // Never more than one byte past the size taken at intake: a file that grew (or a
-    // device) is a changed source, not an endless upload.
-    let mut file = file.take(rec.size + 1);
     let started = Instant::now();
     let conn = match slot.get(ctx) {
         Ok(c) => c,

@@ -5,7 +5,7 @@
 use plutus_state::{Event, State};
 use plutus_testkit::checks::*;
 use plutus_testkit::erp::Erp;
-use plutus_testkit::files::{files_under, names_in};
+use plutus_testkit::files::{count_files_under, files_under, names_in};
 use plutus_testkit::orders::order;
 use plutus_testkit::poll_until;
 use plutus_testkit::procfs;
@@ -488,6 +488,50 @@ fn a_very_large_file_is_streamed_with_flat_memory() {
     let got = fs::read(sshd.inbox().join("order-big.json")).unwrap();
     assert_eq!((got.len() as u64, crc32fast::hash(&got)), (size, crc));
     assert_eq!(spool.entries()[0].state(), State::Archived);
+}
+
+#[test]
+fn a_window_of_large_files_in_flight_keeps_memory_flat() {
+    // Issue 12: a whole window of large orders in flight on one connection, 64 MiB
+    // in all (the long run: 8 MiB each, 512 MiB), more than the memory bound: only
+    // the windows (a few MiB) may be held. The bench measures 8 MiB files in release.
+    const FILES: usize = 64;
+    let size: usize = if long() { 8 << 20 } else { 1 << 20 };
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "connections = 1\nwindow = 64\ntimeout = \"30s\"");
+    let mut sums = Vec::new();
+    for i in 0..FILES {
+        let body = order(i, size);
+        sums.push((
+            format!("order-big-{i:02}.json"),
+            body.len() as u64,
+            crc32fast::hash(&body),
+        ));
+        spool.drop_order(&sums[i].0, &body);
+    }
+    let mut svc = spool.start();
+    svc.wait_ready();
+    let pid = svc.pid();
+    let archived = poll_until(Duration::from_secs(300), || {
+        count_files_under(&spool.archive()) >= FILES
+    });
+    let peak = peak_rss_kib(pid);
+    let log = svc.log_text();
+    svc.stop();
+    assert!(archived, "not all archived: {}", tail(&log, 30));
+    assert!(
+        peak < 64 * 1024,
+        "peak RSS {peak} KiB with {FILES} files of {size} bytes in flight"
+    );
+    for (name, size, crc) in &sums {
+        let got = fs::read(sshd.inbox().join(name)).unwrap();
+        assert_eq!(
+            (got.len() as u64, crc32fast::hash(&got)),
+            (*size, *crc),
+            "{name}"
+        );
+    }
+    assert!(spool.entries().iter().all(|r| r.state() == State::Archived));
 }
 
 #[test]
