@@ -260,6 +260,9 @@ fn send_file<C: Read + Write>(
     buf: &mut [u8],
 ) -> Result<(), ClientError> {
     let handle = b.slots[i].handle.clone().expect("opened");
+    // Answers the wait for this file's OPEN brought in are taken first, so the waits
+    // below only ever wait for requests still in flight.
+    consume(c, b);
     let max_write = c.bounds().max_write as usize;
     let mut hasher = crc32fast::Hasher::new();
     let mut size = 0u64;
