@@ -65,8 +65,33 @@ fn a_second_process_on_the_same_journal_is_refused_with_a_clear_error() {
     let spool = Spool::for_sshd(&sshd, "");
     let mut svc = spool.start();
     svc.wait_ready();
+    // The same config: the service answers on its control socket, and `sync` names
+    // it (exit 3, which the cron wrapper tells from an error).
     let (status, _, stderr) = spool.sync();
-    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the service is running (pid {},", svc.pid()))
+            && stderr.contains("remove the cron line"),
+        "{stderr}"
+    );
+    // Another config on the same journal (its own control socket): the journal's
+    // lock refuses it.
+    let other = spool.dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        format!(
+            "{}\n[control]\nsocket = \"other.sock\"\n",
+            std::fs::read_to_string(&spool.config).unwrap()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["sync", "-c"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("journal is in use by another process"),
         "{stderr}"

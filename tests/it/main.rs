@@ -12,6 +12,7 @@ mod fixture_sftp_wrapper;
 mod fixture_tests;
 
 mod cli;
+mod cron;
 mod delivery;
 mod observability;
 mod operator;
