@@ -30,9 +30,27 @@ pub struct ConfigArgs {
     #[arg(short = 'c', long = "config", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Use the embedded demo config instead: outbox, archive, quarantine, journal and a
-    /// file:// inbox, all under DIR.
-    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "plutus-demo", conflicts_with = "config", global = true)]
-    pub demo: Option<PathBuf>,
+    /// file:// inbox, all under ./plutus-demo (or --demo-dir). A flag, never taking a
+    /// value: `journal show --demo NAME` must not read NAME as a folder.
+    #[arg(long, conflicts_with = "config", global = true)]
+    pub demo: bool,
+    /// The demo's folder [default: plutus-demo]; implies --demo.
+    #[arg(long, value_name = "DIR", conflicts_with = "config", global = true)]
+    pub demo_dir: Option<PathBuf>,
+}
+
+/// The demo's folder when none is named, relative to where plutus-sync is started.
+pub const DEMO_DIR: &str = "plutus-demo";
+
+impl ConfigArgs {
+    /// The demo folder, if the demo was asked for (`--demo` or `--demo-dir`).
+    pub fn demo_dir(&self) -> Option<PathBuf> {
+        match (&self.demo_dir, self.demo) {
+            (Some(d), _) => Some(d.clone()),
+            (None, true) => Some(PathBuf::from(DEMO_DIR)),
+            (None, false) => None,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,4 +165,43 @@ pub struct ReplayArgs {
     /// Say what would be replayed; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("plutus-sync").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .command
+    }
+
+    #[test]
+    fn demo_is_a_flag_that_never_takes_the_next_argument() {
+        let Command::Journal(j) = parse(&["journal", "show", "--demo", "order-1.json"]) else {
+            panic!("not journal")
+        };
+        assert!(matches!(&j.command, JournalCommand::Show { key, .. } if key == "order-1.json"));
+        assert_eq!(j.config.demo_dir(), Some(PathBuf::from(DEMO_DIR)));
+
+        let Command::Replay(r) = parse(&["replay", "--demo", "order-1.json"]) else {
+            panic!("not replay")
+        };
+        assert_eq!(r.names, ["order-1.json"]);
+
+        // The folder is its own option, and implies the demo.
+        let Command::Run(a) = parse(&["run", "--demo-dir", "d"]) else {
+            panic!("not run")
+        };
+        assert_eq!(a.demo_dir(), Some(PathBuf::from("d")));
+        let Command::Run(a) = parse(&["run"]) else {
+            panic!("not run")
+        };
+        assert_eq!(a.demo_dir(), None);
+
+        // `--demo DIR` is no longer a thing: DIR is an unexpected argument.
+        assert!(Cli::try_parse_from(["plutus-sync", "run", "--demo", "d"]).is_err());
+        assert!(Cli::try_parse_from(["plutus-sync", "run", "--demo", "-c", "x"]).is_err());
+    }
 }

@@ -9,7 +9,7 @@ use plutus_state::{now_ms, Event, Record, State};
 use std::io::{IsTerminal, Write};
 
 pub fn run(args: &JournalArgs) -> anyhow::Result<bool> {
-    let s = super::settings(&args.config)?;
+    let s = super::operator_settings(&args.config)?;
     let mut out = std::io::stdout().lock();
     match &args.command {
         JournalCommand::List {
