@@ -33,7 +33,7 @@ pub fn run(args: &JournalArgs) -> anyhow::Result<bool> {
             })?;
             if *json {
                 for r in &recs {
-                    writeln!(out, "{}", serde_json::to_string(r)?)?;
+                    writeln!(out, "{}", record_json(r)?)?;
                 }
             } else {
                 print_list(&mut out, &recs, *limit)?;
@@ -50,7 +50,7 @@ pub fn run(args: &JournalArgs) -> anyhow::Result<bool> {
             )?;
             for r in &recs {
                 if *json {
-                    writeln!(out, "{}", serde_json::to_string(r)?)?;
+                    writeln!(out, "{}", record_json(r)?)?;
                 } else {
                     print_show(&mut out, r)?;
                 }
@@ -97,6 +97,16 @@ pub fn run(args: &JournalArgs) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// An entry as one JSON line: the journal's record, plus `attempts_made`, the count
+/// the table, `show`, `export` and the logs give (`attempts` is the failed ones).
+fn record_json(r: &Record) -> anyhow::Result<String> {
+    let mut v = serde_json::to_value(r)?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("attempts_made".into(), r.attempts_made().into());
+    }
+    Ok(serde_json::to_string(&v)?)
+}
+
 /// "42s", "3m", "5h", "2d": an age at a glance.
 pub fn age(ms: u64) -> String {
     let s = ms / 1000;
@@ -138,7 +148,7 @@ fn print_list(out: &mut impl Write, recs: &[Record], limit: usize) -> anyhow::Re
             "{:<name_w$}  {:<11}  {:>3}  {:>9}  {:<13}  {:>4}  {}",
             crate::intake::shown(&r.name),
             r.state(),
-            r.attempts,
+            r.attempts_made(),
             r.size,
             r.batch,
             age(now.saturating_sub(r.detected_at)),
@@ -186,7 +196,11 @@ fn print_show(out: &mut impl Write, r: &Record) -> anyhow::Result<()> {
             writeln!(out, "  {label:<12} {}", plain(v))?;
         }
     }
-    writeln!(out, "  attempts     {}", r.attempts)?;
+    let failed = match r.attempts {
+        0 => String::new(),
+        n => format!(" ({n} failed)"),
+    };
+    writeln!(out, "  attempts     {}{failed}", r.attempts_made())?;
     if let Some(at) = r.next_attempt_at {
         writeln!(out, "  next try     {}", rfc3339(at))?;
     }

@@ -104,6 +104,10 @@ pub struct Receipt {
     pub archived: Option<String>,
     pub remote_path: Option<String>,
     pub archive_path: Option<String>,
+    /// Delivery attempts made, the one that got through included
+    /// (`Record::attempts_made`).
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 /// Which entries `replay` acts on.

@@ -16,6 +16,7 @@ mod cron;
 mod delivery;
 mod observability;
 mod operator;
+mod operator_kit;
 mod packaging;
 mod recovery;
 mod servers;
