@@ -92,7 +92,7 @@ pub enum JournalCommand {
     /// One line per file, newest first.
     List {
         /// Only files in this state (pending, sent, verified, archived, failed, quarantined,
-        /// invalid).
+        /// invalid, forgotten).
         #[arg(long)]
         state: Option<plutus_state::State>,
         /// Only files of this batch (the id in the logs, like 20261123-1147).
@@ -129,6 +129,20 @@ pub enum JournalCommand {
         /// Only files archived within this long.
         #[arg(long, value_parser = humantime::parse_duration)]
         since: Option<std::time::Duration>,
+    },
+    /// Close a failed entry whose local copy is gone: it leaves the failed count (and
+    /// the alert), journaled with who (your user) and why. Refused for an entry that
+    /// is not failed, or whose file is still in the outbox (replay that instead).
+    Forget {
+        /// The name (its newest entry) or an id (#12).
+        #[arg(value_name = "NAME|ID")]
+        key: String,
+        /// Why, for the journal (like "order re-entered by hand in the ERP").
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// Say what would be forgotten; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Give back the disk space pruned entries held: copy the journal, live keys
     /// only, and swap the copy in atomically. Refuses to run while the service is up.

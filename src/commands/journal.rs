@@ -81,6 +81,35 @@ pub fn run(args: &JournalArgs) -> anyhow::Result<bool> {
                 writeln!(out, "{}", serde_json::to_string(r)?)?;
             }
         }
+        JournalCommand::Forget {
+            key,
+            reason,
+            dry_run,
+        } => {
+            let req = Request::Forget {
+                key: key.clone(),
+                reason: reason.clone(),
+                by: crate::operator::forget::who(rustix::process::getuid().as_raw()),
+                dry_run: *dry_run,
+            };
+            let f = expect(ask(&s, &req)?, "forget", |a| match a {
+                Answer::Forget(f) => Some(f),
+                _ => None,
+            })?;
+            let name = crate::intake::shown(&f.name);
+            match &f.refused {
+                Some(why) => {
+                    writeln!(out, "refused #{} {name}: {why}", f.id)?;
+                    return Ok(false);
+                }
+                None if f.dry_run => writeln!(out, "would forget #{} {name}", f.id)?,
+                None => writeln!(
+                    out,
+                    "forgot #{} {name}: it no longer counts as failed",
+                    f.id
+                )?,
+            }
+        }
         JournalCommand::Rebuild { dry_run } => return super::rebuild::run(&s, *dry_run),
         JournalCommand::Compact => {
             let c = crate::operator::compact::compact(&s)?;
@@ -245,6 +274,9 @@ fn print_show(out: &mut impl Write, r: &Record) -> anyhow::Result<()> {
             }
             Some(Event::Rehash { size, crc32 }) => {
                 format!("file changed: now {size} bytes, crc32 {crc32:08x}")
+            }
+            Some(Event::Forgotten { reason, by }) => {
+                format!("forgotten by {by}: {reason}")
             }
         };
         let took = t

@@ -206,6 +206,8 @@ impl Record {
                 self.last_error = Some(reason.clone());
                 self.next_attempt_at = None;
             }
+            // `last_error` stays: why it failed is still worth reading.
+            Event::Forgotten { .. } => self.next_attempt_at = None,
         }
         self.history.push(Transition {
             at,
