@@ -8,7 +8,7 @@ use std::path::PathBuf;
     name = "plutus-sync",
     version,
     about = "Verified, journaled, near-real-time delivery of order files to an ERP inbox over SFTP",
-    after_help = "Exit codes: 0 success; 1 `sync` left files undelivered, `replay` refused a file, or `check` found a problem; 2 error (bad config, journal, setup); 3 `sync` refused: the service runs on the same config."
+    after_help = "Exit codes: 0 success; 1 `sync` left files undelivered, `replay` or `journal forget` refused, or `check` found a problem; 2 error (bad config, journal, setup); 3 `sync` refused: the service runs on the same config."
 )]
 pub struct Cli {
     /// Log line format on stderr.
