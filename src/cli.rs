@@ -8,7 +8,7 @@ use std::path::PathBuf;
     name = "plutus-sync",
     version,
     about = "Verified, journaled, near-real-time delivery of order files to an ERP inbox over SFTP",
-    after_help = "Exit codes: 0 success; 1 `sync` left files undelivered, `replay` refused a file, or `check` found a problem; 2 error (bad config, journal, setup)."
+    after_help = "Exit codes: 0 success; 1 `sync` left files undelivered, `replay` or `journal forget` refused, or `check` found a problem; 2 error (bad config, journal, setup); 3 `sync` refused: the service runs on the same config."
 )]
 pub struct Cli {
     /// Log line format on stderr.
@@ -30,9 +30,27 @@ pub struct ConfigArgs {
     #[arg(short = 'c', long = "config", value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Use the embedded demo config instead: outbox, archive, quarantine, journal and a
-    /// file:// inbox, all under DIR.
-    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "plutus-demo", conflicts_with = "config", global = true)]
-    pub demo: Option<PathBuf>,
+    /// file:// inbox, all under ./plutus-demo (or --demo-dir). A flag, never taking a
+    /// value: `journal show --demo NAME` must not read NAME as a folder.
+    #[arg(long, conflicts_with = "config", global = true)]
+    pub demo: bool,
+    /// The demo's folder [default: plutus-demo]; implies --demo.
+    #[arg(long, value_name = "DIR", conflicts_with = "config", global = true)]
+    pub demo_dir: Option<PathBuf>,
+}
+
+/// The demo's folder when none is named, relative to where plutus-sync is started.
+pub const DEMO_DIR: &str = "plutus-demo";
+
+impl ConfigArgs {
+    /// The demo folder, if the demo was asked for (`--demo` or `--demo-dir`).
+    pub fn demo_dir(&self) -> Option<PathBuf> {
+        match (&self.demo_dir, self.demo) {
+            (Some(d), _) => Some(d.clone()),
+            (None, true) => Some(PathBuf::from(DEMO_DIR)),
+            (None, false) => None,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,7 +92,7 @@ pub enum JournalCommand {
     /// One line per file, newest first.
     List {
         /// Only files in this state (pending, sent, verified, archived, failed, quarantined,
-        /// invalid).
+        /// invalid, forgotten).
         #[arg(long)]
         state: Option<plutus_state::State>,
         /// Only files of this batch (the id in the logs, like 20261123-1147).
@@ -112,6 +130,20 @@ pub enum JournalCommand {
         #[arg(long, value_parser = humantime::parse_duration)]
         since: Option<std::time::Duration>,
     },
+    /// Close a failed entry whose local copy is gone: it leaves the failed count (and
+    /// the alert), journaled with who (your user) and why. Refused for an entry that
+    /// is not failed, or whose file is still in the outbox (replay that instead).
+    Forget {
+        /// The name (its newest entry) or an id (#12).
+        #[arg(value_name = "NAME|ID")]
+        key: String,
+        /// Why, for the journal (like "order re-entered by hand in the ERP").
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// Say what would be forgotten; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Give back the disk space pruned entries held: copy the journal, live keys
     /// only, and swap the copy in atomically. Refuses to run while the service is up.
     Compact,
@@ -147,4 +179,43 @@ pub struct ReplayArgs {
     /// Say what would be replayed; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("plutus-sync").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .command
+    }
+
+    #[test]
+    fn demo_is_a_flag_that_never_takes_the_next_argument() {
+        let Command::Journal(j) = parse(&["journal", "show", "--demo", "order-1.json"]) else {
+            panic!("not journal")
+        };
+        assert!(matches!(&j.command, JournalCommand::Show { key, .. } if key == "order-1.json"));
+        assert_eq!(j.config.demo_dir(), Some(PathBuf::from(DEMO_DIR)));
+
+        let Command::Replay(r) = parse(&["replay", "--demo", "order-1.json"]) else {
+            panic!("not replay")
+        };
+        assert_eq!(r.names, ["order-1.json"]);
+
+        // The folder is its own option, and implies the demo.
+        let Command::Run(a) = parse(&["run", "--demo-dir", "d"]) else {
+            panic!("not run")
+        };
+        assert_eq!(a.demo_dir(), Some(PathBuf::from("d")));
+        let Command::Run(a) = parse(&["run"]) else {
+            panic!("not run")
+        };
+        assert_eq!(a.demo_dir(), None);
+
+        // `--demo DIR` is no longer a thing: DIR is an unexpected argument.
+        assert!(Cli::try_parse_from(["plutus-sync", "run", "--demo", "d"]).is_err());
+        assert!(Cli::try_parse_from(["plutus-sync", "run", "--demo", "-c", "x"]).is_err());
+    }
 }

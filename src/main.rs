@@ -79,6 +79,12 @@ fn fail(e: anyhow::Error) -> ExitCode {
         }
     }
     eprintln!("{msg}");
+    // `sync` next to a running service: a cron wrapper tells it from an error.
+    if e.downcast_ref::<plutus_sync::commands::sync::ServiceRunning>()
+        .is_some()
+    {
+        return ExitCode::from(3);
+    }
     ExitCode::from(2)
 }
 

@@ -21,7 +21,10 @@ packages=(openssh-server openssh-client libssl-dev pkg-config
   # testkit/sftp_wrapper.py (a misbehaving SFTP server for tests/it/servers.rs)
   # runs under sshd with the system's python3; chattr (e2fsprogs) makes an immutable
   # leftover temp in tests/it/delivery.rs.
-  python3 e2fsprogs)
+  python3 e2fsprogs
+  # xtask/: its test renders the generated man pages with `man -l`;
+  # tests/it/packaging.rs runs the alert rules' unit tests with promtool.
+  man-db prometheus)
 
 missing=()
 for pkg in "${packages[@]}"; do
@@ -75,6 +78,11 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace "${locked[@]}"
 
 # Built before the tests, not by them: a release build inside `cargo test` would
 # wait on its build lock, or take the cores from the timing-sensitive tests.
+# The man pages and completions the package ships (xtask/): generated before
+# `cargo deb`, which takes them from target/assets/.
+step "cargo xtask assets"
+cargo xtask assets
+
 step "cargo deb ${locked[*]} (the package tests/it/packaging.rs installs)"
 PLUTUS_DEB=$(cargo deb "${locked[@]}" | grep '\.deb$' | tail -n 1)
 export PLUTUS_DEB

@@ -9,7 +9,7 @@ use plutus_state::{now_ms, Event, Record, State};
 use std::io::{IsTerminal, Write};
 
 pub fn run(args: &JournalArgs) -> anyhow::Result<bool> {
-    let s = super::settings(&args.config)?;
+    let s = super::operator_settings(&args.config)?;
     let mut out = std::io::stdout().lock();
     match &args.command {
         JournalCommand::List {
@@ -33,7 +33,7 @@ pub fn run(args: &JournalArgs) -> anyhow::Result<bool> {
             })?;
             if *json {
                 for r in &recs {
-                    writeln!(out, "{}", serde_json::to_string(r)?)?;
+                    writeln!(out, "{}", record_json(r)?)?;
                 }
             } else {
                 print_list(&mut out, &recs, *limit)?;
@@ -50,7 +50,7 @@ pub fn run(args: &JournalArgs) -> anyhow::Result<bool> {
             )?;
             for r in &recs {
                 if *json {
-                    writeln!(out, "{}", serde_json::to_string(r)?)?;
+                    writeln!(out, "{}", record_json(r)?)?;
                 } else {
                     print_show(&mut out, r)?;
                 }
@@ -81,6 +81,35 @@ pub fn run(args: &JournalArgs) -> anyhow::Result<bool> {
                 writeln!(out, "{}", serde_json::to_string(r)?)?;
             }
         }
+        JournalCommand::Forget {
+            key,
+            reason,
+            dry_run,
+        } => {
+            let req = Request::Forget {
+                key: key.clone(),
+                reason: reason.clone(),
+                by: crate::operator::forget::who(rustix::process::getuid().as_raw()),
+                dry_run: *dry_run,
+            };
+            let f = expect(ask(&s, &req)?, "forget", |a| match a {
+                Answer::Forget(f) => Some(f),
+                _ => None,
+            })?;
+            let name = crate::intake::shown(&f.name);
+            match &f.refused {
+                Some(why) => {
+                    writeln!(out, "refused #{} {name}: {why}", f.id)?;
+                    return Ok(false);
+                }
+                None if f.dry_run => writeln!(out, "would forget #{} {name}", f.id)?,
+                None => writeln!(
+                    out,
+                    "forgot #{} {name}: it no longer counts as failed",
+                    f.id
+                )?,
+            }
+        }
         JournalCommand::Rebuild { dry_run } => return super::rebuild::run(&s, *dry_run),
         JournalCommand::Compact => {
             let c = crate::operator::compact::compact(&s)?;
@@ -95,6 +124,16 @@ pub fn run(args: &JournalArgs) -> anyhow::Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// An entry as one JSON line: the journal's record, plus `attempts_made`, the count
+/// the table, `show`, `export` and the logs give (`attempts` is the failed ones).
+fn record_json(r: &Record) -> anyhow::Result<String> {
+    let mut v = serde_json::to_value(r)?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("attempts_made".into(), r.attempts_made().into());
+    }
+    Ok(serde_json::to_string(&v)?)
 }
 
 /// "42s", "3m", "5h", "2d": an age at a glance.
@@ -138,7 +177,7 @@ fn print_list(out: &mut impl Write, recs: &[Record], limit: usize) -> anyhow::Re
             "{:<name_w$}  {:<11}  {:>3}  {:>9}  {:<13}  {:>4}  {}",
             crate::intake::shown(&r.name),
             r.state(),
-            r.attempts,
+            r.attempts_made(),
             r.size,
             r.batch,
             age(now.saturating_sub(r.detected_at)),
@@ -186,7 +225,11 @@ fn print_show(out: &mut impl Write, r: &Record) -> anyhow::Result<()> {
             writeln!(out, "  {label:<12} {}", plain(v))?;
         }
     }
-    writeln!(out, "  attempts     {}", r.attempts)?;
+    let failed = match r.attempts {
+        0 => String::new(),
+        n => format!(" ({n} failed)"),
+    };
+    writeln!(out, "  attempts     {}{failed}", r.attempts_made())?;
     if let Some(at) = r.next_attempt_at {
         writeln!(out, "  next try     {}", rfc3339(at))?;
     }
@@ -231,6 +274,9 @@ fn print_show(out: &mut impl Write, r: &Record) -> anyhow::Result<()> {
             }
             Some(Event::Rehash { size, crc32 }) => {
                 format!("file changed: now {size} bytes, crc32 {crc32:08x}")
+            }
+            Some(Event::Forgotten { reason, by }) => {
+                format!("forgotten by {by}: {reason}")
             }
         };
         let took = t

@@ -8,7 +8,7 @@ use std::io::Write;
 
 /// Returns false when some selected file was refused.
 pub fn run(args: &ReplayArgs) -> anyhow::Result<bool> {
-    let s = super::settings(&args.config)?;
+    let s = super::operator_settings(&args.config)?;
     let selector = if let Some(b) = &args.batch {
         Selector::Batch(b.clone())
     } else if args.failed {

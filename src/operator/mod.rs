@@ -8,8 +8,10 @@
 //! - `queries`: list, show, stats, export.
 //! - `replay`: failed (and named quarantined, or forced archived) files back to work.
 //! - `rebuild`: a lost journal rebuilt from the archive, quarantine, outbox and inbox.
+//! - `forget`: a failed entry whose local copy is gone, closed with who and why.
 
 pub mod compact;
+pub mod forget;
 pub mod protocol;
 pub mod queries;
 pub mod rebuild;
@@ -39,6 +41,12 @@ pub fn answer(j: &Journal, s: &Settings, req: &Request) -> Result<Answer, String
             dry_run,
             force,
         } => replay::replay(j, s, selector, *dry_run, *force).map(Answer::Replay),
+        Request::Forget {
+            key,
+            reason,
+            by,
+            dry_run,
+        } => forget::forget(j, s, key, reason, by, *dry_run).map(Answer::Forget),
     };
     a.map_err(|e| e.to_string())
 }

@@ -25,6 +25,15 @@ pub enum Request {
         dry_run: bool,
         force: bool,
     },
+    /// Close a failed entry whose local copy is gone (`journal forget`). `by` is
+    /// who asks: the CLI fills it in, and the service replaces it with the control
+    /// socket peer's uid, so it cannot be claimed.
+    Forget {
+        key: String,
+        reason: String,
+        by: String,
+        dry_run: bool,
+    },
 }
 
 /// The answer to each request, in the same order.
@@ -37,6 +46,7 @@ pub enum Answer {
     Stats(Stats),
     Export(Vec<Receipt>),
     Replay(Replayed),
+    Forget(Forgot),
 }
 
 /// One line back: the answer, or why there is none.
@@ -104,6 +114,10 @@ pub struct Receipt {
     pub archived: Option<String>,
     pub remote_path: Option<String>,
     pub archive_path: Option<String>,
+    /// Delivery attempts made, the one that got through included
+    /// (`Record::attempts_made`).
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 /// Which entries `replay` acts on.
@@ -123,4 +137,14 @@ pub struct Replayed {
     /// (name, reason) left as they were.
     pub refused: Vec<(String, String)>,
     pub dry_run: bool,
+}
+
+/// What `journal forget` did, or why it did not.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Forgot {
+    pub id: u64,
+    pub name: String,
+    pub dry_run: bool,
+    /// Why the entry was left as it was, and what to do instead.
+    pub refused: Option<String>,
 }

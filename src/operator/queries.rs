@@ -120,6 +120,7 @@ pub fn export(j: &Journal, since_ms: Option<u64>) -> Result<Vec<Receipt>, QueryE
             archived: Some(rfc3339(at)),
             remote_path: rec.remote_path.clone(),
             archive_path: rec.archive_path.clone(),
+            attempts: rec.attempts_made(),
         });
     }
     out.reverse();

@@ -102,6 +102,7 @@ async fn one(
     handler: Arc<dyn Handler>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
+    let peer = stream.peer_cred().ok().map(|c| c.uid());
     let (rd, mut wr) = stream.into_split();
     let mut line = Vec::new();
     let mut limited = tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(rd, MAX_REQUEST + 1));
@@ -120,7 +121,15 @@ async fn one(
         }
         Ok(_) => match serde_json::from_slice::<Request>(&line) {
             Err(e) => Response::Error(format!("malformed request: {e}")),
-            Ok(req) => match tokio::task::spawn_blocking(move || {
+            Ok(mut req) => match tokio::task::spawn_blocking(move || {
+                // Who closes an entry is journaled: the kernel's word for it, not
+                // the client's.
+                if let Request::Forget { by, .. } = &mut req {
+                    *by = peer.map_or_else(
+                        || "unknown (no peer credentials)".into(),
+                        super::forget::who,
+                    );
+                }
                 let _permit = permit;
                 handler.handle(req)
             })

@@ -39,6 +39,17 @@ impl Handler for ServiceHandler {
                     sh.queue.push(*id);
                 }
             }
+            (
+                Request::Forget {
+                    dry_run: false,
+                    reason,
+                    by,
+                    ..
+                },
+                Answer::Forget(f),
+            ) if f.refused.is_none() => {
+                info!(file = %crate::intake::shown(&f.name), id = f.id, by = %by, reason = %reason.trim().escape_default(), "failed entry forgotten by an operator");
+            }
             _ => {}
         }
         Ok(answer)

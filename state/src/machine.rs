@@ -13,6 +13,8 @@
 //!   ▲ │                     ▲
 //!   │ ╰── Invalid ─▶ invalid ┤ Quarantined (unchanged for quarantine_after, not open)
 //!   ╰──── Rehash ────╯  ╰── Failed (its file left the outbox; kept for its past)
+//!
+//!   failed ── Forgotten (operator: its local copy is gone) ──▶ forgotten
 //! ```
 //!
 //! `invalid` is a file whose content is not a valid order yet: it stays in the outbox
@@ -50,10 +52,14 @@ pub enum State {
     /// to append), so it becomes `pending` if it turns valid and `quarantined` only
     /// once unchanged for `quarantine_after`.
     Invalid,
+    /// A failed entry an operator closed (`journal forget`): its local copy is gone,
+    /// so it can never be sent, and it no longer counts as failed. Kept for its past,
+    /// with who closed it and why.
+    Forgotten,
 }
 
 impl State {
-    pub const ALL: [State; 7] = [
+    pub const ALL: [State; 8] = [
         State::Pending,
         State::Sent,
         State::Verified,
@@ -61,6 +67,7 @@ impl State {
         State::Failed,
         State::Quarantined,
         State::Invalid,
+        State::Forgotten,
     ];
 
     /// Live entries are the ones the workers still have to act on. (`invalid` is
@@ -78,6 +85,7 @@ impl State {
             State::Failed => "failed",
             State::Quarantined => "quarantined",
             State::Invalid => "invalid",
+            State::Forgotten => "forgotten",
         }
     }
 
@@ -91,6 +99,10 @@ impl State {
             State::Failed => 5,
             State::Quarantined => 6,
             State::Invalid => 7,
+            // 0 was free. The per-state counts, and the clean-close mark that saves
+            // them, are arrays of 8 indexed by code: the eighth state fits them as
+            // they are, and a journal written before it reads the same.
+            State::Forgotten => 0,
         }
     }
 }
@@ -109,7 +121,7 @@ impl FromStr for State {
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown state {s:?} (expected one of pending, sent, verified, archived, failed, quarantined, invalid)"
+                    "unknown state {s:?} (expected one of pending, sent, verified, archived, failed, quarantined, invalid, forgotten)"
                 )
             })
     }
@@ -157,6 +169,9 @@ pub enum Event {
     /// Recovery found the `sent` entry's temp file still there (so never renamed) but not
     /// what was verified: it was removed, and the file is uploaded again.
     Reupload { reason: String },
+    /// An operator closed a failed entry whose local copy is gone (`journal forget`):
+    /// `by` is who (user name and uid), `reason` why.
+    Forgotten { reason: String, by: String },
 }
 
 impl Event {
@@ -175,6 +190,7 @@ impl Event {
             Event::Resend { .. } => "resend",
             Event::Rehash { .. } => "rehash",
             Event::Reupload { .. } => "reupload",
+            Event::Forgotten { .. } => "forgotten",
         }
     }
 }
@@ -212,6 +228,7 @@ pub fn next(from: State, event: &Event) -> Result<State, IllegalTransition> {
         (Failed, Event::Replay) => Pending,
         (Archived, Event::Resend { .. }) => Pending,
         (Pending, Event::Rehash { .. }) => Pending,
+        (Failed, Event::Forgotten { .. }) => Forgotten,
         _ => {
             return Err(IllegalTransition {
                 from,
@@ -255,6 +272,10 @@ mod tests {
             },
             Event::Rehash { size: 1, crc32: 2 },
             Event::Reupload { reason: "r".into() },
+            Event::Forgotten {
+                reason: "r".into(),
+                by: "b".into(),
+            },
         ]
     }
 
@@ -283,6 +304,7 @@ mod tests {
             (Invalid, "rehash", Pending),
             (Invalid, "failed", Failed),
             (Invalid, "quarantined", Quarantined),
+            (Failed, "forgotten", Forgotten),
         ];
         let mut checked = 0;
         for from in State::ALL {
@@ -305,7 +327,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 7 * 13);
+        assert_eq!(checked, 8 * 14);
     }
 
     /// The one written copy of the table, in docs/ARCHITECTURE.md §4, row for row

@@ -99,6 +99,32 @@ impl Record {
         self.state
     }
 
+    /// Delivery attempts made since the entry was found (or last replayed or re-sent),
+    /// as operators see them: `journal list`'s ATT, `show`, `export`, and the
+    /// `attempt=N` of the log lines, which number the attempt they are about. That is
+    /// the failed ones (`attempts`, the counter the backoff runs on) plus the one
+    /// that got through or is under way: it uploaded, or the pipeline verified a copy
+    /// already there (a transition that ends an attempt carries its `elapsed_ms`).
+    /// A duplicate verified at intake, or an entry a rebuild made, was never tried.
+    pub fn attempts_made(&self) -> u32 {
+        let reset = self
+            .history
+            .iter()
+            .rposition(|t| matches!(t.event, Some(Event::Replay | Event::Resend { .. })))
+            .map_or(0, |i| i + 1);
+        let since = &self.history[reset..];
+        let last_failure = since
+            .iter()
+            .rposition(|t| matches!(t.event, Some(Event::Retry { .. } | Event::Failed { .. })))
+            .map_or(0, |i| i + 1);
+        let got_through = since[last_failure..].iter().any(|t| match t.event {
+            Some(Event::Uploaded { .. }) => true,
+            Some(Event::Verified { .. }) => t.elapsed_ms.is_some(),
+            _ => false,
+        });
+        self.attempts + u32::from(got_through)
+    }
+
     /// The time of the last transition into `state`, if it ever got there.
     pub fn entered(&self, state: State) -> Option<u64> {
         self.history
@@ -180,6 +206,8 @@ impl Record {
                 self.last_error = Some(reason.clone());
                 self.next_attempt_at = None;
             }
+            // `last_error` stays: why it failed is still worth reading.
+            Event::Forgotten { .. } => self.next_attempt_at = None,
         }
         self.history.push(Transition {
             at,
@@ -241,6 +269,81 @@ mod tests {
         assert_eq!((r.state(), r.attempts), (State::Pending, 0));
         assert_eq!(r.history.len(), 4);
         assert_eq!(r.entered(State::Failed), Some(2));
+    }
+
+    fn uploaded() -> Event {
+        Event::Uploaded {
+            remote_path: "/in/order-1.json.part".into(),
+        }
+    }
+    fn verified() -> Event {
+        Event::Verified {
+            remote_path: "/in/order-1.json".into(),
+            archive_path: "/a/order-1.json".into(),
+            note: None,
+        }
+    }
+    fn retry() -> Event {
+        Event::Retry {
+            error: "e".into(),
+            next_attempt_at: 9,
+        }
+    }
+
+    #[test]
+    fn attempts_made_count_the_one_that_got_through_as_the_logs_do() {
+        // Delivered on the first attempt: the log said attempt=1.
+        let mut r = entry();
+        assert_eq!(r.attempts_made(), 0, "found, not tried yet");
+        r.apply(uploaded(), 2, None).unwrap();
+        assert_eq!(r.attempts_made(), 1, "under way");
+        r.apply(verified(), 3, Some(5)).unwrap();
+        r.apply(Event::Archived, 4, None).unwrap();
+        assert_eq!((r.attempts, r.attempts_made()), (0, 1));
+
+        // One failure, then through on the second (attempt=1 warned, attempt=2 verified).
+        let mut r = entry();
+        r.apply(retry(), 2, Some(1)).unwrap();
+        assert_eq!(r.attempts_made(), 1);
+        r.apply(uploaded(), 3, None).unwrap();
+        r.apply(verified(), 4, Some(5)).unwrap();
+        assert_eq!((r.attempts, r.attempts_made()), (1, 2));
+
+        // Uploaded, then the rename failed: one attempt made, the next not yet.
+        let mut r = entry();
+        r.apply(uploaded(), 2, None).unwrap();
+        r.apply(retry(), 3, Some(1)).unwrap();
+        assert_eq!(r.attempts_made(), 1);
+        r.apply(verified(), 4, Some(2)).unwrap();
+        assert_eq!(r.attempts_made(), 2);
+
+        // Gave up after three: three made. A replay starts the count again.
+        let mut r = entry();
+        r.apply(retry(), 2, Some(1)).unwrap();
+        r.apply(retry(), 3, Some(1)).unwrap();
+        r.apply(Event::Failed { error: "x".into() }, 4, Some(1))
+            .unwrap();
+        assert_eq!(r.attempts_made(), 3);
+        r.apply(Event::Replay, 5, None).unwrap();
+        assert_eq!(r.attempts_made(), 0);
+        r.apply(uploaded(), 6, None).unwrap();
+        assert_eq!(r.attempts_made(), 1);
+
+        // Verified without an attempt (a duplicate at intake, a rebuild): none made.
+        let mut r = entry();
+        r.apply(verified(), 2, None).unwrap();
+        assert_eq!(r.attempts_made(), 0);
+        // A forced re-send starts again: the old delivery is not this one's attempt.
+        r.apply(Event::Archived, 3, None).unwrap();
+        r.apply(
+            Event::Resend {
+                from_path: "/a/order-1.json".into(),
+            },
+            4,
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.attempts_made(), 0);
     }
 
     #[test]

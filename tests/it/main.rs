@@ -12,9 +12,11 @@ mod fixture_sftp_wrapper;
 mod fixture_tests;
 
 mod cli;
+mod cron;
 mod delivery;
 mod observability;
 mod operator;
+mod operator_kit;
 mod packaging;
 mod recovery;
 mod servers;

@@ -169,6 +169,22 @@ fn the_systemd_unit_lets_the_service_write_every_path_the_shipped_config_names()
 // ---------------------------------------------------------------------------
 // The .deb
 
+/// The alert rules load, and their promtool unit tests (each alert firing and not
+/// firing: packaging/monitoring/plutus-sync.rules.test.yml) pass.
+#[test]
+fn the_alert_rules_pass_promtool_and_their_firing_and_not_firing_tests() {
+    let dir = Path::new(MANIFEST_DIR).join("packaging/monitoring");
+    need_tool("promtool", "prometheus");
+    ok(Command::new("promtool")
+        .args(["check", "rules", "plutus-sync.rules.yml"])
+        .current_dir(&dir));
+    // promtool resolves rule_files relative to the test file's folder.
+    let out = ok(Command::new("promtool")
+        .args(["test", "rules", "plutus-sync.rules.test.yml"])
+        .current_dir(&dir));
+    assert!(out.contains("SUCCESS"), "{out}");
+}
+
 #[test]
 fn the_debian_changelog_starts_with_the_crate_version() {
     let path = Path::new(MANIFEST_DIR).join("packaging/deb/changelog");
@@ -288,6 +304,122 @@ fn lintian_finds_nothing_in_the_package_that_is_not_explained() {
             readme.contains(tag),
             "the lintian override {tag} is not explained in packaging/deb/README.md"
         );
+    }
+}
+
+/// `plutus-sync`, `plutus-sync-journal`, `plutus-sync-journal-forget`, …: the man page
+/// of every command clap knows, as clap_mangen names them.
+fn commands(cmd: &clap::Command, prefix: &str, out: &mut Vec<String>) {
+    out.push(prefix.to_string());
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        if sub.get_name() != "help" {
+            commands(sub, &format!("{prefix}-{}", sub.get_name()), out);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs the .deb that tests/ci.sh builds (PLUTUS_DEB); tests/ci.sh runs it"]
+fn the_deb_ships_the_cron_wrapper_man_pages_completions_docs_and_the_example_config() {
+    let Some(deb) = package_under_test() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    ok(Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(work.path()));
+    let root = work.path();
+    let same = |installed: &str, source: &str| {
+        let got = std::fs::read(root.join(installed))
+            .unwrap_or_else(|e| panic!("{installed} not in the package: {e}"));
+        let want = std::fs::read(Path::new(MANIFEST_DIR).join(source)).unwrap();
+        assert!(got == want, "{installed} is not {source} as it is now");
+    };
+    let mode = |p: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(root.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+
+    // The cron wrapper, executable.
+    same(
+        "usr/share/plutus-sync/sync_plutus.sh",
+        "packaging/cron/sync_plutus.sh",
+    );
+    assert_eq!(mode("usr/share/plutus-sync/sync_plutus.sh"), 0o755);
+
+    // The docs and the config reference, as in the tree.
+    for (installed, source) in [
+        (
+            "usr/share/doc/plutus-sync/OPERATIONS.md",
+            "docs/OPERATIONS.md",
+        ),
+        (
+            "usr/share/doc/plutus-sync/ARCHITECTURE.md",
+            "docs/ARCHITECTURE.md",
+        ),
+        ("usr/share/doc/plutus-sync/GUIDE.md", "docs/GUIDE.md"),
+        (
+            "usr/share/doc/plutus-sync/examples/config.toml",
+            "packaging/config/example.toml",
+        ),
+    ] {
+        same(installed, source);
+        assert_eq!(mode(installed), 0o644, "{installed}");
+    }
+
+    // A man page for every command, gzipped, and `man -l` renders them cleanly.
+    let mut names = Vec::new();
+    commands(
+        &<plutus_sync::cli::Cli as clap::CommandFactory>::command(),
+        "plutus-sync",
+        &mut names,
+    );
+    assert!(names.contains(&"plutus-sync-journal-forget".to_string()));
+    need_tool("man", "man-db");
+    for name in &names {
+        let page = root.join(format!("usr/share/man/man1/{name}.1.gz"));
+        assert!(page.is_file(), "no man page {name}.1.gz in the package");
+        let out = output(
+            Command::new("man")
+                .args(["--warnings", "-E", "UTF-8", "-l"])
+                .arg(&page)
+                .env("MANWIDTH", "80")
+                .env("LC_ALL", "C.UTF-8"),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && err.is_empty(),
+            "man -l {name}: {err}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("SYNOPSIS"),
+            "{name}: no SYNOPSIS"
+        );
+    }
+
+    // Completions where bash-completion, zsh and fish look for them.
+    for (path, word) in [
+        (
+            "usr/share/bash-completion/completions/plutus-sync",
+            "--demo-dir",
+        ),
+        (
+            "usr/share/zsh/vendor-completions/_plutus-sync",
+            "--demo-dir",
+        ),
+        (
+            "usr/share/fish/vendor_completions.d/plutus-sync.fish",
+            "-l demo-dir",
+        ),
+    ] {
+        let text = std::fs::read_to_string(root.join(path))
+            .unwrap_or_else(|e| panic!("{path} not in the package: {e}"));
+        assert!(text.contains("forget") && text.contains(word), "{path}");
     }
 }
 

@@ -477,6 +477,10 @@ fn event() -> impl Strategy<Value = Event> {
             from_path: "a".into()
         }),
         (0u64..5, any::<u32>()).prop_map(|(size, crc32)| Event::Rehash { size, crc32 }),
+        Just(Event::Forgotten {
+            reason: "r".into(),
+            by: "b".into()
+        }),
     ]
 }
 
