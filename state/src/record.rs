@@ -158,11 +158,11 @@ impl Record {
                 self.quarantine_path = Some(path.clone());
             }
             Event::Invalid { reason } => self.last_error = Some(reason.clone()),
-            Event::Replay => {
+            Event::Replay { .. } => {
                 self.attempts = 0;
                 self.next_attempt_at = None;
             }
-            Event::Resend { from_path } => {
+            Event::Resend { from_path, .. } => {
                 self.attempts = 0;
                 self.next_attempt_at = None;
                 self.source_path = from_path.clone();
@@ -237,7 +237,7 @@ mod tests {
             .unwrap();
         assert_eq!((r.state(), r.attempts), (State::Failed, 2));
         assert_eq!(r.last_error.as_deref(), Some("y"));
-        r.apply(Event::Replay, 3, None).unwrap();
+        r.apply(Event::Replay { by: None }, 3, None).unwrap();
         assert_eq!((r.state(), r.attempts), (State::Pending, 0));
         assert_eq!(r.history.len(), 4);
         assert_eq!(r.entered(State::Failed), Some(2));
@@ -283,5 +283,39 @@ mod tests {
         let text = serde_json::to_string(&r).unwrap();
         let back: Record = serde_json::from_str(&text).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn a_replay_records_who_asked_and_one_written_before_that_still_reads() {
+        let mut r = entry();
+        r.apply(Event::Failed { error: "y".into() }, 2, None)
+            .unwrap();
+        let ops = crate::Caller {
+            uid: 1001,
+            user: Some("alice".into()),
+        };
+        r.apply(
+            Event::Replay {
+                by: Some(ops.clone()),
+            },
+            3,
+            None,
+        )
+        .unwrap();
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(
+            text.contains(r#""event":"replay","by":{"uid":1001,"user":"alice"}"#),
+            "{text}"
+        );
+        let back: Record = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+        // What the previous version wrote: no `by`.
+        let old = text.replace(r#","by":{"uid":1001,"user":"alice"}"#, "");
+        let back: Record = serde_json::from_str(&old).unwrap();
+        assert_eq!(
+            back.history.last().unwrap().event,
+            Some(Event::Replay { by: None })
+        );
+        assert_eq!(ops.to_string(), "alice (uid 1001)");
     }
 }
