@@ -4,11 +4,13 @@
 //! same code. Either way the answer is the same.
 //!
 //! - `protocol`: the typed requests and answers both ends share.
-//! - `socket`: the control socket: framing, limits, permissions.
+//! - `socket`: the control socket: framing, limits per uid.
+//! - `access`: who may ask what (root, operators, the service's user, others).
 //! - `queries`: list, show, stats, export.
 //! - `replay`: failed (and named quarantined, or forced archived) files back to work.
 //! - `rebuild`: a lost journal rebuilt from the archive, quarantine, outbox and inbox.
 
+pub mod access;
 pub mod compact;
 pub mod protocol;
 pub mod queries;
@@ -24,8 +26,14 @@ use plutus_state::{Journal, JournalOptions};
 use socket::ControlError;
 
 /// Answer a request from the journal alone: what the CLI does when the service is
-/// down, and what the service does before adding what only it knows.
-pub fn answer(j: &Journal, s: &Settings, req: &Request) -> Result<Answer, String> {
+/// down, and what the service does before adding what only it knows. `by` is who
+/// asked, journaled with a replay.
+pub fn answer(
+    j: &Journal,
+    s: &Settings,
+    req: &Request,
+    by: &plutus_state::Caller,
+) -> Result<Answer, String> {
     let a = match req {
         Request::Ping => Ok(Answer::Pong {
             pid: std::process::id(),
@@ -38,7 +46,7 @@ pub fn answer(j: &Journal, s: &Settings, req: &Request) -> Result<Answer, String
             selector,
             dry_run,
             force,
-        } => replay::replay(j, s, selector, *dry_run, *force).map(Answer::Replay),
+        } => replay::replay(j, s, selector, *dry_run, *force, by).map(Answer::Replay),
     };
     a.map_err(|e| e.to_string())
 }
@@ -50,7 +58,7 @@ pub(crate) fn ask(s: &Settings, req: &Request) -> anyhow::Result<Answer> {
         Ok(a) => Ok(a),
         Err(ControlError::NotRunning { .. }) => {
             let j = open_stopped(s)?;
-            answer(&j, s, req).map_err(anyhow::Error::msg)
+            answer(&j, s, req, &access::me()).map_err(anyhow::Error::msg)
         }
         Err(e) => Err(e.into()),
     }

@@ -27,6 +27,34 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Whether the request only looks. The control socket lets the service's own user
+    /// make these; every other request is for root and the operators' group. No
+    /// wildcard: a new request must be placed on one side.
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            Request::Ping
+            | Request::List { .. }
+            | Request::Show { .. }
+            | Request::Stats
+            | Request::Export { .. } => true,
+            Request::Replay { .. } => false,
+        }
+    }
+
+    /// The command's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::List { .. } => "journal list",
+            Request::Show { .. } => "journal show",
+            Request::Stats => "journal stats",
+            Request::Export { .. } => "journal export",
+            Request::Replay { .. } => "replay",
+        }
+    }
+}
+
 /// The answer to each request, in the same order.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "answer", content = "value", rename_all = "snake_case")]

@@ -16,6 +16,7 @@ mod delivery;
 mod observability;
 mod operator;
 mod packaging;
+mod privilege;
 mod recovery;
 mod servers;
 mod torture;

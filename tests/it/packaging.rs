@@ -105,6 +105,20 @@ fn the_systemd_unit_runs_the_service_the_way_the_service_expects() {
     assert_eq!(one("Restart"), "on-failure");
     assert_eq!(one("User"), "plutus-sync");
     assert_eq!(one("Group"), "plutus-sync");
+    // The control socket's default folder is the unit's runtime folder, and every
+    // local user reaches it (the service judges each peer itself).
+    assert_eq!(one("RuntimeDirectory"), "plutus-sync");
+    assert_eq!(one("RuntimeDirectoryMode"), "0755");
+    assert_eq!(
+        Path::new(plutus_sync::config::DEFAULT_SOCKET).parent(),
+        Some(Path::new("/run/plutus-sync"))
+    );
+    // In a user namespace of its own, SO_PEERCRED would show every operator as
+    // "nobody" (src/operator/access.rs).
+    assert!(
+        unit_values(&s, "PrivateUsers").iter().all(|v| v == "no"),
+        "PrivateUsers= hides the control socket's peers from the service"
+    );
     assert_eq!(
         one("ExecStart"),
         format!(
