@@ -96,7 +96,7 @@ impl Access {
                 self.operators
             )),
             Role::Other => Err(format!(
-                "permission denied: you are not in {}; {caller} may not use {}\n  hint: an administrator adds operators with `adduser USER {}`",
+                "permission denied: you are not in {}; {caller} may not use {}\n  hint: an administrator adds operators with 'adduser USER {}'",
                 self.operators,
                 req.name(),
                 self.operators

@@ -206,10 +206,11 @@ async fn one(
                 let _slot = slot;
                 let (role, caller) = access.who(uid, gid);
                 if let Err(denied) = access.check(role, &req, &caller) {
+                    let (what, ops) = (req.name(), &access.operators);
                     if req.is_read_only() {
-                        debug!(%caller, request = req.name(), "control request refused");
+                        debug!("control request refused: {what} by {caller}, not in {ops}");
                     } else {
-                        warn!(%caller, request = req.name(), "control request refused: {role:?} may not");
+                        warn!("control request refused: {what} by {caller}, not in {ops}");
                     }
                     return Err(denied);
                 }

@@ -129,7 +129,7 @@ fn only_root_and_operators_may_replay_others_are_told_which_group_and_the_journa
     let mut acc = Accounts::new();
     let ops = acc.group("ops");
     let (operator, operator_uid) = acc.user("op", &[&ops]);
-    let (shop, _) = acc.user("shop", &[]);
+    let (shop, shop_uid) = acc.user("shop", &[]);
     let sshd = Sshd::start();
     let spool = shared_spool(&sshd, &ops);
     let mut svc = spool.start();
@@ -164,7 +164,13 @@ fn only_root_and_operators_may_replay_others_are_told_which_group_and_the_journa
         assert!(out.is_empty(), "{args:?} as the web shop printed {out}");
     }
     assert_eq!(spool.ok(&["journal", "list", "--json"]), before);
-    assert!(svc.log_text().contains("control request refused"));
+    let log = svc.log_text();
+    assert!(
+        log.contains(&format!(
+            "control request refused: replay by {shop} (uid {shop_uid}), not in {ops}"
+        )),
+        "{log}"
+    );
 
     // An operator (in the group, not root) may look...
     for args in [
