@@ -188,6 +188,8 @@ settle = "500ms"
 quarantine_after = "5s"
 [journal]
 path = "journal"
+[control]
+socket = "control.sock"
 [destination]
 url = "file://{}/inbox"
 "#,
