@@ -82,6 +82,15 @@ pub fn expect<T>(
 
 /// Open the journal of a service that is not running.
 pub(crate) fn open_stopped(s: &Settings) -> anyhow::Result<Journal> {
+    // An operator (plutus-sync-admin) asks the running service; the journal's folder
+    // is the service's alone (0750), so without the service they cannot read it.
+    if let Err(e) = s.journal.path.try_exists() {
+        anyhow::bail!(
+            "{}: cannot read the journal ({e}), and the service is not running (nobody answers on {})\n  hint: start the service, or run the command as the service's user: sudo -u plutus-sync plutus-sync …",
+            s.journal.path.display(),
+            s.control.socket.display()
+        );
+    }
     if !s.journal.path.exists() {
         anyhow::bail!(
             "{}: no journal here: the service has not run with this config ({})",

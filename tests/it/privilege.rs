@@ -128,8 +128,10 @@ fn shared_spool(sshd: &Sshd, operators: &str) -> Spool {
 fn only_root_and_operators_may_replay_others_are_told_which_group_and_the_journal_records_who() {
     let mut acc = Accounts::new();
     let ops = acc.group("ops");
+    let writers = acc.group("out");
     let (operator, operator_uid) = acc.user("op", &[&ops]);
-    let (shop, shop_uid) = acc.user("shop", &[]);
+    // In the writers' group only, as the web shop is.
+    let (shop, shop_uid) = acc.user("shop", &[&writers]);
     let sshd = Sshd::start();
     let spool = shared_spool(&sshd, &ops);
     let mut svc = spool.start();
@@ -252,8 +254,9 @@ fn only_root_and_operators_may_replay_others_are_told_which_group_and_the_journa
 fn sixteen_idle_connections_from_one_uid_do_not_lock_out_an_operator() {
     let mut acc = Accounts::new();
     let ops = acc.group("ops");
+    let writers = acc.group("out");
     let (operator, _) = acc.user("op", &[&ops]);
-    let (shop, _) = acc.user("shop", &[]);
+    let (shop, _) = acc.user("shop", &[&writers]);
     let sshd = Sshd::start();
     let spool = shared_spool(&sshd, &ops);
     let mut svc = spool.start();
@@ -325,4 +328,33 @@ fn a_user_outside_every_group_is_told_which_group_to_join() {
     assert!(err.contains(&format!("adduser USER {ops}")), "{err}");
     assert!(svc.is_running());
     svc.stop();
+}
+
+#[test]
+#[ignore = "needs root: makes accounts and runs clients as them; tests/ci.sh runs it"]
+fn an_operator_with_the_service_stopped_is_told_to_start_it_or_ask_as_the_services_user() {
+    let mut acc = Accounts::new();
+    let ops = acc.group("ops");
+    let (operator, _) = acc.user("op", &[&ops]);
+    let sshd = Sshd::start();
+    let spool = shared_spool(&sshd, &ops);
+    // As installed: the journal in a folder only the service may enter.
+    spool.set_config("path = \"journal\"", "path = \"lib/journal\"");
+    let lib = spool.dir.path().join("lib");
+    fs::create_dir(&lib).unwrap();
+    fs::set_permissions(&lib, fs::Permissions::from_mode(0o750)).unwrap();
+    let mut svc = spool.start();
+    svc.wait_ready();
+    let (st, _, err) = as_user(&operator, &spool, &["journal", "stats"]);
+    assert!(st.success(), "{err}");
+    svc.stop();
+
+    let (st, out, err) = as_user(&operator, &spool, &["journal", "stats"]);
+    assert_eq!(st.code(), Some(2), "{out}");
+    assert!(
+        err.contains("cannot read the journal (Permission denied")
+            && err.contains("the service is not running")
+            && err.contains("sudo -u plutus-sync plutus-sync"),
+        "{err}"
+    );
 }
