@@ -358,3 +358,58 @@ fn an_operator_with_the_service_stopped_is_told_to_start_it_or_ask_as_the_servic
         "{err}"
     );
 }
+
+#[test]
+#[ignore = "needs root: makes accounts and runs the service as one; tests/ci.sh runs it"]
+fn the_services_own_user_may_look_but_not_replay() {
+    let mut acc = Accounts::new();
+    let ops = acc.group("ops");
+    let (user, uid) = acc.user("svc", &[]);
+    let inbox = tempfile::tempdir().unwrap();
+    let spool = Spool::with_destination(&format!("url = \"file://{}\"\n", inbox.path().display()));
+    spool.set_config(
+        "[control]\n",
+        &format!("[control]\noperators = \"{ops}\"\n"),
+    );
+    // Everything the service touches is its own, as the package makes it.
+    for d in [spool.dir.path(), inbox.path()] {
+        run(Command::new("chown")
+            .arg("-R")
+            .arg(format!("{user}:{user}"))
+            .arg(d));
+    }
+    let mut svc =
+        plutus_testkit::service::Service::start_as(&user, &spool.config, spool.dir.path());
+    svc.wait_ready();
+    spool.drop_order("order-1.json", &order(1, 1000));
+    wait_archived(&spool, &svc, 1, Duration::from_secs(20));
+
+    for args in [
+        &["journal", "stats"][..],
+        &["journal", "list"],
+        &["journal", "show", "order-1.json"],
+        &["journal", "export"],
+    ] {
+        let (st, out, err) = as_user(&user, &spool, args);
+        assert!(st.success(), "{args:?} as the service's user: {err}");
+        assert!(!out.is_empty(), "{args:?}");
+    }
+    for args in [
+        &["replay", "--failed"][..],
+        &["replay", "--force", "order-1.json"],
+    ] {
+        let (st, out, err) = as_user(&user, &spool, args);
+        assert_eq!(st.code(), Some(2), "{args:?} as the service's user: {out}");
+        assert!(
+            err.contains(&format!(
+                "permission denied: you are not in {ops}: the service's own user {user} (uid {uid}) may only look"
+            )),
+            "{args:?}: {err}"
+        );
+    }
+    // Root may.
+    let out = spool.ok(&["replay", "--failed"]);
+    assert!(out.contains("replay"), "{out}");
+    assert!(svc.is_running());
+    svc.stop();
+}
