@@ -22,12 +22,14 @@
 //!   (connection threads, archiver, inbox clean-up), `housekeeping` (watchdog,
 //!   pruning), `handler` (control answers only the service knows).
 //! - `shutdown`: SIGTERM/SIGINT → one cancellation token; systemd notifications.
-//! - `metrics`: Prometheus counters, histograms and gauges, and their endpoint.
+//! - `metrics`: Prometheus counters, histograms and gauges, and their endpoint
+//!   (loopback unless allowed, a bounded number of scrapes at once).
 //!
 //! **The operator side**:
 //! - `operator`: what operators ask (`queries`: list, show, stats, export;
-//!   `replay`), the typed `protocol` of the control socket and the `socket` itself;
-//!   `ask` goes to the running service, or to the journal on disk when it is down.
+//!   `replay`), the typed `protocol` of the control socket, the `socket` itself and
+//!   `access` (who may ask what, from the peer's credentials); `ask` goes to the
+//!   running service, or to the journal on disk when it is down.
 //! - `cli`: clap definitions; parses only. `commands`: the subcommands (arguments →
 //!   call → print).
 //! - `config`: TOML → validated `Settings`.

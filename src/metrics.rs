@@ -156,13 +156,23 @@ impl Metrics {
     }
 }
 
+/// Scrapes served at once. One scraper needs one; each reads the journal's counts,
+/// so a flood of them must not queue work without bound.
+pub const MAX_SCRAPES: usize = 4;
+
+const BUSY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
 /// Serve `GET /metrics` on `addr` until cancelled; `refresh` fills the scrape-time gauges.
+/// At most [`MAX_SCRAPES`] connections at once, each dropped if it sends no request
+/// within 5 s; more are answered 503 at once.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     refresh: Arc<dyn Fn() + Send + Sync>,
     cancel: CancellationToken,
 ) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
     loop {
         let (mut stream, peer) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -175,8 +185,15 @@ pub(crate) async fn serve(
                 }
             },
         };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // A fresh socket's send buffer is empty: this never blocks.
+            let _ = stream.try_write(BUSY);
+            debug!(%peer, "metrics: {MAX_SCRAPES} scrapes in progress, answered 503");
+            continue;
+        };
         let (metrics, refresh) = (metrics.clone(), refresh.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let mut head = vec![0u8; 4096];
             let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut head)).await
             {

@@ -89,7 +89,6 @@ pub fn run(args: &JournalArgs) -> anyhow::Result<bool> {
             let req = Request::Forget {
                 key: key.clone(),
                 reason: reason.clone(),
-                by: crate::operator::forget::who(rustix::process::getuid().as_raw()),
                 dry_run: *dry_run,
             };
             let f = expect(ask(&s, &req)?, "forget", |a| match a {
@@ -268,9 +267,9 @@ fn print_show(out: &mut impl Write, r: &Record) -> anyhow::Result<()> {
             Some(Event::Invalid { reason }) => {
                 format!("not a valid order yet: {reason}; left in the outbox for its writer")
             }
-            Some(Event::Replay) => "replayed by an operator".into(),
-            Some(Event::Resend { from_path }) => {
-                format!("re-send from {from_path} forced by an operator")
+            Some(Event::Replay { by }) => format!("replayed by {}", operator(by)),
+            Some(Event::Resend { from_path, by }) => {
+                format!("re-send from {from_path} forced by {}", operator(by))
             }
             Some(Event::Rehash { size, crc32 }) => {
                 format!("file changed: now {size} bytes, crc32 {crc32:08x}")
@@ -288,6 +287,13 @@ fn print_show(out: &mut impl Write, r: &Record) -> anyhow::Result<()> {
         writeln!(out, "    {}  {from}{}  {detail}{took}", rfc3339(t.at), t.to)?;
     }
     Ok(())
+}
+
+/// Who replayed: "alice (uid 1001)", or "an operator" in entries from before the
+/// journal recorded it.
+fn operator(by: &Option<plutus_state::Caller>) -> String {
+    by.as_ref()
+        .map_or_else(|| "an operator".to_string(), |c| c.to_string())
 }
 
 /// `s` with every control character escaped (`\n`, `\u{1b}`), nothing else

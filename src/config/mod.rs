@@ -15,6 +15,31 @@ pub use parse::parse;
 pub use url::Destination;
 
 pub const DEFAULT_PATH: &str = "/etc/plutus-sync/config.toml";
+/// Where the control socket is when `[control] socket` is not set: the service's
+/// runtime folder (`RuntimeDirectory=` in the unit).
+pub const DEFAULT_SOCKET: &str = "/run/plutus-sync/control.sock";
+/// The operators' group when `[control] operators` is not set.
+pub const DEFAULT_OPERATORS: &str = "plutus-sync-admin";
+
+/// `[metrics] listen`: an address and port, or a port alone (then 127.0.0.1). The
+/// metrics have no authentication and name the ERP host, so an address other hosts
+/// can reach is refused unless `allow_remote` says it is meant.
+fn metrics_address(listen: &str, allow_remote: bool) -> Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr = match listen.parse::<u16>() {
+        Ok(port) => (std::net::Ipv4Addr::LOCALHOST, port).into(),
+        Err(_) => listen.parse().map_err(|e| {
+            format!("{listen:?} is not an address and port like \"127.0.0.1:9464\" ({e})")
+        })?,
+    };
+    if !addr.ip().is_loopback() && !allow_remote {
+        return Err(format!(
+            "{addr} is reachable from other hosts, and the metrics have no authentication; \
+             listen on 127.0.0.1, or set [metrics] allow_remote = true if a scraper on \
+             another host must reach it (and restrict it with the firewall)"
+        ));
+    }
+    Ok(addr)
+}
 pub(crate) const ENV_VAR: &str = "PLUTUS_SYNC_CONFIG";
 
 #[derive(Debug, thiserror::Error)]
@@ -107,12 +132,16 @@ pub struct RetrySettings {
 #[derive(Clone, Debug)]
 pub struct ControlSettings {
     pub socket: PathBuf,
+    /// The operators' group: its members (and root) may use every request; the
+    /// service's own user may only look; everyone else is refused.
+    pub operators: String,
 }
 
 /// `[metrics]`.
 #[derive(Clone, Debug)]
 pub struct MetricsSettings {
-    /// Where to serve Prometheus metrics; off when `None`.
+    /// Where to serve Prometheus metrics; off when `None`. A loopback address unless
+    /// `allow_remote` was set.
     pub listen: Option<std::net::SocketAddr>,
 }
 
@@ -162,6 +191,8 @@ settle = "500ms"
 quarantine_after = "5s"
 [journal]
 path = "journal"
+[control]
+socket = "control.sock"
 [destination]
 url = "file://{}/inbox"
 "#,

@@ -33,6 +33,7 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
     listen: Option<String>,
+    allow_remote: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -46,6 +47,7 @@ struct RawLog {
 #[serde(deny_unknown_fields)]
 struct RawControl {
     socket: Option<PathBuf>,
+    operators: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -188,21 +190,30 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
         .path
         .unwrap_or_else(|| PathBuf::from("/var/lib/plutus-sync/journal")));
     let retention = duration("journal.retention", raw.journal.retention, "30d")?;
-    // Beside the journal by default: the one folder the service surely owns.
+    // The service's runtime folder (RuntimeDirectory= in the unit): the socket is
+    // not data, and /run is cleaned at boot.
     let socket = raw
         .control
         .socket
         .map(abs)
-        .unwrap_or_else(|| journal.with_file_name("control.sock"));
+        .unwrap_or_else(|| PathBuf::from(super::DEFAULT_SOCKET));
+    let operators = raw
+        .control
+        .operators
+        .unwrap_or_else(|| super::DEFAULT_OPERATORS.to_string());
+    if operators.is_empty() || operators.contains([':', '\n', ' ', '/']) {
+        return Err(invalid(
+            "control.operators",
+            format!("{operators:?} is not a group name"),
+        ));
+    }
 
     let metrics_listen = match raw.metrics.listen {
         None => None,
-        Some(a) => Some(a.parse().map_err(|e| {
-            invalid(
-                "metrics.listen",
-                format!("{a:?} is not an address and port like \"127.0.0.1:9464\" ({e})"),
-            )
-        })?),
+        Some(a) => Some(
+            super::metrics_address(&a, raw.metrics.allow_remote == Some(true))
+                .map_err(|reason| invalid("metrics.listen", reason))?,
+        ),
     };
     let log_file = raw.log.file.map(abs);
     if let Some(f) = &log_file {
@@ -335,7 +346,7 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
             max: retry_max,
             max_attempts,
         },
-        control: ControlSettings { socket },
+        control: ControlSettings { socket, operators },
         metrics: MetricsSettings {
             listen: metrics_listen,
         },
@@ -405,8 +416,10 @@ mod tests {
         assert_eq!(s.journal.retention, Duration::from_secs(30 * 86400));
         assert_eq!(
             s.control.socket,
-            PathBuf::from("/var/lib/plutus-sync/control.sock")
+            PathBuf::from("/run/plutus-sync/control.sock")
         );
+        assert_eq!(s.control.operators, "plutus-sync-admin");
+        assert_eq!(s.metrics.listen, None);
         assert_eq!(
             s.destination.url,
             Destination::Sftp {
@@ -437,6 +450,9 @@ mod tests {
             ("[source]\n", "[destination]: missing"),
             ("[metrics]\nlisten = \"localhost\"\n[destination]\nurl = \"file:///x\"", "[metrics.listen]: \"localhost\" is not an address"),
             ("[log]\nkeep = 0\n[destination]\nurl = \"file:///x\"", "[log.keep]: must be at least 1"),
+            ("[metrics]\nlisten = \"0.0.0.0:9464\"\n[destination]\nurl = \"file:///x\"", "[metrics.listen]: 0.0.0.0:9464 is reachable from other hosts, and the metrics have no authentication; listen on 127.0.0.1, or set [metrics] allow_remote = true"),
+            ("[metrics]\nlisten = \"[::]:9464\"\nallow_remote = false\n[destination]\nurl = \"file:///x\"", "[metrics.listen]: [::]:9464 is reachable"),
+            ("[control]\noperators = \"\"\n[destination]\nurl = \"file:///x\"", "[control.operators]: \"\" is not a group name"),
         ];
         for (text, want) in cases {
             let err = parse_str(text).unwrap_err().to_string();
@@ -453,5 +469,35 @@ mod tests {
         .unwrap();
         assert_eq!(s.source.outbox, PathBuf::from("/etc/o"));
         assert_eq!(s.destination.identity, PathBuf::from("/etc/k"));
+    }
+
+    #[test]
+    fn metrics_listen_on_loopback_unless_remote_is_allowed_by_name() {
+        let listen = |m: &str| {
+            parse_str(&format!(
+                "[metrics]\n{m}\n[destination]\nurl = \"file:///x\""
+            ))
+            .map(|s| s.metrics.listen.map(|a| a.to_string()))
+        };
+        assert_eq!(
+            listen("listen = \"9464\"").unwrap().as_deref(),
+            Some("127.0.0.1:9464")
+        );
+        assert_eq!(
+            listen("listen = \"127.0.0.1:9464\"").unwrap().as_deref(),
+            Some("127.0.0.1:9464")
+        );
+        assert_eq!(
+            listen("listen = \"[::1]:9464\"").unwrap().as_deref(),
+            Some("[::1]:9464")
+        );
+        assert_eq!(
+            listen("listen = \"0.0.0.0:9464\"\nallow_remote = true")
+                .unwrap()
+                .as_deref(),
+            Some("0.0.0.0:9464")
+        );
+        assert!(listen("listen = \"192.0.2.7:9464\"").is_err());
+        assert_eq!(listen("allow_remote = true").unwrap(), None);
     }
 }

@@ -103,22 +103,3 @@ fn refusal(
     }
     Ok(None)
 }
-
-/// "alice (uid 1000)", or "uid 1000" for a uid /etc/passwd does not name: who asked,
-/// for the journal. The service takes the uid from the control socket's peer
-/// credentials, not from the request.
-pub fn who(uid: u32) -> String {
-    let name = std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|text| {
-            text.lines().find_map(|l| {
-                let mut f = l.split(':');
-                let (name, _, id) = (f.next()?, f.next()?, f.next()?);
-                (id.parse::<u32>().ok()? == uid).then(|| name.to_string())
-            })
-        });
-    match name {
-        Some(n) => format!("{} (uid {uid})", crate::intake::shown(&n)),
-        None => format!("uid {uid}"),
-    }
-}

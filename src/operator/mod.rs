@@ -4,12 +4,14 @@
 //! same code. Either way the answer is the same.
 //!
 //! - `protocol`: the typed requests and answers both ends share.
-//! - `socket`: the control socket: framing, limits, permissions.
+//! - `socket`: the control socket: framing, limits per uid.
+//! - `access`: who may ask what (root, operators, the service's user, others).
 //! - `queries`: list, show, stats, export.
 //! - `replay`: failed (and named quarantined, or forced archived) files back to work.
 //! - `rebuild`: a lost journal rebuilt from the archive, quarantine, outbox and inbox.
 //! - `forget`: a failed entry whose local copy is gone, closed with who and why.
 
+pub mod access;
 pub mod compact;
 pub mod forget;
 pub mod protocol;
@@ -26,8 +28,14 @@ use plutus_state::{Journal, JournalOptions};
 use socket::ControlError;
 
 /// Answer a request from the journal alone: what the CLI does when the service is
-/// down, and what the service does before adding what only it knows.
-pub fn answer(j: &Journal, s: &Settings, req: &Request) -> Result<Answer, String> {
+/// down, and what the service does before adding what only it knows. `by` is who
+/// asked, journaled with a replay.
+pub fn answer(
+    j: &Journal,
+    s: &Settings,
+    req: &Request,
+    by: &plutus_state::Caller,
+) -> Result<Answer, String> {
     let a = match req {
         Request::Ping => Ok(Answer::Pong {
             pid: std::process::id(),
@@ -40,13 +48,12 @@ pub fn answer(j: &Journal, s: &Settings, req: &Request) -> Result<Answer, String
             selector,
             dry_run,
             force,
-        } => replay::replay(j, s, selector, *dry_run, *force).map(Answer::Replay),
+        } => replay::replay(j, s, selector, *dry_run, *force, by).map(Answer::Replay),
         Request::Forget {
             key,
             reason,
-            by,
             dry_run,
-        } => forget::forget(j, s, key, reason, by, *dry_run).map(Answer::Forget),
+        } => forget::forget(j, s, key, reason, &by.to_string(), *dry_run).map(Answer::Forget),
     };
     a.map_err(|e| e.to_string())
 }
@@ -58,7 +65,7 @@ pub(crate) fn ask(s: &Settings, req: &Request) -> anyhow::Result<Answer> {
         Ok(a) => Ok(a),
         Err(ControlError::NotRunning { .. }) => {
             let j = open_stopped(s)?;
-            answer(&j, s, req).map_err(anyhow::Error::msg)
+            answer(&j, s, req, &access::me()).map_err(anyhow::Error::msg)
         }
         Err(e) => Err(e.into()),
     }
@@ -82,6 +89,15 @@ pub fn expect<T>(
 
 /// Open the journal of a service that is not running.
 pub(crate) fn open_stopped(s: &Settings) -> anyhow::Result<Journal> {
+    // An operator (plutus-sync-admin) asks the running service; the journal's folder
+    // is the service's alone (0750), so without the service they cannot read it.
+    if let Err(e) = s.journal.path.try_exists() {
+        anyhow::bail!(
+            "{}: cannot read the journal ({e}), and the service is not running (nobody answers on {})\n  hint: start the service, or run the command as the service's user: sudo -u plutus-sync plutus-sync …",
+            s.journal.path.display(),
+            s.control.socket.display()
+        );
+    }
     if !s.journal.path.exists() {
         anyhow::bail!(
             "{}: no journal here: the service has not run with this config ({})",

@@ -25,15 +25,43 @@ pub enum Request {
         dry_run: bool,
         force: bool,
     },
-    /// Close a failed entry whose local copy is gone (`journal forget`). `by` is
-    /// who asks: the CLI fills it in, and the service replaces it with the control
-    /// socket peer's uid, so it cannot be claimed.
+    /// Close a failed entry whose local copy is gone (`journal forget`). Who asks is
+    /// journaled: the control socket peer's credentials (or, with the service
+    /// stopped, this process's), never a claim in the request.
     Forget {
         key: String,
         reason: String,
-        by: String,
         dry_run: bool,
     },
+}
+
+impl Request {
+    /// Whether the request only looks. The control socket lets the service's own user
+    /// make these; every other request is for root and the operators' group. No
+    /// wildcard: a new request must be placed on one side.
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            Request::Ping
+            | Request::List { .. }
+            | Request::Show { .. }
+            | Request::Stats
+            | Request::Export { .. } => true,
+            Request::Replay { .. } | Request::Forget { .. } => false,
+        }
+    }
+
+    /// The command's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::List { .. } => "journal list",
+            Request::Show { .. } => "journal show",
+            Request::Stats => "journal stats",
+            Request::Export { .. } => "journal export",
+            Request::Replay { .. } => "replay",
+            Request::Forget { .. } => "journal forget",
+        }
+    }
 }
 
 /// The answer to each request, in the same order.

@@ -4,18 +4,21 @@
 use super::protocol::{Replayed, Selector};
 use super::queries::QueryError;
 use crate::config::Settings;
-use plutus_state::{now_ms, Event, Journal, JournalError, Record, State};
+use plutus_state::{now_ms, Caller, Event, Journal, JournalError, Record, State};
 use std::path::Path;
+use tracing::info;
 
 /// Put failed entries back to `pending` with fresh attempts; with `force`, archived
 /// ones too, moving the archived copy back into the outbox to be sent again. A
 /// quarantined file named explicitly goes back to the outbox to be judged again.
+/// Each change is journaled (failed, archived) and logged (all three) with `by`.
 pub fn replay(
     j: &Journal,
     s: &Settings,
     sel: &Selector,
     dry_run: bool,
     force: bool,
+    by: &Caller,
 ) -> Result<Replayed, QueryError> {
     let mut unknown = Vec::new();
     // A failed entry whose name has a newer entry (the web shop wrote the order again,
@@ -76,7 +79,13 @@ pub fn replay(
                     continue;
                 }
                 if !dry_run {
-                    j.apply(rec.id, Event::Replay)?;
+                    j.apply(
+                        rec.id,
+                        Event::Replay {
+                            by: Some(by.clone()),
+                        },
+                    )?;
+                    info!(file = %crate::intake::shown(&rec.name), id = rec.id, uid = by.uid, "replay of a failed file by {by}");
                 }
                 out.replayed.push((rec.id, rec.name.clone()));
             }
@@ -100,8 +109,10 @@ pub fn replay(
                         rec.id,
                         Event::Resend {
                             from_path: from.clone(),
+                            by: Some(by.clone()),
                         },
                     )?;
+                    info!(file = %crate::intake::shown(&rec.name), id = rec.id, uid = by.uid, "forced re-send from the archive by {by}");
                     // Durable first: were the move to happen and the `resend` write be
                     // lost, the file would look like a duplicate and never be sent.
                     j.flush()?;
@@ -163,6 +174,9 @@ pub fn replay(
                     let mut note = std::ffi::OsString::from(&from);
                     note.push(".reason");
                     let _ = std::fs::remove_file(note);
+                    // Not journaled: the entry stays `quarantined` as history, and the
+                    // file gets a new entry when intake takes it.
+                    info!(file = %crate::intake::shown(&rec.name), id = rec.id, uid = by.uid, "quarantined file put back in the outbox by {by}");
                 }
                 out.replayed.push((rec.id, rec.name.clone()));
             }
@@ -179,6 +193,14 @@ pub fn replay(
                 format!("is {st}: the service is already on it"),
             )),
         }
+    }
+    if dry_run {
+        info!(
+            uid = by.uid,
+            "replay dry run by {by}: {} would go, {} refused",
+            out.replayed.len(),
+            out.refused.len()
+        );
     }
     Ok(out)
 }

@@ -6,7 +6,7 @@ use super::Shared;
 use crate::operator::protocol::DestinationStatus;
 use crate::operator::socket::Handler;
 use crate::operator::{self, Answer, Request};
-use plutus_state::now_ms;
+use plutus_state::{now_ms, Caller};
 use std::sync::Arc;
 use tracing::info;
 
@@ -14,9 +14,9 @@ use tracing::info;
 pub(super) struct ServiceHandler(pub(super) Arc<Shared>);
 
 impl Handler for ServiceHandler {
-    fn handle(&self, req: Request) -> Result<Answer, String> {
+    fn handle(&self, req: Request, caller: &Caller) -> Result<Answer, String> {
         let sh = &self.0;
-        let mut answer = operator::answer(&sh.ctx.journal, &sh.ctx.settings, &req)?;
+        let mut answer = operator::answer(&sh.ctx.journal, &sh.ctx.settings, &req, caller)?;
         match (&req, &mut answer) {
             // Only the service knows how the destination is doing.
             (Request::Stats, Answer::Stats(stats)) => {
@@ -35,7 +35,7 @@ impl Handler for ServiceHandler {
             // Replayed entries go to the queue at once.
             (Request::Replay { dry_run: false, .. }, Answer::Replay(r)) => {
                 for (id, name) in &r.replayed {
-                    info!(file = %crate::intake::shown(name), id, "replayed by an operator");
+                    info!(file = %crate::intake::shown(name), id, "queued again after a replay by {caller}");
                     sh.queue.push(*id);
                 }
             }
@@ -43,12 +43,11 @@ impl Handler for ServiceHandler {
                 Request::Forget {
                     dry_run: false,
                     reason,
-                    by,
                     ..
                 },
                 Answer::Forget(f),
             ) if f.refused.is_none() => {
-                info!(file = %crate::intake::shown(&f.name), id = f.id, by = %by, reason = %reason.trim().escape_default(), "failed entry forgotten by an operator");
+                info!(file = %crate::intake::shown(&f.name), id = f.id, by = %caller, reason = %reason.trim().escape_default(), "failed entry forgotten by an operator");
             }
             _ => {}
         }

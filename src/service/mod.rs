@@ -255,7 +255,8 @@ pub async fn run(
     if mode.serves() {
         let listener = control::bind(&settings.control.socket)?;
         let handler: Arc<dyn control::Handler> = Arc::new(handler::ServiceHandler(shared.clone()));
-        tracker.spawn(control::serve(listener, handler, cancel.clone()));
+        let access = crate::operator::access::Access::new(&settings.control.operators);
+        tracker.spawn(control::serve(listener, handler, access, cancel.clone()));
         tracker.spawn(housekeeping::prune_task(shared.clone()));
         if let Some(addr) = settings.metrics.listen {
             let listener = crate::metrics::bind(addr)

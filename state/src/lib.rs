@@ -20,7 +20,7 @@ pub mod protocol;
 pub mod record;
 
 pub use journal::{Journal, JournalError, JournalOptions, Windows};
-pub use machine::{Event, IllegalTransition, State};
+pub use machine::{Caller, Event, IllegalTransition, State};
 pub use record::{NewEntry, Record, Transition};
 
 /// Milliseconds since the Unix epoch: the one clock the journal stores, so an

@@ -160,10 +160,19 @@ pub enum Event {
     Quarantined { reason: String, path: String },
     /// Not a valid order file yet: left in the outbox for its writer to finish.
     Invalid { reason: String },
-    /// Operator's replay of a failed entry.
-    Replay,
-    /// Operator's forced re-send of an archived entry, from `from_path` (the archive).
-    Resend { from_path: String },
+    /// Operator's replay of a failed entry, by `by` (absent in entries written before
+    /// the control socket knew who asks).
+    Replay {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Caller>,
+    },
+    /// Operator's forced re-send of an archived entry, from `from_path` (the archive),
+    /// by `by`.
+    Resend {
+        from_path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Caller>,
+    },
     /// The local file changed after intake: new size and CRC32, upload again.
     Rehash { size: u64, crc32: u32 },
     /// Recovery found the `sent` entry's temp file still there (so never renamed) but not
@@ -172,6 +181,25 @@ pub enum Event {
     /// An operator closed a failed entry whose local copy is gone (`journal forget`):
     /// `by` is who (user name and uid), `reason` why.
     Forgotten { reason: String, by: String },
+}
+
+/// Who asked for an operator's event: the control socket's peer (SO_PEERCRED), or the
+/// CLI's own user when it answered from the journal itself.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Caller {
+    pub uid: u32,
+    /// The account's name, when the user database knows the uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.user {
+            Some(u) => write!(f, "{u} (uid {})", self.uid),
+            None => write!(f, "uid {}", self.uid),
+        }
+    }
 }
 
 impl Event {
@@ -186,7 +214,7 @@ impl Event {
             Event::Failed { .. } => "failed",
             Event::Quarantined { .. } => "quarantined",
             Event::Invalid { .. } => "invalid",
-            Event::Replay => "replay",
+            Event::Replay { .. } => "replay",
             Event::Resend { .. } => "resend",
             Event::Rehash { .. } => "rehash",
             Event::Reupload { .. } => "reupload",
@@ -225,7 +253,7 @@ pub fn next(from: State, event: &Event) -> Result<State, IllegalTransition> {
         // Changed after intake and not valid now: back to intake until the writer is done.
         (Pending, Event::Invalid { .. }) => Invalid,
         (Invalid, Event::Rehash { .. }) => Pending,
-        (Failed, Event::Replay) => Pending,
+        (Failed, Event::Replay { .. }) => Pending,
         (Archived, Event::Resend { .. }) => Pending,
         (Pending, Event::Rehash { .. }) => Pending,
         (Failed, Event::Forgotten { .. }) => Forgotten,
@@ -266,9 +294,10 @@ mod tests {
                 path: "q".into(),
             },
             Event::Invalid { reason: "r".into() },
-            Event::Replay,
+            Event::Replay { by: None },
             Event::Resend {
                 from_path: "a".into(),
+                by: None,
             },
             Event::Rehash { size: 1, crc32: 2 },
             Event::Reupload { reason: "r".into() },

@@ -110,7 +110,7 @@ impl Record {
         let reset = self
             .history
             .iter()
-            .rposition(|t| matches!(t.event, Some(Event::Replay | Event::Resend { .. })))
+            .rposition(|t| matches!(t.event, Some(Event::Replay { .. } | Event::Resend { .. })))
             .map_or(0, |i| i + 1);
         let since = &self.history[reset..];
         let last_failure = since
@@ -184,11 +184,11 @@ impl Record {
                 self.quarantine_path = Some(path.clone());
             }
             Event::Invalid { reason } => self.last_error = Some(reason.clone()),
-            Event::Replay => {
+            Event::Replay { .. } => {
                 self.attempts = 0;
                 self.next_attempt_at = None;
             }
-            Event::Resend { from_path } => {
+            Event::Resend { from_path, .. } => {
                 self.attempts = 0;
                 self.next_attempt_at = None;
                 self.source_path = from_path.clone();
@@ -265,7 +265,7 @@ mod tests {
             .unwrap();
         assert_eq!((r.state(), r.attempts), (State::Failed, 2));
         assert_eq!(r.last_error.as_deref(), Some("y"));
-        r.apply(Event::Replay, 3, None).unwrap();
+        r.apply(Event::Replay { by: None }, 3, None).unwrap();
         assert_eq!((r.state(), r.attempts), (State::Pending, 0));
         assert_eq!(r.history.len(), 4);
         assert_eq!(r.entered(State::Failed), Some(2));
@@ -324,7 +324,7 @@ mod tests {
         r.apply(Event::Failed { error: "x".into() }, 4, Some(1))
             .unwrap();
         assert_eq!(r.attempts_made(), 3);
-        r.apply(Event::Replay, 5, None).unwrap();
+        r.apply(Event::Replay { by: None }, 5, None).unwrap();
         assert_eq!(r.attempts_made(), 0);
         r.apply(uploaded(), 6, None).unwrap();
         assert_eq!(r.attempts_made(), 1);
@@ -338,6 +338,7 @@ mod tests {
         r.apply(
             Event::Resend {
                 from_path: "/a/order-1.json".into(),
+                by: None,
             },
             4,
             None,
@@ -386,5 +387,39 @@ mod tests {
         let text = serde_json::to_string(&r).unwrap();
         let back: Record = serde_json::from_str(&text).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn a_replay_records_who_asked_and_one_written_before_that_still_reads() {
+        let mut r = entry();
+        r.apply(Event::Failed { error: "y".into() }, 2, None)
+            .unwrap();
+        let ops = crate::Caller {
+            uid: 1001,
+            user: Some("alice".into()),
+        };
+        r.apply(
+            Event::Replay {
+                by: Some(ops.clone()),
+            },
+            3,
+            None,
+        )
+        .unwrap();
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(
+            text.contains(r#""event":"replay","by":{"uid":1001,"user":"alice"}"#),
+            "{text}"
+        );
+        let back: Record = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+        // What the previous version wrote: no `by`.
+        let old = text.replace(r#","by":{"uid":1001,"user":"alice"}"#, "");
+        let back: Record = serde_json::from_str(&old).unwrap();
+        assert_eq!(
+            back.history.last().unwrap().event,
+            Some(Event::Replay { by: None })
+        );
+        assert_eq!(ops.to_string(), "alice (uid 1001)");
     }
 }

@@ -84,6 +84,18 @@ impl Service {
         )
     }
 
+    /// `plutus-sync run -c CONFIG` as `user`, with the groups the user database gives
+    /// it, as systemd's `User=` does (setpriv execs it, so signals reach it). The
+    /// config and the folders it names must be reachable by that user.
+    pub fn start_as(user: &str, config: &Path, dir: &Path) -> Service {
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={user}"))
+            .arg(format!("--regid={user}"))
+            .args(["--init-groups", "--"])
+            .arg(bin());
+        Service::spawn_with(cmd, config, &dir.join("service.log"), TEST_LOG, true)
+    }
+
     /// `plutus-sync run` inside network namespace `ns` (`ip netns exec` execs it, so
     /// the child is plutus-sync itself and signals reach it).
     pub fn start_in_netns(ns: &str, config: &Path, dir: &Path) -> Service {
@@ -105,7 +117,18 @@ impl Service {
         Service::spawn(Command::new(bin()), config, log, INSTALLED_LOG)
     }
 
-    fn spawn(mut cmd: Command, config: &Path, log: &Path, level: &str) -> Service {
+    fn spawn(cmd: Command, config: &Path, log: &Path, level: &str) -> Service {
+        Service::spawn_with(cmd, config, log, level, false)
+    }
+
+    /// `spawn`; with `any_user`, the notify socket takes a service of another uid.
+    fn spawn_with(
+        mut cmd: Command,
+        config: &Path,
+        log: &Path,
+        level: &str,
+        any_user: bool,
+    ) -> Service {
         let f = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -118,6 +141,11 @@ impl Service {
             .unwrap();
         let notify_path = notify_dir.path().join("n");
         let notify = UnixDatagram::bind(&notify_path).unwrap();
+        if any_user {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(notify_dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+            fs::set_permissions(&notify_path, fs::Permissions::from_mode(0o666)).unwrap();
+        }
         notify.set_read_timeout(Some(NOTIFY_READ_TIMEOUT)).unwrap();
         let proc = Proc::spawn(
             cmd.args(["run", "-c"])

@@ -69,6 +69,9 @@ sweep_interval = "1s"
 [journal]
 path = "journal"
 
+[control]
+socket = "control.sock"
+
 [retry]
 initial = "100ms"
 max = "1s"
@@ -104,6 +107,7 @@ max_attempts = 3
         Spool::create(&format!(
             "[source]\noutbox = \"outbox\"\narchive = \"archive\"\nquarantine = \"quarantine\"\n\n\
              [journal]\npath = \"journal\"\n\n\
+             [control]\nsocket = \"control.sock\"\n\n\
              [destination]\nurl = \"sftp://{}@127.0.0.1:{port}{}\"\nidentity = \"{}\"\n\
              known_hosts = \"{}\"\nconnections = {connections}\n{extra}\n",
             sshd.user(),

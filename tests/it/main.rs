@@ -18,6 +18,7 @@ mod observability;
 mod operator;
 mod operator_kit;
 mod packaging;
+mod privilege;
 mod recovery;
 mod servers;
 mod torture;

@@ -133,3 +133,62 @@ fn a_log_file_replaces_stderr_with_timestamped_lines_naming_file_batch_and_state
         "{line}"
     );
 }
+
+#[test]
+fn metrics_refuse_an_address_other_hosts_reach_unless_allowed_by_name() {
+    let spool = Spool::with_destination("url = \"file:///nonexistent/inbox\"\n");
+    spool.append_config("[metrics]\nlisten = \"0.0.0.0:9464\"\n");
+    for args in [&["check", "--as-root"][..], &["run"]] {
+        let (st, out, err) = spool.cmd(args);
+        assert!(!st.success(), "{args:?} started: {out}");
+        let text = format!("{out}{err}");
+        assert!(
+            text.contains("[metrics.listen]: 0.0.0.0:9464 is reachable from other hosts")
+                && text.contains("set [metrics] allow_remote = true"),
+            "{args:?}: {text}"
+        );
+    }
+}
+
+#[test]
+fn at_most_four_scrapes_at_once_and_the_rest_are_told_to_come_back() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let port = free_port();
+    // A port alone: loopback.
+    spool.append_config(&format!("[metrics]\nlisten = \"{port}\"\n"));
+    let mut svc = spool.start();
+    svc.wait_ready();
+    assert!(svc.log_text().contains(&format!(
+        "serving metrics on http://127.0.0.1:{port}/metrics"
+    )));
+
+    // Four clients that connect and say nothing hold the four places.
+    let idle: Vec<TcpStream> = (0..plutus_sync::metrics::MAX_SCRAPES)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let mut fifth = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    fifth
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut out = String::new();
+    fifth.read_to_string(&mut out).unwrap();
+    assert!(
+        out.starts_with("HTTP/1.1 503 Service Unavailable"),
+        "{out:?}"
+    );
+    assert!(out.contains("Retry-After: 1"), "{out}");
+
+    // Their places come back as soon as they go.
+    drop(idle);
+    wait_until(Duration::from_secs(10), "a scrape is served again", || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.starts_with("HTTP/1.1 200 OK")
+    });
+    assert!(svc.is_running());
+    svc.stop();
+}

@@ -313,37 +313,6 @@ fn a_flood_of_malformed_and_oversized_requests_leaves_the_service_delivering() {
 }
 
 #[test]
-#[ignore = "needs root: runs a client as another user; tests/ci.sh runs it"]
-fn the_socket_is_closed_to_users_outside_the_services_group() {
-    let sshd = Sshd::start();
-    let spool = Spool::for_sshd(&sshd, "");
-    let mut svc = spool.start();
-    svc.wait_ready();
-    let mode = fs::metadata(spool.socket()).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o660, "socket mode {mode:o}");
-    plutus_testkit::require_root("runs a client as another user");
-    // Let `nobody` reach the config and the socket's folder, but not the socket.
-    fs::set_permissions(spool.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::set_permissions(&spool.config, fs::Permissions::from_mode(0o644)).unwrap();
-    use std::os::unix::process::CommandExt;
-    let out = std::process::Command::new(bin())
-        .args(["journal", "stats", "-c"])
-        .arg(&spool.config)
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("permission denied on the control socket"),
-        "{err}"
-    );
-    assert!(svc.is_running());
-    svc.stop();
-}
-
-#[test]
 fn check_reports_each_problem_with_its_fix() {
     let mut sshd = Sshd::start();
     let spool = Spool::for_sshd(&sshd, "");

@@ -158,7 +158,7 @@ fn forget_closes_a_failed_entry_whose_file_is_gone_with_who_and_why_through_the_
     assert!(out.contains("forgot #") && out.contains(a), "{out}");
     let show = spool.ok(&["journal", "show", a]);
     assert!(show.contains("  state        forgotten\n"), "{show}");
-    let me = plutus_sync::operator::forget::who(unsafe { libc::getuid() });
+    let me = plutus_sync::operator::access::me().to_string();
     assert!(
         show.contains(&format!(
             "failed → forgotten  forgotten by {me}: re-entered by hand in the ERP"

@@ -105,6 +105,20 @@ fn the_systemd_unit_runs_the_service_the_way_the_service_expects() {
     assert_eq!(one("Restart"), "on-failure");
     assert_eq!(one("User"), "plutus-sync");
     assert_eq!(one("Group"), "plutus-sync");
+    // The control socket's default folder is the unit's runtime folder, and every
+    // local user reaches it (the service judges each peer itself).
+    assert_eq!(one("RuntimeDirectory"), "plutus-sync");
+    assert_eq!(one("RuntimeDirectoryMode"), "0755");
+    assert_eq!(
+        Path::new(plutus_sync::config::DEFAULT_SOCKET).parent(),
+        Some(Path::new("/run/plutus-sync"))
+    );
+    // In a user namespace of its own, SO_PEERCRED would show every operator as
+    // "nobody" (src/operator/access.rs).
+    assert!(
+        unit_values(&s, "PrivateUsers").iter().all(|v| v == "no"),
+        "PrivateUsers= hides the control socket's peers from the service"
+    );
     assert_eq!(
         one("ExecStart"),
         format!(
@@ -490,6 +504,17 @@ impl Root {
             .success()
     }
 
+    /// The groups `user` is in (primary and supplementary), sorted.
+    fn groups_of(&self, user: &str) -> Vec<String> {
+        let mut g: Vec<String> = self
+            .sh(&format!("id -Gn {user}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        g.sort();
+        g
+    }
+
     fn dpkg(&self, args: &str) -> String {
         let out = output(&mut self.sh_cmd(&format!("dpkg {args}")));
         let text = format!(
@@ -510,6 +535,69 @@ impl Root {
             &mut self.sh_cmd("dpkg-query -W -f='${db:Status-Abbrev}${Version}' plutus-sync"),
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// The owners and modes of every path the package installs or makes, and its groups:
+/// the service's own (plutus-sync), the writers' (plutus-outbox, which the service is
+/// in too) and the operators' (plutus-sync-admin, which it is not).
+fn expect_layout(root: &Root, when: &str) {
+    for (path, want) in [
+        ("/etc/plutus-sync", "root:plutus-sync 750"),
+        ("/etc/plutus-sync/config.toml", "root:plutus-sync 640"),
+        ("/var/spool/plutus-sync", "root:plutus-outbox 750"),
+        (
+            "/var/spool/plutus-sync/outbox",
+            "plutus-sync:plutus-outbox 2770",
+        ),
+        (
+            "/var/spool/plutus-sync/archive",
+            "plutus-sync:plutus-sync 2750",
+        ),
+        (
+            "/var/spool/plutus-sync/quarantine",
+            "plutus-sync:plutus-sync 2750",
+        ),
+        ("/var/lib/plutus-sync", "plutus-sync:plutus-sync 750"),
+        ("/var/log/plutus-sync", "plutus-sync:plutus-sync 750"),
+        ("/usr/bin/plutus-sync", "root:root 755"),
+        (
+            "/usr/lib/systemd/system/plutus-sync.service",
+            "root:root 644",
+        ),
+    ] {
+        assert_eq!(root.stat(path), want, "{path} {when}");
+    }
+    for group in ["plutus-sync", "plutus-outbox", "plutus-sync-admin"] {
+        assert!(root.has_account("group", group), "no group {group} {when}");
+    }
+    assert_eq!(
+        root.groups_of("plutus-sync"),
+        ["plutus-outbox", "plutus-sync"],
+        "the service's groups {when}"
+    );
+}
+
+/// `user` (in plutus-outbox) writes the outbox and can neither forge nor read the
+/// archive or the quarantine, the journal, the logs or the config.
+fn expect_writer_only(root: &Root, user: &str, when: &str) {
+    let groups = "plutus-outbox";
+    assert!(
+        root.sh_as(user, user, groups, "test -w /var/spool/plutus-sync/outbox")
+            .status
+            .success(),
+        "{user} cannot write the outbox {when}"
+    );
+    for script in [
+        "touch /var/spool/plutus-sync/archive/forged.json",
+        "ls /var/spool/plutus-sync/archive",
+        "ls /var/spool/plutus-sync/quarantine",
+        "ls /var/lib/plutus-sync",
+        "ls /var/log/plutus-sync",
+        "cat /etc/plutus-sync/config.toml",
+    ] {
+        let out = root.sh_as(user, user, groups, script);
+        assert!(!out.status.success(), "{user} may `{script}` {when}");
     }
 }
 
@@ -560,6 +648,9 @@ fn base_root(deb: &Path) -> PathBuf {
         .collect();
     let include = include.join(",");
 
+    // Two tests of this binary may want it at once: one makes it, the other waits.
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _making = MAKING.lock().unwrap_or_else(|p| p.into_inner());
     let key = {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -682,34 +773,7 @@ fn the_deb_installs_upgrades_keeping_the_edited_config_and_purges_in_a_throwaway
             .ends_with(":/var/lib/plutus-sync:/usr/sbin/nologin"),
         "{account}"
     );
-    let expect_modes = |when: &str| {
-        for (path, want) in [
-            ("/etc/plutus-sync", "root:plutus-sync 750"),
-            ("/etc/plutus-sync/config.toml", "root:plutus-sync 640"),
-            ("/var/spool/plutus-sync", "root:plutus-sync 750"),
-            (
-                "/var/spool/plutus-sync/outbox",
-                "plutus-sync:plutus-sync 2770",
-            ),
-            (
-                "/var/spool/plutus-sync/archive",
-                "plutus-sync:plutus-sync 2750",
-            ),
-            (
-                "/var/spool/plutus-sync/quarantine",
-                "plutus-sync:plutus-sync 2750",
-            ),
-            ("/var/lib/plutus-sync", "plutus-sync:plutus-sync 750"),
-            ("/var/log/plutus-sync", "plutus-sync:plutus-sync 750"),
-            ("/usr/bin/plutus-sync", "root:root 755"),
-            (
-                "/usr/lib/systemd/system/plutus-sync.service",
-                "root:root 644",
-            ),
-        ] {
-            assert_eq!(root.stat(path), want, "{path} {when}");
-        }
-    };
+    let expect_modes = |when: &str| expect_layout(&root, when);
     expect_modes("after install");
     let conffiles = root.sh("dpkg-query -W -f='${Conffiles}' plutus-sync");
     assert!(
@@ -732,7 +796,7 @@ fn the_deb_installs_upgrades_keeping_the_edited_config_and_purges_in_a_throwaway
     let check = root.sh_as(
         "plutus-sync",
         "plutus-sync",
-        "",
+        "plutus-outbox",
         "plutus-sync check -c /etc/plutus-sync/config.toml",
     );
     let check = String::from_utf8_lossy(&check.stdout).into_owned();
@@ -760,13 +824,14 @@ fn the_deb_installs_upgrades_keeping_the_edited_config_and_purges_in_a_throwaway
         "the service can write its own config"
     );
 
-    // The web shop's account, in the plutus-sync group, writes into the outbox; the
-    // file keeps the group and the service can read it. It cannot touch the archive.
-    root.sh("adduser --system --group --quiet webshop && adduser --quiet webshop plutus-sync");
+    // The web shop's account, in plutus-outbox only, writes into the outbox; the file
+    // keeps the group and the service can read it. It reads nothing else of ours.
+    root.sh("adduser --system --group --quiet webshop && adduser --quiet webshop plutus-outbox");
+    assert_eq!(root.groups_of("webshop"), ["plutus-outbox", "webshop"]);
     let wrote = root.sh_as(
         "webshop",
         "webshop",
-        "plutus-sync",
+        "plutus-outbox",
         "umask 0027 && echo '{\"order\": 1}' > /var/spool/plutus-sync/outbox/order-1.json",
     );
     assert!(
@@ -775,26 +840,18 @@ fn the_deb_installs_upgrades_keeping_the_edited_config_and_purges_in_a_throwaway
     );
     assert_eq!(
         root.stat("/var/spool/plutus-sync/outbox/order-1.json"),
-        "webshop:plutus-sync 640"
+        "webshop:plutus-outbox 640"
     );
     assert!(root
         .sh_as(
             "plutus-sync",
             "plutus-sync",
-            "",
+            "plutus-outbox",
             "cat /var/spool/plutus-sync/outbox/order-1.json"
         )
         .status
         .success());
-    assert!(!root
-        .sh_as(
-            "webshop",
-            "webshop",
-            "plutus-sync",
-            "touch /var/spool/plutus-sync/archive/forged.json"
-        )
-        .status
-        .success());
+    expect_writer_only(&root, "webshop", "after install");
 
     // --- Upgrade with an edited config ----------------------------------------
     root.sh("sed -i 's/^connections = 2$/connections = 3/' /etc/plutus-sync/config.toml");
@@ -859,9 +916,11 @@ fn the_deb_installs_upgrades_keeping_the_edited_config_and_purges_in_a_throwaway
         purged.contains("/var/spool/plutus-sync still holds order files"),
         "{purged}"
     );
-    // The account stays (packaging/deb/README.md says why).
+    // The account and the groups stay (packaging/deb/README.md says why).
     assert!(root.has_account("passwd", "plutus-sync"));
-    assert!(root.has_account("group", "plutus-sync"));
+    for group in ["plutus-sync", "plutus-outbox", "plutus-sync-admin"] {
+        assert!(root.has_account("group", group), "purge removed {group}");
+    }
     assert_eq!(root.sh("dpkg-statoverride --list || true"), "");
     assert!(!root.exists("/etc/systemd/system/multi-user.target.wants/plutus-sync.service"));
     assert!(!root.exists("/etc/systemd/system/plutus-sync.service"));
@@ -888,4 +947,160 @@ fn the_deb_installs_upgrades_keeping_the_edited_config_and_purges_in_a_throwaway
         started.elapsed(),
         after_debootstrap
     );
+}
+
+/// The postinst of the packages before the writers and operators had groups of their
+/// own, kept as it was (a fixture, not installed).
+const OLD_POSTINST: &str = include_str!("packaging_old_postinst.sh");
+
+/// A copy of the package built from this tree with the old postinst (and the same
+/// systemd part cargo-deb put at `#DEBHELPER#`): the layout an upgrade starts from.
+fn repack_with_old_postinst(deb: &Path, version: &str, out: &Path) {
+    repack(deb, version, out, |tree| {
+        let built = std::fs::read_to_string(tree.join("DEBIAN/postinst")).unwrap();
+        let source =
+            std::fs::read_to_string(Path::new(MANIFEST_DIR).join("packaging/deb/postinst"))
+                .unwrap();
+        let (head, tail) = source.split_once("#DEBHELPER#").unwrap();
+        let debhelper = built
+            .strip_prefix(head)
+            .and_then(|b| b.strip_suffix(tail))
+            .unwrap_or_else(|| {
+                panic!("cannot find #DEBHELPER#'s part in the built postinst:\n{built}")
+            });
+        let (old_head, old_tail) = OLD_POSTINST.split_once("#DEBHELPER#").unwrap();
+        std::fs::write(
+            tree.join("DEBIAN/postinst"),
+            format!("{old_head}{debhelper}{old_tail}"),
+        )
+        .unwrap();
+    });
+}
+
+/// A throwaway copy of the cached debootstrap root, without a name server.
+fn throwaway_root(base: &Path) -> Root {
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("packaging");
+    std::fs::create_dir_all(&work).unwrap();
+    let root = Root {
+        dir: tempfile::Builder::new()
+            .prefix("throwaway-")
+            .tempdir_in(&work)
+            .unwrap(),
+    };
+    ok(Command::new("cp").arg("-a").arg(base).arg(root.path()));
+    let _ = std::fs::remove_file(root.file("/etc/resolv.conf"));
+    root
+}
+
+#[test]
+#[ignore = "needs root and the .deb that tests/ci.sh builds (PLUTUS_DEB); tests/ci.sh runs it"]
+fn an_upgrade_from_the_one_group_layout_moves_the_writers_without_locking_them_out() {
+    let Some(deb) = package_under_test() else {
+        return;
+    };
+    plutus_testkit::require_root("installs a package in a chroot");
+    let base = base_root(&deb);
+    let v1 = deb_field(&deb, "Version");
+    let v0 = format!("{v1}~onegroup");
+
+    // --- Nobody else in plutus-sync: moved at once ------------------------------
+    let root = throwaway_root(&base);
+    repack_with_old_postinst(&deb, &v0, &root.file("/tmp/v0.deb"));
+    std::fs::copy(&deb, root.file("/tmp/v1.deb")).unwrap();
+    root.dpkg("-i /tmp/v0.deb");
+    assert_eq!(
+        root.stat("/var/spool/plutus-sync/outbox"),
+        "plutus-sync:plutus-sync 2770",
+        "the old layout"
+    );
+    root.sh("echo '{\"order\": 0}' > /var/spool/plutus-sync/outbox/order-0.json");
+    let out = root.dpkg("-i /tmp/v1.deb");
+    assert!(
+        out.contains(
+            "/var/spool/plutus-sync/outbox now belongs to the writers' group plutus-outbox"
+        ),
+        "{out}"
+    );
+    expect_layout(&root, "after the upgrade from one group, no writer");
+    assert!(root.exists("/var/spool/plutus-sync/outbox/order-0.json"));
+    drop(root);
+
+    // --- A web shop in plutus-sync: added, told, then moved by hand ---------------
+    let root = throwaway_root(&base);
+    let v2 = format!("{v1}+test2");
+    repack_with_old_postinst(&deb, &v0, &root.file("/tmp/v0.deb"));
+    std::fs::copy(&deb, root.file("/tmp/v1.deb")).unwrap();
+    repack(&deb, &v2, &root.file("/tmp/v2.deb"), |_| {});
+    root.dpkg("-i /tmp/v0.deb");
+    root.sh("adduser --system --group --quiet webshop && adduser --quiet webshop plutus-sync");
+    // And a name left in the group after its account was removed by hand.
+    root.sh("sed -i 's/^plutus-sync:.*$/&,ghost/' /etc/group && getent group plutus-sync | grep -q ghost");
+    // The web shop's process, started before the upgrade, keeps these groups.
+    let old_creds = |n: u32| {
+        root.sh_as(
+            "webshop",
+            "webshop",
+            "plutus-sync",
+            &format!("umask 0027 && echo '{{\"order\": {n}}}' > /var/spool/plutus-sync/outbox/order-{n}.json"),
+        )
+    };
+    assert!(old_creds(1).status.success());
+
+    let out = root.dpkg("-i /tmp/v1.deb");
+    assert!(out.contains("Added to plutus-outbox: webshop."), "{out}");
+    assert_eq!(
+        root.groups_of("webshop"),
+        ["plutus-outbox", "plutus-sync", "webshop"]
+    );
+    // Until the admin finishes, the outbox is as it was: the running web shop still
+    // writes, and the service reads what it wrote.
+    assert_eq!(
+        root.stat("/var/spool/plutus-sync/outbox"),
+        "plutus-sync:plutus-sync 2770"
+    );
+    let second = old_creds(2);
+    assert!(
+        second.status.success(),
+        "locked out by the upgrade: {second:?}"
+    );
+
+    // Exactly what it said to run.
+    let commands: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("    ")).collect();
+    assert_eq!(
+        commands,
+        [
+            "chgrp plutus-outbox /var/spool/plutus-sync /var/spool/plutus-sync/outbox && chmod g+s /var/spool/plutus-sync/outbox",
+            "gpasswd -d webshop plutus-sync",
+        ],
+        "{out}"
+    );
+    for c in &commands {
+        root.sh(c);
+    }
+    expect_layout(&root, "after the move by hand");
+    assert_eq!(root.groups_of("webshop"), ["plutus-outbox", "webshop"]);
+    // The web shop, restarted with its new groups, writes; it reads nothing else.
+    let third = root.sh_as(
+        "webshop",
+        "webshop",
+        "plutus-outbox",
+        "umask 0027 && echo '{\"order\": 3}' > /var/spool/plutus-sync/outbox/order-3.json",
+    );
+    assert!(third.status.success(), "{third:?}");
+    expect_writer_only(&root, "webshop", "after the move by hand");
+    // Not a file lost: the service reads and may move every one of them.
+    for n in 1..=3 {
+        let f = format!("/var/spool/plutus-sync/outbox/order-{n}.json");
+        let read = root.sh_as(
+            "plutus-sync",
+            "plutus-sync",
+            "plutus-outbox",
+            &format!("cat {f} && test -w /var/spool/plutus-sync/outbox"),
+        );
+        assert!(read.status.success(), "{f}: {read:?}");
+    }
+    // Done: the next upgrade has nothing to say and changes nothing.
+    let out = root.dpkg("-i /tmp/v2.deb");
+    assert!(!out.contains("plutus-outbox"), "{out}");
+    expect_layout(&root, "after the next upgrade");
 }

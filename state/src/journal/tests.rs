@@ -472,9 +472,13 @@ fn event() -> impl Strategy<Value = Event> {
             reason: "bad".into(),
             path: "q".into()
         }),
-        Just(Event::Replay),
+        Just(Event::Replay { by: None }),
         Just(Event::Resend {
-            from_path: "a".into()
+            from_path: "a".into(),
+            by: Some(crate::machine::Caller {
+                uid: 1001,
+                user: Some("ops".into())
+            })
         }),
         (0u64..5, any::<u32>()).prop_map(|(size, crc32)| Event::Rehash { size, crc32 }),
         Just(Event::Forgotten {
@@ -575,7 +579,8 @@ fn tallies_are_counted_afresh_after_a_build_that_writes_an_empty_mark() {
         let by_state = db.open_tree(keys::TREE_BY_STATE).unwrap();
         let (k, raw) = entries.first().unwrap().unwrap();
         let mut r: Record = serde_json::from_slice(&raw).unwrap();
-        r.apply(Event::Replay, crate::now_ms(), None).unwrap();
+        r.apply(Event::Replay { by: None }, crate::now_ms(), None)
+            .unwrap();
         entries.insert(k, encode(&r)).unwrap();
         by_state
             .insert(keys::by_state(State::Pending, r.id), &[])
