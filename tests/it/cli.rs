@@ -79,10 +79,9 @@ fn a_second_process_on_the_same_journal_is_refused_with_a_clear_error() {
     let other = spool.dir.path().join("other.toml");
     std::fs::write(
         &other,
-        format!(
-            "{}\n[control]\nsocket = \"other.sock\"\n",
-            std::fs::read_to_string(&spool.config).unwrap()
-        ),
+        std::fs::read_to_string(&spool.config)
+            .unwrap()
+            .replace("socket = \"control.sock\"", "socket = \"other.sock\""),
     )
     .unwrap();
     let out = Command::new(bin())
