@@ -15,7 +15,7 @@ use std::time::Instant;
 use tracing::info;
 
 use super::deliver::{open_source, rename_step, resolve_sent, verified, Source};
-use super::failure::handle_error;
+use super::failure::{blame, healthy};
 use super::{file_span, job_of, ms, process, Ctx, Slot, Step};
 
 /// Advance every entry of `ids` as far as it goes now; one step per entry, in no
@@ -31,11 +31,11 @@ pub fn process_batch(
     for &id in ids {
         match ctx.journal.get(id)? {
             Some(rec) if rec.state() == State::Pending => pending.push(rec),
-            Some(_) => {
+            Some(rec) => {
                 // A destination that went down for one entry is down for the rest:
                 // they keep their state without a connection attempt each.
                 let step = match down_cause(&steps) {
-                    Some(cause) => Step::DestinationDown(cause),
+                    Some(cause) => Step::DestinationDown(waits(&rec.name, &cause)),
                     None => process(ctx, slot, id)?,
                 };
                 steps.push((id, step));
@@ -45,27 +45,33 @@ pub fn process_batch(
     }
     if !pending.is_empty() {
         match down_cause(&steps) {
-            Some(cause) => steps.extend(all_down(pending, cause)),
+            Some(cause) => steps.extend(
+                pending
+                    .iter()
+                    .map(|r| (r.id, Step::DestinationDown(waits(&r.name, &cause)))),
+            ),
             None => upload_batch(ctx, slot, pending, &mut steps)?,
         }
     }
     Ok(steps)
 }
 
-/// A stand-in for the error that stopped the destination earlier in the batch.
-fn down_cause(steps: &[(u64, Step)]) -> Option<TransferError> {
+/// The error that stopped the destination earlier in the batch, as text.
+fn down_cause(steps: &[(u64, Step)]) -> Option<String> {
     steps.iter().find_map(|(_, s)| match s {
-        Step::DestinationDown(e) => Some(not_tried(&e.to_string())),
+        Step::DestinationDown(e) => Some(e.to_string()),
         _ => None,
     })
 }
 
-fn not_tried(cause: &str) -> TransferError {
+/// What an entry waits with when another file of its batch found the destination
+/// down: its own step was not taken (or, for a `sent` one, not finished).
+fn waits(name: &str, cause: &str) -> TransferError {
     TransferError::Remote(transfer::RemoteError {
         op: "create",
-        path: String::new(),
+        path: crate::intake::shown(name).to_string(),
         fault: transfer::Fault::Connection,
-        message: format!("not tried: the destination failed earlier in the batch ({cause})"),
+        message: format!("waits for the destination, which failed in this batch ({cause})"),
     })
 }
 
@@ -76,7 +82,7 @@ fn all_down(recs: Vec<Record>, e: TransferError) -> Vec<(u64, Step)> {
     let mut e = Some(e);
     recs.into_iter()
         .map(|r| {
-            let err = e.take().unwrap_or_else(|| not_tried(&cause));
+            let err = e.take().unwrap_or_else(|| waits(&r.name, &cause));
             (r.id, Step::DestinationDown(err))
         })
         .collect()
@@ -170,7 +176,9 @@ fn upload_batch(
         }
         // The rule everything rests on: `sent` is durable before any rename leaves.
         // One flush for the whole batch (and for other workers' batches meanwhile).
-        ctx.journal.flush()?;
+        if !sent.is_empty() {
+            ctx.journal.flush()?;
+        }
         drop(claims);
         for (rec, up, _) in &sent {
             let span = file_span(rec);
@@ -189,7 +197,7 @@ fn upload_batch(
             finish_errors(ctx, slot, errors, steps)?;
             // Durably `sent`: the next attempt looks at the temp before anything else.
             for (rec, _, _) in sent {
-                steps.push((rec.id, Step::DestinationDown(not_tried(&cause))));
+                steps.push((rec.id, Step::DestinationDown(waits(&rec.name, &cause))));
             }
             Ok(())
         }
@@ -218,6 +226,10 @@ fn rename_batch(
         // Each rename after its own look at the final name (see `rename_step`).
         for (rec, up, sent_as) in sent {
             let id = rec.id;
+            if let Some(cause) = down_cause(steps) {
+                steps.push((id, Step::DestinationDown(waits(&rec.name, &cause))));
+                continue;
+            }
             let span = file_span(&rec);
             let _g = span.enter();
             let step = rename_step(ctx, slot, rec, started, note(&up), sent_as)?;
@@ -245,7 +257,7 @@ fn rename_batch(
         .map(|(r, _, _)| conn.final_path(&r.name))
         .collect();
     let mut doubts = Vec::new();
-    let mut lost = None;
+    let mut lost: Option<()> = None;
     for (((rec, up, sent_as), result), final_path) in sent.into_iter().zip(results).zip(finals) {
         let span = file_span(&rec);
         let _g = span.enter();
@@ -261,7 +273,7 @@ fn rename_batch(
             // The reply is lost, not necessarily the rename: the entry stays `sent`,
             // and the next attempt looks before it does anything.
             Err(e) if e.scope() == Scope::Destination => {
-                lost.get_or_insert_with(|| e.to_string());
+                lost = Some(());
                 steps.push((rec.id, Step::DestinationDown(e)));
             }
             // Refused (a name taken, a file held open on Windows): look, after the
@@ -269,15 +281,17 @@ fn rename_batch(
             Err(e) => doubts.push((rec, sent_as, e)),
         }
     }
-    if let Some(cause) = lost {
+    if lost.is_some() {
         slot.drop_conn();
-        for (rec, _, _) in doubts {
-            steps.push((rec.id, Step::DestinationDown(not_tried(&cause))));
-        }
-        return Ok(());
     }
     for (rec, sent_as, e) in doubts {
         let id = rec.id;
+        // Once the destination is down, the rest wait, still `sent`: one timeout for
+        // the batch, not one per file.
+        if let Some(cause) = down_cause(steps) {
+            steps.push((id, Step::DestinationDown(waits(&rec.name, &cause))));
+            continue;
+        }
         let span = file_span(&rec);
         let _g = span.enter();
         let step = resolve_sent(ctx, slot, rec, started, sent_as, Some(e))?;
@@ -286,18 +300,49 @@ fn rename_batch(
     Ok(())
 }
 
-/// What each file's error does to its entry, once the batch is through.
+/// What each file's error does to its entry, once the batch is through. Whether the
+/// destination is to blame is asked once per batch and kind of error (a probe file
+/// for a remote error, a ping for any other), not once per file; once it is down,
+/// the rest wait with it and burn no attempt, as they would one file at a time.
 fn finish_errors(
     ctx: &Ctx,
     slot: &mut Slot,
     errors: Vec<(Record, TransferError, Option<u64>)>,
     steps: &mut Vec<(u64, Step)>,
 ) -> Result<(), JournalError> {
+    let (mut probed, mut pinged) = (None, None);
     for (rec, e, elapsed) in errors {
         let span = file_span(&rec);
         let _g = span.enter();
-        let step = handle_error(ctx, slot, &rec, e, elapsed)?;
+        let step = if e.scope() == Scope::Destination {
+            slot.drop_conn();
+            Step::DestinationDown(e)
+        } else if let Some(cause) = down_cause(steps).filter(|_| is_remote(&e)) {
+            Step::DestinationDown(waits(&rec.name, &cause))
+        } else {
+            let verdict = if is_remote(&e) {
+                &mut probed
+            } else {
+                &mut pinged
+            };
+            let up = match (*verdict, slot.existing()) {
+                (Some(v), _) => v,
+                (None, Some(c)) => *verdict.insert(healthy(c.as_mut(), &e)),
+                // No connection to ask: as one file at a time without one.
+                (None, None) => true,
+            };
+            if up {
+                blame(ctx, &rec, e, elapsed)?
+            } else {
+                slot.drop_conn();
+                Step::DestinationDown(e)
+            }
+        };
         steps.push((rec.id, step));
     }
     Ok(())
+}
+
+fn is_remote(e: &TransferError) -> bool {
+    matches!(e, TransferError::Remote(_))
 }

@@ -33,23 +33,35 @@ pub(super) fn file_error(
     e: TransferError,
     elapsed_ms: Option<u64>,
 ) -> Result<Step, JournalError> {
-    let s = &ctx.settings;
-    // Is it this file, or every file? ssh2's Read/Write hide the SFTP status, and a
-    // bare "failure" can be a read-only or full inbox as well as a bad name. A remote
-    // error is put to the test: if a probe file cannot be written either, the whole
-    // destination waits (no attempt burned); otherwise the file takes the blame.
-    if let Some(c) = slot.existing() {
-        let healthy = match &e {
-            TransferError::Remote(_) => c.probe(),
-            _ => c.ping(),
-        };
-        if healthy.is_err() {
+    match slot.existing().map(|c| healthy(c.as_mut(), &e)) {
+        Some(false) => {
             slot.drop_conn();
-            return Ok(Step::DestinationDown(e));
+            Ok(Step::DestinationDown(e))
         }
+        _ => blame(ctx, rec, e, elapsed_ms),
     }
-    slot.drop_conn();
+}
 
+/// Is it this file, or every file? A bare "failure" can be a read-only or full inbox
+/// as well as a bad name: a remote error is put to the test of writing a probe file,
+/// any other error to a ping. `false`: the destination is down (no attempt burned).
+/// A connection that passes stays: a refused request leaves our SFTP session sound.
+pub(super) fn healthy(c: &mut dyn crate::transfer::Connection, e: &TransferError) -> bool {
+    match e {
+        TransferError::Remote(_) => c.probe().is_ok(),
+        _ => c.ping().is_ok(),
+    }
+}
+
+/// The file takes the blame: a retry later, `failed` once its attempts are used up
+/// (or on a conflict), or a new look at a local file that changed.
+pub(super) fn blame(
+    ctx: &Ctx,
+    rec: &Record,
+    e: TransferError,
+    elapsed_ms: Option<u64>,
+) -> Result<Step, JournalError> {
+    let s = &ctx.settings;
     if let TransferError::SourceChanged { .. } = e {
         return rehash(ctx, rec);
     }

@@ -72,7 +72,9 @@ pub(super) fn worker(
             }
         };
         // The rest of the batch: whatever else is ready now, never a wait for more (a
-        // lone order goes at once). The other workers take their own share.
+        // lone order goes at once). A worker free at the same moment takes what is
+        // left after this one's window; a burst smaller than the window goes over one
+        // connection, in the same few round trips.
         let mut ids = vec![first];
         ids.extend(shared.queue.pop_ready(window - 1));
         let Some(epoch) = rt.block_on(shared.gate.wait_open(&shared.cancel)) else {
@@ -121,7 +123,18 @@ pub(super) fn worker(
                 continue;
             }
         };
+        // One step per entry; an entry without one would stay queued for ever (and a
+        // pass never end): it comes back later instead.
         debug_assert_eq!(steps.len(), ids.len(), "one step per entry");
+        for &id in &ids {
+            if !steps.iter().any(|(s, _)| *s == id) {
+                error!(
+                    worker = n,
+                    id, "no step for an entry of the batch; trying it again later"
+                );
+                settle(&shared, id, pipeline::retry_later(&shared.ctx));
+            }
+        }
         let mut wait_again = Vec::new();
         // One report per batch: the first error is the destination's; the others
         // say the same thing again.

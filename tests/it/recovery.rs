@@ -104,7 +104,7 @@ fn verified(ctx: &Ctx, spool: &Spool, id: u64, name: &str) -> std::path::PathBuf
     archive_path
 }
 
-fn pending(ctx: &Ctx, spool: &Spool, name: &str, body: &[u8]) -> u64 {
+pub(crate) fn pending(ctx: &Ctx, spool: &Spool, name: &str, body: &[u8]) -> u64 {
     spool.drop_order(name, body);
     ctx.journal
         .insert(NewEntry {

@@ -750,19 +750,68 @@ fn all_delivered_with_no_attempt_burned(
 #[ignore = "needs root: a read-only bind mount; tests/ci.sh runs it"]
 fn a_read_only_inbox_pauses_delivery_without_failing_files() {
     let sshd = Sshd::start();
-    let ro = Mount::read_only(sshd.inbox());
     let spool = Spool::for_sshd(&sshd, "timeout = \"5s\"");
     let mut svc = spool.start();
     svc.wait_ready();
-    let orders = orders(5);
-    for (n, b) in &orders {
+    // One delivery first, so the connections are made and the server probed while
+    // the inbox is writable: the refusals then come to a batch's uploads, each a
+    // file-scope "create" error on its own, and none of them may pay an attempt
+    // (found in review: only the first file of a batch was probed).
+    let orders = orders(21);
+    spool.drop_order(&orders[0].0, &orders[0].1);
+    wait_archived(&spool, &svc, 1, Duration::from_secs(20));
+    let ro = Mount::read_only(sshd.inbox());
+    for (n, b) in &orders[1..] {
         spool.drop_order(n, b);
     }
     wait_for_log(&svc, "destination down", Duration::from_secs(20));
     std::thread::sleep(Duration::from_secs(2));
-    assert!(spool.archived().is_empty());
+    assert_eq!(spool.archived().len(), 1);
     drop(ro);
     all_delivered_with_no_attempt_burned(&spool, svc, sshd.inbox(), &orders);
+}
+
+#[test]
+#[ignore = "needs root: a read-only bind mount; tests/ci.sh runs it"]
+fn a_batch_the_inbox_refuses_waits_for_the_destination_and_burns_no_attempt() {
+    // The pipeline driven as a library, so the 20 files are one batch for certain:
+    // the connection is made and the server probed while the inbox is writable,
+    // then every create of the batch is refused (a file-scope error each). Found in
+    // review: only the first file was put to the probe, and the others each paid an
+    // attempt for the inbox's trouble.
+    use plutus_sync::pipeline::{process_batch, Slot, Step};
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "timeout = \"5s\"");
+    let ctx = crate::recovery::ctx(&spool);
+    let orders = orders(20);
+    let ids: Vec<u64> = orders
+        .iter()
+        .map(|(n, b)| crate::recovery::pending(&ctx, &spool, n, b))
+        .collect();
+    let mut slot = Slot::default();
+    slot.connect(&ctx).unwrap();
+    let ro = Mount::read_only(sshd.inbox());
+    let steps = process_batch(&ctx, &mut slot, &ids).unwrap();
+    assert_eq!(steps.len(), ids.len(), "one step per entry");
+    for (id, step) in &steps {
+        assert!(matches!(step, Step::DestinationDown(_)), "#{id}: {step:?}");
+    }
+    for &id in &ids {
+        let r = ctx.journal.get(id).unwrap().unwrap();
+        assert_eq!((r.state(), r.attempts), (State::Pending, 0), "{r:?}");
+    }
+    drop(ro);
+    // Writable again: the same batch on a fresh connection delivers every file.
+    let steps = process_batch(&ctx, &mut Slot::default(), &ids).unwrap();
+    for (id, step) in &steps {
+        assert!(matches!(step, Step::Verified(_)), "#{id}: {step:?}");
+    }
+    let got = names_in(sshd.inbox()).len();
+    assert_eq!(
+        got,
+        ids.len(),
+        "every file under its final name, no temp left"
+    );
 }
 
 #[test]

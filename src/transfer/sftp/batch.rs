@@ -150,7 +150,7 @@ fn outcome(
             Err(mismatch(size, crc32))
         }
         // The temp is whole and closed; read it back the plain way.
-        Err(PutError::ShortRead) => {
+        Err(PutError::ShortRead { fsync }) => {
             let (size, crc32) = read_crc(conn, path)?;
             if (size, crc32) != (job.size, job.crc32) {
                 let _ = Remote::remove(conn, path);
@@ -158,9 +158,12 @@ fn outcome(
             }
             Ok(Uploaded {
                 temp_path: path.to_string(),
-                fsynced: conn.fsync_learnt(path, &Fsync::NotSent),
+                fsynced: conn.fsync_learnt(path, &fsync),
             })
         }
+        // Like the files one file at a time never tries after a full disk: the
+        // destination's trouble, so the entry waits without an attempt burned.
+        Err(PutError::Skipped(why)) => Err(not_tried_msg("create", path, &why)),
     }
 }
 

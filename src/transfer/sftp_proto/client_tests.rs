@@ -52,6 +52,11 @@ pub(super) struct Fake {
     pub(super) held: Vec<(Vec<u8>, u64, u64)>,
     /// Requests by kind, in the order they came.
     pub(super) kinds: Vec<u8>,
+    /// The refused OPEN of `refuse_open` is answered only after the next batch of
+    /// requests (a server may answer in any order).
+    pub(super) late_refusal: bool,
+    /// Late answers waiting for the next batch.
+    pub(super) stash: Vec<(Vec<u8>, u64, u64)>,
 }
 
 fn take_u32(b: &mut &[u8]) -> u32 {
@@ -97,6 +102,11 @@ impl Fake {
                 let path = take_str(&mut b);
                 let flags = take_u32(&mut b);
                 if self.refuse_open.as_ref() == Some(&path) {
+                    if self.late_refusal {
+                        let a = (self.frame(id, status(StatusCode::PermissionDenied)), 0, 0);
+                        self.stash.push(a);
+                        return None;
+                    }
                     return Some((self.frame(id, status(StatusCode::PermissionDenied)), 0, 0));
                 }
                 let h = format!("h{}", self.handles.len()).into_bytes();
@@ -184,6 +194,7 @@ impl Write for Chan {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut f = self.0.lock().unwrap();
         f.input.extend_from_slice(buf);
+        let earlier = std::mem::take(&mut f.stash);
         let mut batch = Vec::new();
         loop {
             if f.input.len() < 4 {
@@ -200,6 +211,13 @@ impl Write for Chan {
         }
         if f.reverse {
             batch.reverse();
+        }
+        if !batch.is_empty() {
+            batch.extend(earlier);
+        } else {
+            let mut e = earlier;
+            e.extend(std::mem::take(&mut f.stash));
+            f.stash = e;
         }
         if f.rounds.is_some() {
             f.held.extend(batch);

@@ -8,12 +8,12 @@ use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::client::{Client, ClientError, READ_WINDOW, WRITE_WINDOW};
-
-/// READs sent ahead for a file of unknown size, at most (as OpenSSH's client).
-const MAX_AHEAD: usize = 64;
 use super::matcher::Response;
 use super::reply::{Status, StatusCode};
 use super::request::Request;
+
+/// READs sent ahead for a file of unknown size, at most (as OpenSSH's client).
+const MAX_AHEAD: usize = 64;
 
 /// A client shared by a connection and the files open on it.
 pub type Shared<C> = Arc<Mutex<Client<C>>>;

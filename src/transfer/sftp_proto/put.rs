@@ -5,7 +5,8 @@
 //! the handle); then, file after file, its WRITEs, its FSYNC, the READs of its
 //! read-back and its CLOSE go out back to back, without waiting for any answer; the
 //! answers are taken as they come. A batch of any size costs about two round trips
-//! plus the time its bytes take on the wire, where one file at a time costs five.
+//! plus the time its bytes take on the wire, where one file at a time, each request
+//! waited for, costs five (OPEN, the WRITEs, FSYNC, READ, CLOSE).
 //!
 //! This is safe because the server must handle the requests on one handle in the
 //! order it received them (draft-ietf-secsh-filexfer-02, 6.1): the READs see every
@@ -20,9 +21,12 @@
 //! `client`: it must fit libssh2's receive window, or both sides wait on each other).
 //! A batch's memory is flat whatever the size of its files.
 //!
-//! **Failures.** A refused request fails its file only, and the rest of the batch goes
-//! on; a session error (a timeout, a reset, a packet that makes no sense) fails every
-//! file whose answers were not all in, and leaves the client broken.
+//! **Failures.** A refused request fails its file only: its remaining WRITEs and READs
+//! are not sent, only its CLOSE. A refused WRITE or CLOSE (a full disk: the inbox,
+//! not the file) also stops the files not started yet: they are only closed, and fail
+//! with [`PutError::Skipped`], as one file at a time stops after such an error. A
+//! session error (a timeout, a reset, a packet that makes no sense) fails every file
+//! whose answers were not all in, and leaves the client broken.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -87,7 +91,11 @@ pub enum PutError {
     /// after it read the wrong ranges. The server allows it; no server we know does
     /// it. The temp is closed and whole: the caller reads it back again its own way.
     #[error("a READ of the read-back came back short")]
-    ShortRead,
+    ShortRead { fsync: Fsync },
+    /// Not sent: an earlier file's WRITE or CLOSE was refused (a full disk, say), so
+    /// the inbox, not this file, is in question. Its empty temp is closed and removed.
+    #[error("not sent: {0}")]
+    Skipped(String),
 }
 
 /// A request of a file whose answer is still to be consumed.
@@ -137,6 +145,19 @@ impl Slot {
     fn fail(&mut self, e: PutError) {
         if self.error.is_none() {
             self.error = Some(e);
+        }
+    }
+
+    /// A refused WRITE or CLOSE: the inbox's trouble (a full disk), not the file's.
+    fn inbox_refused(&self) -> Option<String> {
+        match &self.error {
+            Some(
+                e @ PutError::Status {
+                    request: "WRITE" | "CLOSE",
+                    ..
+                },
+            ) => Some(e.to_string()),
+            _ => None,
         }
     }
 }
@@ -223,7 +244,17 @@ fn run<C: Read + Write>(
     let mut buf = vec![0u8; CHUNK];
     for (i, p) in puts.iter_mut().enumerate() {
         let open = b.slots[i].open;
-        match c.wait(open)? {
+        let answer = c.wait(open)?;
+        consume(c, b);
+        // After a refused WRITE or CLOSE the rest are only closed (see the module).
+        let refused = b.slots[..i].iter().find_map(Slot::inbox_refused);
+        match answer {
+            Response::Handle(h) if refused.is_some() => {
+                b.slots[i].fail(PutError::Skipped(refused.unwrap_or_default()));
+                send(c, b, i, &Request::Close { handle: &h }, Op::Close)?;
+                send(c, b, i, &Request::Remove { path: p.path }, Op::Remove)?;
+                continue;
+            }
             Response::Handle(h) => b.slots[i].handle = Some(h),
             Response::Status(status) => {
                 b.slots[i].fail(PutError::Status {
@@ -243,6 +274,9 @@ fn run<C: Read + Write>(
         consume(c, b);
     }
     c.write_out()?;
+    // What the last waits brought in first (a refused OPEN skips the consume above):
+    // the loop below must only wait for requests still in flight.
+    consume(c, b);
     while b.slots.iter().any(|s| !s.ops.is_empty()) {
         c.wait_any()?;
         consume(c, b);
@@ -278,6 +312,10 @@ fn send_file<C: Read + Write>(
             while !c.has_room(piece.len() as u64, WRITE_WINDOW) {
                 c.wait_any()?;
                 consume(c, b);
+            }
+            if b.slots[i].error.is_some() {
+                // A WRITE was refused: nothing more of this file is worth sending.
+                return send(c, b, i, &Request::Close { handle: &handle }, Op::Close);
             }
             let id = c.send(&Request::Write {
                 handle: &handle,
@@ -315,6 +353,9 @@ fn send_file<C: Read + Write>(
         while !c.has_room(u64::from(len), READ_WINDOW) {
             c.wait_any()?;
             consume(c, b);
+        }
+        if b.slots[i].error.is_some() {
+            break;
         }
         let id = c.send(&Request::Read {
             handle: &handle,
@@ -373,8 +414,21 @@ fn apply(s: &mut Slot, op: Op, r: Response) {
         }
         Op::Close => {
             s.closed = true;
-            // A CLOSE that fails is a write that failed (a full disk on close).
+            // A CLOSE that fails is a write that failed (a full disk on close): it
+            // says more than a failed read-back, as one file at a time reports it.
             if let Err(e) = status_ok("CLOSE", r) {
+                if matches!(
+                    s.error,
+                    Some(
+                        PutError::ShortRead { .. }
+                            | PutError::Status {
+                                request: "READ",
+                                ..
+                            }
+                    )
+                ) {
+                    s.error = None;
+                }
                 s.fail(e);
             }
         }
@@ -399,10 +453,12 @@ fn apply(s: &mut Slot, op: Op, r: Response) {
         Op::Read { len } => match r {
             // Past a short answer or the end, the later READs are not what they
             // seem: their bytes are not counted.
-            _ if s.back_end || matches!(s.error, Some(PutError::ShortRead)) => {}
+            _ if s.back_end || matches!(s.error, Some(PutError::ShortRead { .. })) => {}
             Response::Data(d) if !d.is_empty() => {
                 if (d.len() as u64) < u64::from(len) {
-                    s.fail(PutError::ShortRead);
+                    // The FSYNC's answer came before (one handle, in order).
+                    let fsync = s.fsync.clone();
+                    s.fail(PutError::ShortRead { fsync });
                 } else {
                     s.back.update(&d);
                     s.back_len += d.len() as u64;
