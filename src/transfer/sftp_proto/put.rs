@@ -314,8 +314,10 @@ fn send_file<C: Read + Write>(
                 consume(c, b);
             }
             if b.slots[i].error.is_some() {
-                // A WRITE was refused: nothing more of this file is worth sending.
-                return send(c, b, i, &Request::Close { handle: &handle }, Op::Close);
+                // A WRITE was refused: nothing more of this file is worth sending,
+                // and its part may be what fills the disk (never renamed: it goes).
+                send(c, b, i, &Request::Close { handle: &handle }, Op::Close)?;
+                return send(c, b, i, &Request::Remove { path: p.path }, Op::Remove);
             }
             let id = c.send(&Request::Write {
                 handle: &handle,
