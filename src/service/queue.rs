@@ -116,11 +116,14 @@ impl Queue {
         }
     }
 
-    /// Up to `max` ids that are ready now, never waiting: the rest of a worker's batch
-    /// after [`Queue::pop`] gave it the first.
-    pub(super) fn pop_ready(&self, max: usize) -> Vec<u64> {
+    /// The rest of a worker's batch after [`Queue::pop`] gave it the first: ids ready
+    /// now, never waiting, at most `max`, and no more than its share when `workers`
+    /// split what is ready (the first included), so a burst smaller than the window
+    /// goes over every connection rather than one.
+    pub(super) fn pop_ready(&self, max: usize, workers: usize) -> Vec<u64> {
         let mut st = self.inner.lock().unwrap();
-        let n = max.min(st.ready.len());
+        let share = (st.ready.len() + 1).div_ceil(workers.max(1)) - 1;
+        let n = max.min(share);
         st.ready.drain(..n).collect()
     }
 
@@ -156,16 +159,22 @@ mod tests {
     async fn pop_ready_takes_what_is_ready_in_order_and_never_waits() {
         let q = Queue::new();
         assert!(
-            q.pop_ready(8).is_empty(),
+            q.pop_ready(8, 1).is_empty(),
             "an empty queue gives nothing at once"
         );
         for id in 1..=5 {
             q.push(id);
         }
-        assert_eq!(q.pop_ready(3), vec![1, 2, 3]);
-        assert_eq!(q.pop_ready(8), vec![4, 5]);
+        assert_eq!(q.pop_ready(3, 1), vec![1, 2, 3], "at most the window");
+        assert_eq!(q.pop_ready(8, 1), vec![4, 5]);
         assert_eq!(q.depth(), 5, "still queued until done");
-        for id in 1..=5 {
+        for id in 6..=13 {
+            q.push(id);
+        }
+        // 8 ready, plus the first a worker popped: 9 split by 2 workers, 5 each.
+        assert_eq!(q.pop_ready(64, 2), vec![6, 7, 8, 9]);
+        assert_eq!(q.pop_ready(64, 2), vec![10, 11], "the next worker's share");
+        for id in 1..=13 {
             q.done(id);
         }
         assert_eq!(q.depth(), 0);

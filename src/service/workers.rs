@@ -24,6 +24,7 @@ pub(super) fn worker(
 ) {
     let ctx = shared.ctx.clone();
     let window = ctx.settings.destination.window.max(1);
+    let workers = ctx.settings.destination.connections.max(1);
     let mut slot = Slot::default();
     let mut last_used = Instant::now();
     // In the service, worker 0 cleans the inbox at once, so a crash's temp files do not
@@ -72,11 +73,10 @@ pub(super) fn worker(
             }
         };
         // The rest of the batch: whatever else is ready now, never a wait for more (a
-        // lone order goes at once). A worker free at the same moment takes what is
-        // left after this one's window; a burst smaller than the window goes over one
-        // connection, in the same few round trips.
+        // lone order goes at once), up to the window and this worker's share of
+        // what is ready, so the other connections get theirs.
         let mut ids = vec![first];
-        ids.extend(shared.queue.pop_ready(window - 1));
+        ids.extend(shared.queue.pop_ready(window - 1, workers));
         let Some(epoch) = rt.block_on(shared.gate.wait_open(&shared.cancel)) else {
             break;
         };
