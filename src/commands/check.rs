@@ -161,26 +161,21 @@ fn key_files(r: &mut Report, s: &Settings) {
             ),
         ),
     }
-    match fs::read_to_string(&s.destination.known_hosts) {
-        Ok(t)
-            if t.lines()
-                .any(|l| !l.trim().is_empty() && !l.starts_with('#')) =>
-        {
-            r.ok(
-                "known_hosts",
-                s.destination.known_hosts.display().to_string(),
-            )
-        }
-        Ok(_) => r.fail(
+    let Destination::Sftp { host, port, .. } = &s.destination.url else {
+        return;
+    };
+    let shown = s.destination.known_hosts.display();
+    match transfer::sftp::read_known_hosts(&s.destination.known_hosts, host, *port) {
+        Ok(k) if k.key_types(&transfer::sftp::lookup_name(host, *port)).is_empty() => r.fail(
             "known_hosts",
-            format!("{} is empty", s.destination.known_hosts.display()),
+            format!(
+                "{shown} has no key for {} (a port other than 22 needs a [host]:port entry, as in OpenSSH)",
+                transfer::sftp::lookup_name(host, *port)
+            ),
             "add the server's host key line after checking its fingerprint (see GUIDE.md §2, in /usr/share/doc/plutus-sync or docs/)",
         ),
-        Err(e) => r.fail(
-            "known_hosts",
-            format!("{}: {e}", s.destination.known_hosts.display()),
-            "create it with the server's host key line (see GUIDE.md §2, in /usr/share/doc/plutus-sync or docs/)",
-        ),
+        Ok(_) => r.ok("known_hosts", format!("{shown} has a key for {}", transfer::sftp::lookup_name(host, *port))),
+        Err((problem, fix)) => r.fail("known_hosts", problem, fix),
     }
 }
 

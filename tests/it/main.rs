@@ -21,5 +21,6 @@ mod packaging;
 mod privilege;
 mod recovery;
 mod servers;
+mod ssh_policy;
 mod torture;
 mod writers;
