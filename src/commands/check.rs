@@ -194,12 +194,16 @@ fn destination(r: &mut Report, s: &Settings) {
                     "auth",
                     format!("key {} accepted", s.destination.identity.display()),
                 );
+                if let Some(n) = t.negotiated() {
+                    r.ok("algorithms", n);
+                }
             }
             c
         }
         Err(e) => {
             let (what, fix) = match &e {
                 TransferError::HostKey { .. } => ("host key", "see the hint above; never accept a changed key unchecked".to_string()),
+                TransferError::Algorithms { .. } => ("algorithms", "see the hint above; plutus-sync's list is fixed (GUIDE §2)".to_string()),
                 TransferError::Auth { user, .. } => (
                     "auth",
                     format!("install {}.pub in {user}'s authorized_keys on the server (non-admin account on Windows)", s.destination.identity.display()),

@@ -255,6 +255,16 @@ impl Sshd {
         }
     }
 
+    /// Adds `lines` to sshd_config (e.g. `Ciphers aes128-cbc`; a keyword the base
+    /// config already sets would be ignored: sshd takes the first) and restarts
+    /// sshd with them, on the same port with the same keys.
+    pub fn restart_with_config(&mut self, lines: &str) {
+        self.config_base.push_str(lines.trim_end());
+        self.config_base.push('\n');
+        self.write_port_files();
+        self.restart();
+    }
+
     /// Freezes sshd and every connection child (SIGSTOP): the port still
     /// accepts TCP connections, but nothing answers. Simulates a stalled
     /// network/peer.

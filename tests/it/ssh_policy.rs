@@ -167,3 +167,50 @@ fn a_cert_authority_line_for_the_destination_refuses_start_and_check() {
     );
     delivered(&sshd, &spool_with(&sshd, &kh));
 }
+
+#[test]
+fn check_prints_the_negotiated_algorithms() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let out = spool.ok(&["check", "--as-root"]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("OK    algorithms"))
+        .unwrap_or_else(|| panic!("no algorithms line:\n{out}"));
+    // Debian's OpenSSH takes our first choices, and has strict kex (>= 9.6).
+    for want in [
+        "kex ",
+        "host key ssh-ed25519",
+        "cipher aes256-gcm@openssh.com",
+        "MAC built into the cipher",
+        "strict kex (Terrapin): yes",
+    ] {
+        assert!(line.contains(want), "want {want:?} in {line}");
+    }
+    assert!(!line.contains("sha1") && !line.contains("cbc"), "{line}");
+}
+
+#[test]
+fn a_server_offering_only_cbc_ciphers_is_refused_naming_the_mismatch() {
+    let mut sshd = Sshd::start();
+    sshd.restart_with_config("Ciphers aes128-cbc,aes256-cbc");
+    let spool = Spool::for_sshd(&sshd, "");
+    let err = refused(&sshd, &spool, "no SSH algorithm in common with the server");
+    assert!(
+        err.contains("ciphers: the server offers aes128-cbc,aes256-cbc; plutus-sync allows aes256-gcm@openssh.com"),
+        "{err}"
+    );
+    let (st, out, _) = spool.cmd(&["check", "--as-root"]);
+    assert_eq!(st.code(), Some(1));
+    assert!(
+        out.contains("FAIL  algorithms") && out.contains("aes128-cbc"),
+        "{out}"
+    );
+
+    // SHA-1-only MACs with a CTR cipher: the MACs are named.
+    let mut sshd = Sshd::start();
+    sshd.restart_with_config("Ciphers aes128-ctr\nMACs hmac-sha1,hmac-sha1-etm@openssh.com");
+    let spool = Spool::for_sshd(&sshd, "");
+    let err = refused(&sshd, &spool, "no SSH algorithm in common");
+    assert!(err.contains("MACs: the server offers hmac-sha1"), "{err}");
+}

@@ -5,6 +5,7 @@
 //! `remote`: the connection's `Remote` primitives as SFTP requests; `batch`: steps 1
 //! and 2 for many files at once, their requests in flight together.
 
+mod algorithms;
 mod batch;
 mod known_hosts;
 mod remote;
@@ -15,7 +16,7 @@ pub(crate) use known_hosts::lookup_name;
 use known_hosts::{KnownHosts, Verdict};
 use remote::SftpConn;
 use ssh2::{ExtendedData, MethodType, Session};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ pub(crate) struct SftpTransport {
     pub known_hosts: PathBuf,
     pub timeout: Duration,
     pub temp_suffix: String,
+    /// What the last session negotiated (`algorithms::negotiated`), for `check`.
+    pub negotiated: std::sync::Mutex<Option<String>>,
 }
 
 impl SftpTransport {
@@ -40,6 +43,32 @@ impl SftpTransport {
 
     fn known_hosts_name(&self) -> String {
         known_hosts::lookup_name(&self.host, self.port)
+    }
+
+    /// A failed handshake; when it is because the server offers none of the
+    /// algorithms we allow, its own offer (read on a second connection) says which.
+    fn handshake_err(&self, e: ssh2::Error, addr: SocketAddr, host_keys: &[&str]) -> TransferError {
+        let offer = algorithms::ServerOffer::fetch(addr, self.timeout);
+        let mismatches = offer.map(|o| o.mismatches(host_keys)).unwrap_or_default();
+        if mismatches.is_empty() {
+            return self.connect_err(format!("SSH handshake failed: {e}"));
+        }
+        TransferError::Algorithms {
+            dest: self.describe(),
+            mismatches: mismatches.join("; "),
+        }
+    }
+
+    /// Whether the server offers strict key exchange (Terrapin), asked on a
+    /// connection of its own; `None` if it could not be read.
+    pub(crate) fn strict_kex(&self) -> Option<bool> {
+        let addr = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .ok()?
+            .next()?;
+        algorithms::ServerOffer::fetch(addr, self.timeout)
+            .ok()
+            .map(|o| o.strict_kex())
     }
 
     fn host_key_err(&self, problem: String, hint: String) -> TransferError {
@@ -59,6 +88,16 @@ impl Transport for SftpTransport {
         )
     }
 
+    fn negotiated(&self) -> Option<String> {
+        let n = self.negotiated.lock().ok()?.clone()?;
+        let strict = match self.strict_kex() {
+            Some(true) => "yes",
+            Some(false) => "no (the server lacks it: OpenSSH < 9.6; AES-GCM, first in our list, is not open to Terrapin)",
+            None => "unknown",
+        };
+        Some(format!("{n}; strict kex (Terrapin): {strict}"))
+    }
+
     fn connect(&self) -> Result<Box<dyn Connection>, TransferError> {
         // Read and judged before connecting: a line we cannot honour stops here.
         let known = read_known_hosts(&self.known_hosts, &self.host, self.port)
@@ -73,13 +112,13 @@ impl Transport for SftpTransport {
         for addr in &addrs {
             match TcpStream::connect_timeout(addr, self.timeout) {
                 Ok(s) => {
-                    tcp = Some(s);
+                    tcp = Some((s, *addr));
                     break;
                 }
                 Err(e) => last = Some(e),
             }
         }
-        let tcp = tcp.ok_or_else(|| {
+        let (tcp, addr) = tcp.ok_or_else(|| {
             self.connect_err(
                 last.map(|e| e.to_string())
                     .unwrap_or_else(|| "no address".into()),
@@ -102,8 +141,16 @@ impl Transport for SftpTransport {
         if !algs.is_empty() {
             let _ = sess.method_pref(MethodType::HostKey, &algs.join(","));
         }
-        sess.handshake()
-            .map_err(|e| self.connect_err(format!("SSH handshake failed: {e}")))?;
+        algorithms::pin(&sess)
+            .map_err(|e| self.connect_err(format!("cannot set the SSH algorithms: {e}")))?;
+        if let Err(e) = sess.handshake() {
+            return Err(self.handshake_err(e, addr, &algs));
+        }
+        let negotiated = algorithms::negotiated(&sess);
+        tracing::debug!(dest = %self.describe(), "SSH session: {negotiated}");
+        if let Ok(mut n) = self.negotiated.lock() {
+            *n = Some(negotiated);
+        }
 
         let (key, key_type) = sess
             .host_key()
