@@ -221,7 +221,7 @@ fn destination(r: &mut Report, s: &Settings) {
             r.fail(
                 "inbox",
                 e.to_string(),
-                "create the inbox folder and give the upload account write access to it",
+                "create the inbox folder and give the upload account write access to it; an account chrooted by Install-PlutusSyncTarget.ps1 sees its inbox as /inbox, not /C:/ERP/inbox",
             );
             r.skip("rename", "the inbox is not writable");
             r.skip("fsync", "the inbox is not writable");

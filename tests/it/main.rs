@@ -23,4 +23,5 @@ mod recovery;
 mod servers;
 mod ssh_policy;
 mod torture;
+mod windows_target;
 mod writers;
