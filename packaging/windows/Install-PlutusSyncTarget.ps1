@@ -88,7 +88,7 @@ is enough for an import that runs as LocalSystem.
 
 .PARAMETER HostName
 The name or address plutus-sync uses to reach this host, written into the printed
-known_hosts line and URL exactly as given (libssh2 compares it literally). Default: this
+known_hosts line and URL exactly as given (plutus-sync compares it literally). Default: this
 host's own address on the route to the first -WebShopAddress.
 
 .PARAMETER CapabilitySource
@@ -919,8 +919,8 @@ $knownHostsLine = $null
 $fingerprint = $null
 if (Test-Path -LiteralPath $HostKeyPubPath) {
     $hostKey = @((Get-Content -LiteralPath $HostKeyPubPath -TotalCount 1).Trim() -split '\s+')
-    # known_hosts writes a host on another port than 22 as [host]:port; libssh2's check_port,
-    # which plutus-sync uses, looks the entry up in exactly that form.
+    # known_hosts writes a host on another port than 22 as [host]:port, and plutus-sync, as
+    # OpenSSH, looks the entry up in exactly that form (a plain host entry is for port 22 only).
     $knownHost = $HostName
     if ($Port -ne 22) { $knownHost = "[$HostName]:$Port" }
     $knownHostsLine = '{0} {1} {2}' -f $knownHost, $hostKey[0], $hostKey[1]
@@ -932,7 +932,7 @@ if (Test-Path -LiteralPath $HostKeyPubPath) {
     }
     $keygen = Invoke-Native -FilePath $SshKeygenExe -ArgumentList @('-lf', $HostKeyPubPath)
 
-    Write-Info 'Add this line to /etc/plutus-sync/known_hosts (the ed25519 key: libssh2 asks for it first):'
+    Write-Info 'Add this line to /etc/plutus-sync/known_hosts (the ed25519 key: the one plutus-sync prefers):'
     Write-Host ''
     Write-Host $knownHostsLine -ForegroundColor Yellow
     Write-Host ''

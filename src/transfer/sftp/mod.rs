@@ -48,8 +48,16 @@ impl SftpTransport {
     /// A failed handshake; when it is because the server offers none of the
     /// algorithms we allow, its own offer (read on a second connection) says which.
     fn handshake_err(&self, e: ssh2::Error, addr: SocketAddr, host_keys: &[&str]) -> TransferError {
-        let offer = algorithms::ServerOffer::fetch(addr, self.timeout);
-        let mismatches = offer.map(|o| o.mismatches(host_keys)).unwrap_or_default();
+        // Only a failed negotiation (LIBSSH2_ERROR_KEX_FAILURE) is worth the second
+        // connection: a stalled server must not cost a second timeout.
+        const KEX_FAILURE: ssh2::ErrorCode = ssh2::ErrorCode::Session(-5);
+        let mismatches = if e.code() == KEX_FAILURE {
+            algorithms::ServerOffer::fetch(addr, self.timeout)
+                .map(|o| o.mismatches(host_keys))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         if mismatches.is_empty() {
             return self.connect_err(format!("SSH handshake failed: {e}"));
         }
