@@ -24,8 +24,12 @@ ships with Windows (Win32-OpenSSH). In order:
      have access, nothing inherited.
   5. Hardens %ProgramData%\ssh\sshd_config: Port, PubkeyAuthentication yes,
      PasswordAuthentication no (for every account: administrators who use SSH need keys
-     too), and a "Match User" block that forces internal-sftp for the account. The file is backed up first, checked with "sshd -t" after the edit (the backup
-     is put back if the check fails), and sshd is restarted only when the file changed.
+     too), AllowGroups for the local Administrators group and the group plutus-sync-sftp
+     (which the account joins; nobody else may log in over SSH), and a "Match User" block
+     for the account: ChrootDirectory (the inbox's parent folder), ForceCommand
+     internal-sftp, AuthenticationMethods publickey, no forwarding, no terminal. The file is
+     backed up first, checked with "sshd -t" after the edit (the backup is put back if the
+     check fails), and sshd is restarted only when the file changed.
   6. Creates the inbox folder with its own ACL (nothing inherited): SYSTEM and Administrators
      full control, the account Modify on what it creates (it writes <name>.part, reads it
      back, renames it and may delete it), -ErpAccount Modify so the ERP can import and remove
@@ -49,10 +53,11 @@ What plutus-sync relies on in this server (Win32-OpenSSH as shipped with Windows
     one more reason the upload account must not be an administrator.
   - A leading dot does not hide a file on Windows: the ERP must skip names ending in .part.
 
-What is NOT restricted: there is no chroot (see the sshd_config step), so the account can
-read, and write, wherever the groups Everyone, Users or Authenticated Users may on this host.
-Windows gives Authenticated Users Modify on new folders made directly under C:\ unless their
-ACL is changed: check the folders next to the inbox (the script warns about its parent).
+The chroot: the account sees the inbox's parent folder (C:\ERP for C:\ERP\inbox) as "/",
+so plutus-sync's URL ends in /inbox, not /C:/ERP/inbox. Inside it the account can still read
+and write wherever NTFS lets it: Windows gives Authenticated Users Modify on new folders made
+directly under C:\ unless their ACL is changed, and the script warns when the parent is open
+like that. Give the inbox a parent of its own if that folder holds more.
 
 .PARAMETER WebShopAddress
 Address of the web-shop server, or its network as address/prefix (10.0.0.10, 10.0.0.0/24).
@@ -66,7 +71,8 @@ The text of plutus-sync's public key (the one line of /etc/plutus-sync/id_ed2551
 A file holding that line, copied here from the web-shop server.
 
 .PARAMETER InboxPath
-The folder plutus-sync delivers into. Default C:\ERP\inbox.
+The folder plutus-sync delivers into. Default C:\ERP\inbox. Its parent folder (C:\ERP) is the
+account's chroot, so the inbox cannot be the root of a drive nor directly under it.
 
 .PARAMETER AccountName
 The local account plutus-sync logs in as. Default plutus-sync. At most 20 characters.
@@ -82,7 +88,7 @@ is enough for an import that runs as LocalSystem.
 
 .PARAMETER HostName
 The name or address plutus-sync uses to reach this host, written into the printed
-known_hosts line and URL exactly as given (libssh2 compares it literally). Default: this
+known_hosts line and URL exactly as given (plutus-sync compares it literally). Default: this
 host's own address on the route to the first -WebShopAddress.
 
 .PARAMETER CapabilitySource
@@ -105,6 +111,7 @@ known_hosts line and URL for the name erp.plutus.local.
 .\Install-PlutusSyncTarget.ps1 -WebShopAddress 10.0.0.10 -PublicKey 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA... plutus-sync@shop' -Port 2222
 
 Key given as text, sshd moved to port 2222; the known_hosts line is then written [host]:2222.
+The URL is sftp://plutus-sync@<host>:2222/inbox: the account is chrooted to C:\ERP.
 
 .NOTES
 Not exercised by plutus-sync's tests: it was only parse-checked (see README.md beside it).
@@ -175,6 +182,39 @@ $OurRuleName     = 'PlutusSync-SFTP-In-TCP'
 $DefaultRuleName = 'OpenSSH-Server-In-TCP'
 $BlockBegin      = '# BEGIN plutus-sync'
 $BlockEnd        = '# END plutus-sync'
+# The group whose members (only the upload account) may log in besides administrators.
+$SftpGroupName   = 'plutus-sync-sftp'
+
+# What this script writes into sshd_config, with @NAME@ put in by Expand-SshdBlock. Kept as
+# plain text so tests/it/windows_target.rs can read these two here-strings out of this file
+# and run Debian's "sshd -t" on the result (PowerShell itself cannot run there).
+$GlobalBlockTemplate = @'
+@BEGIN@ (global): managed by Install-PlutusSyncTarget.ps1, replaced on each run
+Port @PORT@
+PubkeyAuthentication yes
+PasswordAuthentication no
+# Only administrators and the upload account's group may log in. AllowGroups rather than
+# AllowUsers: with both, a user must match both, which would lock administrators out.
+AllowGroups @ALLOWGROUPS@
+@END@ (global)
+'@
+$MatchBlockTemplate = @'
+@BEGIN@ (@USER@): managed by Install-PlutusSyncTarget.ps1, replaced on each run
+Match User @USER@
+    ChrootDirectory "@CHROOT@"
+    ForceCommand internal-sftp
+    AuthenticationMethods publickey
+    PubkeyAuthentication yes
+    PasswordAuthentication no
+    AllowTcpForwarding no
+    AllowAgentForwarding no
+    X11Forwarding no
+    PermitTunnel no
+    PermitTTY no
+# Ends the block above, so lines added after this one are not silently scoped to that user.
+Match all
+@END@ (@USER@)
+'@
 
 # Well-known SIDs rather than names: group names are translated on non-English Windows.
 $SidSystem   = New-Object System.Security.Principal.SecurityIdentifier 'S-1-5-18'
@@ -379,6 +419,13 @@ function Test-DirectAdministrator([System.Security.Principal.SecurityIdentifier]
     return [bool]($members | Where-Object { $_.SID -eq $Sid })
 }
 
+function Expand-SshdBlock([string] $Template, [hashtable] $Values) {
+    # The template's lines with @NAME@ replaced; the file may have CRLF line ends on Windows.
+    $text = $Template.Replace('@BEGIN@', $BlockBegin).Replace('@END@', $BlockEnd)
+    foreach ($k in $Values.Keys) { $text = $text.Replace("@$k@", [string]$Values[$k]) }
+    @($text -split "`r?`n")
+}
+
 function Update-SshdConfigText([string] $Text, [string[]] $GlobalBlock, [string[]] $MatchBlock) {
     # Returns the new file text. Our global settings go at the very top: sshd keeps the first
     # value it reads for a keyword, and global keywords must come before the first Match line.
@@ -450,8 +497,13 @@ if ($keyType -ne 'ssh-ed25519') {
 
 $InboxPath = [System.IO.Path]::GetFullPath($InboxPath).TrimEnd('\')
 $inboxParts = @($InboxPath -split '\\')
-if ($inboxParts.Count -lt 2) {
-    throw "$InboxPath`: the inbox must be a folder, not the root of a drive"
+if ($inboxParts.Count -lt 3) {
+    throw "$InboxPath`: the inbox must be in a folder of its own (C:\ERP\inbox): that folder becomes the account's chroot"
+}
+# The chroot is the inbox's parent; sshd_config would expand % and cannot quote a quote.
+$ChrootPath = Split-Path -Parent $InboxPath
+if ($ChrootPath.Contains('%') -or $ChrootPath.Contains('"')) {
+    throw "$ChrootPath`: the inbox's parent becomes ChrootDirectory in sshd_config, which cannot hold % or a quote"
 }
 
 # Windows compares user names without regard to case; Win32-OpenSSH's documentation asks for
@@ -623,6 +675,22 @@ if ($user) {
     }
     Write-Info "$AccountName is not an administrator"
 
+    # The group AllowGroups lets in besides administrators (step 5): the account and nobody else.
+    $sftpGroup = Get-LocalGroup -Name $SftpGroupName -ErrorAction SilentlyContinue
+    if (-not $sftpGroup -and $PSCmdlet.ShouldProcess($SftpGroupName, 'create local group')) {
+        $sftpGroup = New-LocalGroup -Name $SftpGroupName -Description 'plutus-sync: may log in over SFTP'
+        Write-Info "created group $SftpGroupName"
+    }
+    if ($sftpGroup) {
+        $inGroup = [bool](@(Get-LocalGroupMember -Group $sftpGroup -ErrorAction SilentlyContinue) | Where-Object { $_.SID -eq $userSid })
+        if ($inGroup) {
+            Write-Info "$AccountName is in $SftpGroupName"
+        } elseif ($PSCmdlet.ShouldProcess($SftpGroupName, "add $AccountName")) {
+            Add-LocalGroupMember -Group $sftpGroup -Member $user
+            Write-Info "added $AccountName to $SftpGroupName"
+        }
+    }
+
     # Newer Win32-OpenSSH builds (not 8.1 on Windows Server 2022) create an "OpenSSH Users"
     # group and may only let its members in. Join it where it exists.
     $sshUsers = Get-LocalGroup -Name 'OpenSSH Users' -ErrorAction SilentlyContinue
@@ -706,39 +774,36 @@ if ($profilePath) {
 # 5. sshd_config.
 # ---------------------------------------------------------------------------------------------
 Write-Step "sshd_config ($SshdConfigPath)"
-# No ChrootDirectory: Win32-OpenSSH documents it for sftp-only sessions, but it would change
-# every path the web shop sees (no /C:/ERP/inbox any more) and it is little used on Windows.
-# What the account may touch is limited by NTFS ACLs instead (step 6).
-$globalBlock = @(
-    "$BlockBegin (global): managed by Install-PlutusSyncTarget.ps1, replaced on each run",
-    "Port $Port",
-    'PubkeyAuthentication yes',
-    'PasswordAuthentication no',
-    "$BlockEnd (global)"
-)
-$matchBlock = @(
-    "$BlockBegin ($sshUser): managed by Install-PlutusSyncTarget.ps1, replaced on each run",
-    "Match User $sshUser",
-    '    ForceCommand internal-sftp',
-    '    PubkeyAuthentication yes',
-    '    PasswordAuthentication no',
-    '    AllowTcpForwarding no',
-    '    AllowAgentForwarding no',
-    '    X11Forwarding no',
-    '    PermitTTY no',
-    '# Ends the block above, so lines added after this one are not silently scoped to that user.',
-    'Match all',
-    "$BlockEnd ($sshUser)"
-)
+# ChrootDirectory works for sftp-only sessions on Win32-OpenSSH (ForceCommand internal-sftp):
+# the account sees the inbox's parent as "/", so the URL's path is /<inbox name>.
+# The Administrators group by its SID: its name is translated on non-English Windows, and
+# Win32-OpenSSH wants group names in lower case; quoted, as names may hold spaces.
+$adminGroup = ($SidAdmins.Translate([System.Security.Principal.NTAccount]).Value -split '\\')[-1].ToLowerInvariant()
+$blockValues = @{
+    PORT        = $Port
+    USER        = $sshUser
+    CHROOT      = $ChrootPath
+    ALLOWGROUPS = ('"{0}" "{1}"' -f $adminGroup, $SftpGroupName)
+}
+$globalBlock = Expand-SshdBlock -Template $GlobalBlockTemplate -Values $blockValues
+$matchBlock = Expand-SshdBlock -Template $MatchBlockTemplate -Values $blockValues
 $configChanged = $false
 if (-not (Test-Path -LiteralPath $SshdConfigPath)) {
     Write-Info 'skipped: sshd_config does not exist yet (sshd writes it on its first start)'
 } else {
     $oldText = [System.IO.File]::ReadAllText($SshdConfigPath)
+    # AllowUsers and AllowGroups must both match when both are set: an AllowUsers line would
+    # shut out the upload account, or whoever it names once our AllowGroups is added.
+    $allowUsers = @($oldText -split "`r?`n" | Where-Object { $_ -match '^\s*AllowUsers(\s|=)' })
+    if ($allowUsers.Count -gt 0) {
+        throw ("sshd_config has AllowUsers ($($allowUsers -join '; ')). This script lets in the groups " +
+            "'$adminGroup' and '$SftpGroupName' with AllowGroups, and with both keywords a user must match both. " +
+            "Put those users into '$SftpGroupName' or Administrators instead, remove the AllowUsers line, then run this again.")
+    }
     $newText = Update-SshdConfigText -Text $oldText -GlobalBlock $globalBlock -MatchBlock $matchBlock
     if ($newText -ceq $oldText) {
         Write-Info 'already as wanted'
-    } elseif ($PSCmdlet.ShouldProcess($SshdConfigPath, 'back up, then set Port, key-only login and the Match block')) {
+    } elseif ($PSCmdlet.ShouldProcess($SshdConfigPath, 'back up, then set Port, key-only login, AllowGroups and the Match block (chroot)')) {
         $backup = '{0}.{1}.bak' -f $SshdConfigPath, (Get-Date -Format 'yyyyMMdd-HHmmss')
         # Copy-Item into the same folder keeps the folder's restricted ACL on the copy.
         Copy-Item -LiteralPath $SshdConfigPath -Destination $backup
@@ -807,8 +872,9 @@ if ($userSid -and (Test-Path -LiteralPath $InboxPath)) {
         Write-Info 'the inbox ACL is as wanted'
     }
 
-    # The folder above the inbox usually inherits "Authenticated Users: Modify" from C:\, which
-    # would let the upload account write next to the inbox. Report it; that folder is the ERP's.
+    # The folder above the inbox (the chroot) usually inherits "Authenticated Users: Modify"
+    # from C:\, which would let the upload account write next to the inbox. Report it; that
+    # folder is the ERP's.
     $parent = Split-Path -Parent $InboxPath
     $writeBits = [int]([System.Security.AccessControl.FileSystemRights]'WriteData, AppendData, Delete, DeleteSubdirectoriesAndFiles, ChangePermissions, TakeOwnership')
     $openTo = @((Get-Acl -LiteralPath $parent).GetAccessRules($true, $true, [System.Security.Principal.SecurityIdentifier]) |
@@ -818,8 +884,8 @@ if ($userSid -and (Test-Path -LiteralPath $InboxPath)) {
             if ($BroadSids.ContainsKey($_.IdentityReference.Value)) { $BroadSids[$_.IdentityReference.Value] } else { $AccountName }
         } | Sort-Object -Unique)
     if ($openTo.Count -gt 0) {
-        Write-Warning (("$parent grants write access to {0}, so $AccountName can write there too (there is no chroot). " -f ($openTo -join ', ')) +
-            'If that folder holds more than the inbox, remove those rights from it.')
+        Write-Warning (("$parent (the account's chroot) grants write access to {0}, so $AccountName can write there too, next to the inbox. " -f ($openTo -join ', ')) +
+            'If that folder holds more than the inbox, remove those rights from it or give the inbox a parent of its own.')
     }
 } elseif (-not $userSid) {
     Write-Info 'ACL skipped: the account does not exist yet'
@@ -845,17 +911,16 @@ if (-not $HostName) {
 
 $urlHost = $HostName
 if ($HostName.Contains(':')) { $urlHost = "[$HostName]" }
-# /C:/ERP/inbox: Win32-OpenSSH's SFTP paths put a slash before the drive letter.
-$urlPath = '/' + $inboxParts[0].ToUpperInvariant() + '/' +
-    ((@($inboxParts[1..($inboxParts.Count - 1)]) | ForEach-Object { [Uri]::EscapeDataString($_) }) -join '/')
+# The account is chrooted to the inbox's parent: the inbox is /<its name> (not /C:/ERP/inbox).
+$urlPath = '/' + [Uri]::EscapeDataString($inboxParts[-1])
 $url = 'sftp://{0}@{1}:{2}{3}' -f $AccountName, $urlHost, $Port, $urlPath
 
 $knownHostsLine = $null
 $fingerprint = $null
 if (Test-Path -LiteralPath $HostKeyPubPath) {
     $hostKey = @((Get-Content -LiteralPath $HostKeyPubPath -TotalCount 1).Trim() -split '\s+')
-    # known_hosts writes a host on another port than 22 as [host]:port; libssh2's check_port,
-    # which plutus-sync uses, looks the entry up in exactly that form.
+    # known_hosts writes a host on another port than 22 as [host]:port, and plutus-sync, as
+    # OpenSSH, looks the entry up in exactly that form (a plain host entry is for port 22 only).
     $knownHost = $HostName
     if ($Port -ne 22) { $knownHost = "[$HostName]:$Port" }
     $knownHostsLine = '{0} {1} {2}' -f $knownHost, $hostKey[0], $hostKey[1]
@@ -867,7 +932,7 @@ if (Test-Path -LiteralPath $HostKeyPubPath) {
     }
     $keygen = Invoke-Native -FilePath $SshKeygenExe -ArgumentList @('-lf', $HostKeyPubPath)
 
-    Write-Info 'Add this line to /etc/plutus-sync/known_hosts (the ed25519 key: libssh2 asks for it first):'
+    Write-Info 'Add this line to /etc/plutus-sync/known_hosts (the ed25519 key: the one plutus-sync prefers):'
     Write-Host ''
     Write-Host $knownHostsLine -ForegroundColor Yellow
     Write-Host ''
@@ -883,6 +948,7 @@ Write-Info 'In /etc/plutus-sync/config.toml, [destination]:'
 Write-Host ''
 Write-Host "url = `"$url`"" -ForegroundColor Yellow
 Write-Host ''
+Write-Info "The path is /$($inboxParts[-1]): $AccountName is chrooted to $ChrootPath and sees it as /."
 Write-Info 'The ERP must not import names ending in .part (plutus-sync uploads under that name first).'
 
 [pscustomobject]@{

@@ -161,26 +161,21 @@ fn key_files(r: &mut Report, s: &Settings) {
             ),
         ),
     }
-    match fs::read_to_string(&s.destination.known_hosts) {
-        Ok(t)
-            if t.lines()
-                .any(|l| !l.trim().is_empty() && !l.starts_with('#')) =>
-        {
-            r.ok(
-                "known_hosts",
-                s.destination.known_hosts.display().to_string(),
-            )
-        }
-        Ok(_) => r.fail(
+    let Destination::Sftp { host, port, .. } = &s.destination.url else {
+        return;
+    };
+    let shown = s.destination.known_hosts.display();
+    match transfer::sftp::read_known_hosts(&s.destination.known_hosts, host, *port) {
+        Ok(k) if k.key_types(&transfer::sftp::lookup_name(host, *port)).is_empty() => r.fail(
             "known_hosts",
-            format!("{} is empty", s.destination.known_hosts.display()),
+            format!(
+                "{shown} has no key for {} (a port other than 22 needs a [host]:port entry, as in OpenSSH)",
+                transfer::sftp::lookup_name(host, *port)
+            ),
             "add the server's host key line after checking its fingerprint (see GUIDE.md §2, in /usr/share/doc/plutus-sync or docs/)",
         ),
-        Err(e) => r.fail(
-            "known_hosts",
-            format!("{}: {e}", s.destination.known_hosts.display()),
-            "create it with the server's host key line (see GUIDE.md §2, in /usr/share/doc/plutus-sync or docs/)",
-        ),
+        Ok(_) => r.ok("known_hosts", format!("{shown} has a key for {}", transfer::sftp::lookup_name(host, *port))),
+        Err((problem, fix)) => r.fail("known_hosts", problem, fix),
     }
 }
 
@@ -199,12 +194,16 @@ fn destination(r: &mut Report, s: &Settings) {
                     "auth",
                     format!("key {} accepted", s.destination.identity.display()),
                 );
+                if let Some(n) = t.negotiated() {
+                    r.ok("algorithms", n);
+                }
             }
             c
         }
         Err(e) => {
             let (what, fix) = match &e {
                 TransferError::HostKey { .. } => ("host key", "see the hint above; never accept a changed key unchecked".to_string()),
+                TransferError::Algorithms { .. } => ("algorithms", "see the hint above; plutus-sync's list is fixed (GUIDE §2)".to_string()),
                 TransferError::Auth { user, .. } => (
                     "auth",
                     format!("install {}.pub in {user}'s authorized_keys on the server (non-admin account on Windows)", s.destination.identity.display()),
@@ -222,7 +221,7 @@ fn destination(r: &mut Report, s: &Settings) {
             r.fail(
                 "inbox",
                 e.to_string(),
-                "create the inbox folder and give the upload account write access to it",
+                "create the inbox folder and give the upload account write access to it; an account chrooted by Install-PlutusSyncTarget.ps1 sees its inbox as /inbox, not /C:/ERP/inbox",
             );
             r.skip("rename", "the inbox is not writable");
             r.skip("fsync", "the inbox is not writable");

@@ -64,6 +64,8 @@ pub enum ServiceError {
         problem: String,
         fix: String,
     },
+    #[error("host key {problem}; refusing to start\n  hint: {fix}")]
+    KnownHosts { problem: String, fix: String },
 }
 
 /// What a `sync` pass did.
@@ -175,7 +177,14 @@ pub async fn run(
 ) -> Result<Summary, ServiceError> {
     // As ssh does: a key others may read, or one that needs a passphrase, is refused
     // before anything starts, with the fix.
-    if let crate::config::Destination::Sftp { .. } = settings.destination.url {
+    if let crate::config::Destination::Sftp { host, port, .. } = &settings.destination.url {
+        // Likewise a known_hosts line that cannot be read or honoured (see
+        // transfer::sftp::known_hosts): never skipped.
+        if let Err((problem, fix)) =
+            transfer::sftp::read_known_hosts(&settings.destination.known_hosts, host, *port)
+        {
+            return Err(ServiceError::KnownHosts { problem, fix });
+        }
         if let Some((problem, fix)) =
             transfer::sftp::identity_problem(&settings.destination.identity)
         {

@@ -300,7 +300,9 @@ fn destination_down(shared: &Shared, epoch: u64, e: TransferError) -> bool {
             let queued = shared.queue.depth();
             if matches!(
                 e,
-                TransferError::HostKey { .. } | TransferError::Auth { .. }
+                TransferError::HostKey { .. }
+                    | TransferError::Auth { .. }
+                    | TransferError::Algorithms { .. }
             ) {
                 error!(
                     failures,

@@ -42,6 +42,8 @@ pub enum TransferError {
         problem: String,
         hint: String,
     },
+    #[error("{dest}: no SSH algorithm in common with the server (plutus-sync allows no CBC cipher, no SHA-1 key exchange or MAC); nothing was sent: {mismatches}\n  hint: allow one of ours in the server's sshd_config (KexAlgorithms, Ciphers, MACs; `sshd -T` on the server shows what it offers)")]
+    Algorithms { dest: String, mismatches: String },
     #[error("{dest}: key authentication as {user:?} failed: {message}")]
     Auth {
         dest: String,
@@ -85,6 +87,7 @@ impl TransferError {
             TransferError::Connect { .. }
             | TransferError::UnsafeRename { .. }
             | TransferError::HostKey { .. }
+            | TransferError::Algorithms { .. }
             | TransferError::Auth { .. } => Scope::Destination,
             TransferError::Remote(e) => match (e.op, e.fault) {
                 (_, Fault::Connection) => Scope::Destination,

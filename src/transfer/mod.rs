@@ -359,6 +359,11 @@ pub trait Transport: Send + Sync {
     fn connect(&self) -> Result<Box<dyn Connection>, TransferError>;
     /// For log lines: the destination URL.
     fn describe(&self) -> String;
+    /// For `check`: what the last connection negotiated (SSH algorithms), if
+    /// anything worth saying.
+    fn negotiated(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Build the transport the `[destination]` table names.
@@ -382,6 +387,7 @@ pub fn from_settings(d: &crate::config::DestinationSettings) -> std::sync::Arc<d
             known_hosts: d.known_hosts.clone(),
             timeout: d.timeout,
             temp_suffix: d.temp_suffix.clone(),
+            negotiated: Default::default(),
         }),
     }
 }

@@ -255,6 +255,16 @@ impl Sshd {
         }
     }
 
+    /// Adds `lines` to sshd_config (e.g. `Ciphers aes128-cbc`; a keyword the base
+    /// config already sets would be ignored: sshd takes the first) and restarts
+    /// sshd with them, on the same port with the same keys.
+    pub fn restart_with_config(&mut self, lines: &str) {
+        self.config_base.push_str(lines.trim_end());
+        self.config_base.push('\n');
+        self.write_port_files();
+        self.restart();
+    }
+
     /// Freezes sshd and every connection child (SIGSTOP): the port still
     /// accepts TCP connections, but nothing answers. Simulates a stalled
     /// network/peer.
@@ -551,7 +561,8 @@ pub fn read_banner(stream: &mut TcpStream) -> Option<String> {
     None
 }
 
-fn find_sshd() -> PathBuf {
+/// The sshd binary (`/usr/sbin/sshd`, else the first on PATH).
+pub fn find_sshd() -> PathBuf {
     let candidates = [PathBuf::from("/usr/sbin/sshd")].into_iter().chain(
         std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
@@ -616,7 +627,7 @@ fn current_user() -> String {
 }
 
 /// sshd (as root) refuses to start without its privilege-separation dir.
-fn ensure_privsep_dir() {
+pub fn ensure_privsep_dir() {
     let dir = Path::new("/run/sshd");
     match fs::create_dir(dir) {
         Ok(()) => {
@@ -661,7 +672,8 @@ fn shadow_locked(shadow: &str, user: &str) -> bool {
         .is_some_and(|(_, rest)| rest.starts_with('!'))
 }
 
-fn keygen(path: &Path, comment: &str) {
+/// A new ed25519 key pair at `path` and `path.pub`, without a passphrase.
+pub fn keygen(path: &Path, comment: &str) {
     let out = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
         .arg(path)

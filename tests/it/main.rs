@@ -21,5 +21,7 @@ mod packaging;
 mod privilege;
 mod recovery;
 mod servers;
+mod ssh_policy;
 mod torture;
+mod windows_target;
 mod writers;

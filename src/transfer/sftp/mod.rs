@@ -5,14 +5,18 @@
 //! `remote`: the connection's `Remote` primitives as SFTP requests; `batch`: steps 1
 //! and 2 for many files at once, their requests in flight together.
 
+mod algorithms;
 mod batch;
+mod known_hosts;
 mod remote;
 
 use super::sftp_proto::client::Client;
 use super::{Connection, TransferError, Transport};
+pub(crate) use known_hosts::lookup_name;
+use known_hosts::{KnownHosts, Verdict};
 use remote::SftpConn;
-use ssh2::{CheckResult, ExtendedData, KnownHostFileKind, MethodType, Session};
-use std::net::{TcpStream, ToSocketAddrs};
+use ssh2::{ExtendedData, MethodType, Session};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,6 +29,8 @@ pub(crate) struct SftpTransport {
     pub known_hosts: PathBuf,
     pub timeout: Duration,
     pub temp_suffix: String,
+    /// What the last session negotiated (`algorithms::negotiated`), for `check`.
+    pub negotiated: std::sync::Mutex<Option<String>>,
 }
 
 impl SftpTransport {
@@ -36,10 +42,48 @@ impl SftpTransport {
     }
 
     fn known_hosts_name(&self) -> String {
-        if self.port == 22 {
-            self.host.clone()
+        known_hosts::lookup_name(&self.host, self.port)
+    }
+
+    /// A failed handshake; when it is because the server offers none of the
+    /// algorithms we allow, its own offer (read on a second connection) says which.
+    fn handshake_err(&self, e: ssh2::Error, addr: SocketAddr, host_keys: &[&str]) -> TransferError {
+        // Only a failed negotiation (LIBSSH2_ERROR_KEX_FAILURE) is worth the second
+        // connection: a stalled server must not cost a second timeout.
+        const KEX_FAILURE: ssh2::ErrorCode = ssh2::ErrorCode::Session(-5);
+        let mismatches = if e.code() == KEX_FAILURE {
+            algorithms::ServerOffer::fetch(addr, self.timeout)
+                .map(|o| o.mismatches(host_keys))
+                .unwrap_or_default()
         } else {
-            format!("[{}]:{}", self.host, self.port)
+            Vec::new()
+        };
+        if mismatches.is_empty() {
+            return self.connect_err(format!("SSH handshake failed: {e}"));
+        }
+        TransferError::Algorithms {
+            dest: self.describe(),
+            mismatches: mismatches.join("; "),
+        }
+    }
+
+    /// Whether the server offers strict key exchange (Terrapin), asked on a
+    /// connection of its own; `None` if it could not be read.
+    pub(crate) fn strict_kex(&self) -> Option<bool> {
+        let addr = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .ok()?
+            .next()?;
+        algorithms::ServerOffer::fetch(addr, self.timeout)
+            .ok()
+            .map(|o| o.strict_kex())
+    }
+
+    fn host_key_err(&self, problem: String, hint: String) -> TransferError {
+        TransferError::HostKey {
+            dest: self.describe(),
+            problem,
+            hint,
         }
     }
 }
@@ -52,12 +96,20 @@ impl Transport for SftpTransport {
         )
     }
 
+    fn negotiated(&self) -> Option<String> {
+        let n = self.negotiated.lock().ok()?.clone()?;
+        let strict = match self.strict_kex() {
+            Some(true) => "yes",
+            Some(false) => "no (the server lacks it: OpenSSH < 9.6; AES-GCM, first in our list, is not open to Terrapin)",
+            None => "unknown",
+        };
+        Some(format!("{n}; strict kex (Terrapin): {strict}"))
+    }
+
     fn connect(&self) -> Result<Box<dyn Connection>, TransferError> {
-        let known = std::fs::read_to_string(&self.known_hosts).map_err(|e| TransferError::HostKey {
-            dest: self.describe(),
-            problem: format!("cannot be checked: {}: {e}", self.known_hosts.display()),
-            hint: "set [destination] known_hosts to a readable file holding the server's host key line".into(),
-        })?;
+        // Read and judged before connecting: a line we cannot honour stops here.
+        let known = read_known_hosts(&self.known_hosts, &self.host, self.port)
+            .map_err(|(problem, hint)| self.host_key_err(problem, hint))?;
 
         let addrs: Vec<_> = (self.host.as_str(), self.port)
             .to_socket_addrs()
@@ -68,13 +120,13 @@ impl Transport for SftpTransport {
         for addr in &addrs {
             match TcpStream::connect_timeout(addr, self.timeout) {
                 Ok(s) => {
-                    tcp = Some(s);
+                    tcp = Some((s, *addr));
                     break;
                 }
                 Err(e) => last = Some(e),
             }
         }
-        let tcp = tcp.ok_or_else(|| {
+        let (tcp, addr) = tcp.ok_or_else(|| {
             self.connect_err(
                 last.map(|e| e.to_string())
                     .unwrap_or_else(|| "no address".into()),
@@ -93,65 +145,55 @@ impl Transport for SftpTransport {
         sess.set_timeout(self.timeout.as_millis().min(u32::MAX as u128) as u32);
         // libssh2 prefers ed25519; a known_hosts holding only another key type would
         // then look like a changed key. Offer only the types known_hosts has.
-        let algs = host_key_algorithms(&known, &self.host, self.port);
+        let algs = host_key_algorithms(&known.key_types(&self.known_hosts_name()));
         if !algs.is_empty() {
             let _ = sess.method_pref(MethodType::HostKey, &algs.join(","));
         }
-        sess.handshake()
-            .map_err(|e| self.connect_err(format!("SSH handshake failed: {e}")))?;
+        algorithms::pin(&sess)
+            .map_err(|e| self.connect_err(format!("cannot set the SSH algorithms: {e}")))?;
+        if let Err(e) = sess.handshake() {
+            return Err(self.handshake_err(e, addr, &algs));
+        }
+        let negotiated = algorithms::negotiated(&sess);
+        tracing::debug!(dest = %self.describe(), "SSH session: {negotiated}");
+        if let Ok(mut n) = self.negotiated.lock() {
+            *n = Some(negotiated);
+        }
 
         let (key, key_type) = sess
             .host_key()
             .ok_or_else(|| self.connect_err("the server sent no host key"))?;
-        let mut kh = sess
-            .known_hosts()
-            .map_err(|e| self.connect_err(e.to_string()))?;
-        kh.read_file(&self.known_hosts, KnownHostFileKind::OpenSSH)
-            .map_err(|e| TransferError::HostKey {
-                dest: self.describe(),
-                problem: format!("cannot be checked: {}: {e}", self.known_hosts.display()),
-                hint: "the file must be in OpenSSH known_hosts format".into(),
-            })?;
         let line = format!(
             "{} {} {}",
             self.known_hosts_name(),
             key_type_name(key_type),
             base64(key)
         );
-        match kh.check_port(&self.host, self.port, key) {
-            CheckResult::Match => {}
-            CheckResult::NotFound => {
-                return Err(TransferError::HostKey {
-                    dest: self.describe(),
-                    problem: format!(
-                        "is unknown: {} has no key for {}",
-                        self.known_hosts.display(),
-                        self.known_hosts_name()
-                    ),
-                    hint: format!(
-                        "check the key on the server (ssh-keygen -lf on its host key) and, if it is right, add this line to {}:\n    {line}",
-                        self.known_hosts.display()
-                    ),
-                })
+        let shown = self.known_hosts.display();
+        match known.check(&self.known_hosts_name(), key) {
+            Verdict::Match => {}
+            Verdict::Revoked(n) => {
+                return Err(self.host_key_err(
+                    format!("is REVOKED: {shown} line {n} marks the server's key @revoked"),
+                    "the server must get a new host key; confirm the new key's fingerprint with the ERP's administrators and list it".into(),
+                ))
             }
-            CheckResult::Mismatch => {
-                return Err(TransferError::HostKey {
-                    dest: self.describe(),
-                    problem: format!(
-                        "has CHANGED: the server's key does not match {}",
-                        self.known_hosts.display()
+            Verdict::Unknown => {
+                return Err(self.host_key_err(
+                    format!("is unknown: {shown} has no key for {}", self.known_hosts_name()),
+                    format!(
+                        "check the key on the server (ssh-keygen -lf on its host key) and, if it is right, add this line to {shown}{}:\n    {line}",
+                        if self.port == 22 { "" } else { " (a port other than 22 needs the [host]:port form, as in OpenSSH)" }
                     ),
-                    hint: format!(
+                ))
+            }
+            Verdict::Changed => {
+                return Err(self.host_key_err(
+                    format!("has CHANGED: the server's key does not match {shown}"),
+                    format!(
                         "this can be an attack or a reinstalled server; confirm with the ERP's administrators before replacing the entry with:\n    {line}"
                     ),
-                })
-            }
-            CheckResult::Failure => {
-                return Err(TransferError::HostKey {
-                    dest: self.describe(),
-                    problem: "could not be checked (libssh2 failure)".into(),
-                    hint: format!("check {}", self.known_hosts.display()),
-                })
+                ))
             }
         }
 
@@ -296,35 +338,35 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
-/// The host-key algorithms to offer: those whose key types known_hosts holds for this
-/// host (plain `host` for port 22, `[host]:port` otherwise). Hashed and wildcard
-/// entries cannot be matched without more work, so their types are offered too.
-pub(crate) fn host_key_algorithms(known_hosts: &str, host: &str, port: u16) -> Vec<&'static str> {
-    let want = if port == 22 {
-        host.to_string()
-    } else {
-        format!("[{host}]:{port}")
-    };
-    let mut types = Vec::new();
-    for line in known_hosts.lines() {
-        let mut fields = line.split_whitespace();
-        let Some(names) = fields.next() else { continue };
-        if names.starts_with('#') {
-            continue;
-        }
-        if names.starts_with('@') {
-            // @cert-authority / @revoked lines are not plain host keys.
-            continue;
-        }
-        let Some(kt) = fields.next() else { continue };
-        let matches = names.starts_with("|1|")
-            || names.split(',').any(|n| {
-                n == want || (!n.starts_with('!') && (n.contains('*') || n.contains('?')))
-            });
-        if matches && !types.contains(&kt) {
-            types.push(kt);
-        }
-    }
+/// known_hosts for `host`:`port`, read and judged: what is wrong and its fix if it
+/// cannot be read, has a line we cannot read, or asks for what we cannot honour
+/// (`@cert-authority`). Checked at start, by `check`, and on every connect.
+pub(crate) fn read_known_hosts(
+    path: &Path,
+    host: &str,
+    port: u16,
+) -> Result<KnownHosts, (String, String)> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        (
+            format!("cannot be checked: {shown}: {e}"),
+            "set [destination] known_hosts to a readable file holding the server's host key line"
+                .into(),
+        )
+    })?;
+    let known = KnownHosts::parse(&text)
+        .and_then(|k| {
+            k.usable_for(&known_hosts::lookup_name(host, port))
+                .map(|()| k)
+        })
+        .map_err(|e| (format!("cannot be checked: {shown} {e}"), e.fix()))?;
+    Ok(known)
+}
+
+/// The host-key algorithms to offer for the key types known_hosts holds for this
+/// host and port: libssh2 prefers ed25519, and a known_hosts holding only another
+/// type would then look like a changed key. RSA only with SHA-2 signatures.
+fn host_key_algorithms(types: &[&str]) -> Vec<&'static str> {
     let mut algs = Vec::new();
     for pref in [
         "ssh-ed25519",
@@ -335,7 +377,7 @@ pub(crate) fn host_key_algorithms(known_hosts: &str, host: &str, port: u16) -> V
     ] {
         if types.contains(&pref) {
             if pref == "ssh-rsa" {
-                algs.extend(["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]);
+                algs.extend(["rsa-sha2-512", "rsa-sha2-256"]);
             } else {
                 algs.push(pref);
             }
@@ -381,27 +423,26 @@ mod tests {
 
     #[test]
     fn only_the_key_types_known_for_this_host_and_port_are_offered() {
-        let kh = "\
+        let kh = KnownHosts::parse(
+            "\
 # comment
 [127.0.0.1]:2222 ssh-rsa AAAA
 127.0.0.1 ssh-ed25519 AAAA
 [127.0.0.1]:2222,[::1]:2222 ecdsa-sha2-nistp256 AAAA
 @revoked [127.0.0.1]:2222 ssh-ed25519 AAAA
-";
+",
+        )
+        .unwrap();
+        let name = known_hosts::lookup_name;
         assert_eq!(
-            host_key_algorithms(kh, "127.0.0.1", 2222),
-            vec![
-                "ecdsa-sha2-nistp256",
-                "rsa-sha2-512",
-                "rsa-sha2-256",
-                "ssh-rsa"
-            ]
+            host_key_algorithms(&kh.key_types(&name("127.0.0.1", 2222))),
+            vec!["ecdsa-sha2-nistp256", "rsa-sha2-512", "rsa-sha2-256"]
         );
         assert_eq!(
-            host_key_algorithms(kh, "127.0.0.1", 22),
+            host_key_algorithms(&kh.key_types(&name("127.0.0.1", 22))),
             vec!["ssh-ed25519"]
         );
-        assert!(host_key_algorithms(kh, "10.0.0.1", 22).is_empty());
+        assert!(host_key_algorithms(&kh.key_types(&name("10.0.0.1", 22))).is_empty());
     }
 
     #[test]
