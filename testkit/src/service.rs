@@ -26,6 +26,9 @@ const NOTIFY_READ_TIMEOUT: Duration = Duration::from_millis(50);
 const TEST_LOG: &str = "info,plutus_sync=debug";
 /// The shipped default, for benches that measure the service as installed.
 const INSTALLED_LOG: &str = "info";
+/// What the systemd unit sets (`Environment=MALLOC_ARENA_MAX=2`); a packaging test
+/// checks the two agree.
+pub const UNIT_MALLOC_ARENA_MAX: &str = "2";
 
 /// The `plutus-sync` binary under test.
 ///
@@ -105,7 +108,8 @@ impl Service {
     }
 
     /// `plutus-sync run -c CONFIG` as installed, for benches: log level info (the
-    /// shipped default), the log written afresh to `log`.
+    /// shipped default), the unit's environment (`MALLOC_ARENA_MAX`, see
+    /// packaging/systemd/plutus-sync.service), the log written afresh to `log`.
     pub fn start_as_installed(config: &Path, log: &Path) -> Service {
         // Removed, not truncated by the open below: that appends, for the tests' sake.
         match fs::remove_file(log) {
@@ -114,7 +118,9 @@ impl Service {
             }
             _ => {}
         }
-        Service::spawn(Command::new(bin()), config, log, INSTALLED_LOG)
+        let mut cmd = Command::new(bin());
+        cmd.env("MALLOC_ARENA_MAX", UNIT_MALLOC_ARENA_MAX);
+        Service::spawn(cmd, config, log, INSTALLED_LOG)
     }
 
     fn spawn(cmd: Command, config: &Path, log: &Path, level: &str) -> Service {

@@ -126,6 +126,16 @@ fn the_systemd_unit_runs_the_service_the_way_the_service_expects() {
             plutus_sync::config::DEFAULT_PATH
         )
     );
+    // The benches start the service with the unit's malloc setting, so their RSS
+    // figures are the installed service's.
+    assert_eq!(
+        one("Environment"),
+        format!(
+            "MALLOC_ARENA_MAX={}",
+            plutus_testkit::service::UNIT_MALLOC_ARENA_MAX
+        )
+    );
+    assert_eq!(one("LimitNOFILE"), "65536");
     assert_eq!(
         unit_values(&unit_settings("Install"), "WantedBy"),
         ["multi-user.target"]
