@@ -67,12 +67,7 @@ fn down_cause(steps: &[(u64, Step)]) -> Option<String> {
 /// What an entry waits with when another file of its batch found the destination
 /// down: its own step was not taken (or, for a `sent` one, not finished).
 fn waits(name: &str, cause: &str) -> TransferError {
-    TransferError::Remote(transfer::RemoteError {
-        op: "create",
-        path: crate::intake::shown(name).to_string(),
-        fault: transfer::Fault::Connection,
-        message: format!("waits for the destination, which failed in this batch ({cause})"),
-    })
+    transfer::not_tried("create", crate::intake::shown(name).as_ref(), &cause)
 }
 
 /// Every entry of `recs` waits for the destination: the first with `e` itself (the
@@ -224,18 +219,10 @@ fn rename_batch(
     }
     if slot.rename_replaces() {
         // Each rename after its own look at the final name (see `rename_step`).
-        for (rec, up, sent_as) in sent {
-            let id = rec.id;
-            if let Some(cause) = down_cause(steps) {
-                steps.push((id, Step::DestinationDown(waits(&rec.name, &cause))));
-                continue;
-            }
-            let span = file_span(&rec);
-            let _g = span.enter();
-            let step = rename_step(ctx, slot, rec, started, note(&up), sent_as)?;
-            steps.push((id, step));
-        }
-        return Ok(());
+        let items = sent.into_iter().map(|(r, up, a)| (r, (note(&up), a)));
+        return one_by_one(steps, items, |rec, (note, sent_as)| {
+            rename_step(ctx, slot, rec, started, note, sent_as)
+        });
     }
     let conn = match slot.get(ctx) {
         Ok(c) => c,
@@ -257,7 +244,7 @@ fn rename_batch(
         .map(|(r, _, _)| conn.final_path(&r.name))
         .collect();
     let mut doubts = Vec::new();
-    let mut lost: Option<()> = None;
+    let mut lost = false;
     for (((rec, up, sent_as), result), final_path) in sent.into_iter().zip(results).zip(finals) {
         let span = file_span(&rec);
         let _g = span.enter();
@@ -273,7 +260,7 @@ fn rename_batch(
             // The reply is lost, not necessarily the rename: the entry stays `sent`,
             // and the next attempt looks before it does anything.
             Err(e) if e.scope() == Scope::Destination => {
-                lost = Some(());
+                lost = true;
                 steps.push((rec.id, Step::DestinationDown(e)));
             }
             // Refused (a name taken, a file held open on Windows): look, after the
@@ -281,21 +268,32 @@ fn rename_batch(
             Err(e) => doubts.push((rec, sent_as, e)),
         }
     }
-    if lost.is_some() {
+    if lost {
         slot.drop_conn();
     }
-    for (rec, sent_as, e) in doubts {
+    let items = doubts.into_iter().map(|(r, a, e)| (r, (a, e)));
+    one_by_one(steps, items, |rec, (sent_as, e)| {
+        resolve_sent(ctx, slot, rec, started, sent_as, Some(e))
+    })
+}
+
+/// `step` for each entry in turn; once the destination is down (a step of this batch
+/// said so), the rest wait with it, still in their state: one timeout for the batch,
+/// not one per file.
+fn one_by_one<T>(
+    steps: &mut Vec<(u64, Step)>,
+    items: impl Iterator<Item = (Record, T)>,
+    mut step: impl FnMut(Record, T) -> Result<Step, JournalError>,
+) -> Result<(), JournalError> {
+    for (rec, item) in items {
         let id = rec.id;
-        // Once the destination is down, the rest wait, still `sent`: one timeout for
-        // the batch, not one per file.
         if let Some(cause) = down_cause(steps) {
             steps.push((id, Step::DestinationDown(waits(&rec.name, &cause))));
             continue;
         }
         let span = file_span(&rec);
         let _g = span.enter();
-        let step = resolve_sent(ctx, slot, rec, started, sent_as, Some(e))?;
-        steps.push((id, step));
+        steps.push((id, step(rec, item)?));
     }
     Ok(())
 }

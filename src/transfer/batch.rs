@@ -20,7 +20,11 @@ pub struct Put<'a> {
 
 /// The error a file gets when the connection died before its turn: a connection
 /// fault, so the pipeline pauses the destination and the entry keeps its state.
-pub(crate) fn not_tried(op: &'static str, path: &str, cause: &TransferError) -> TransferError {
+pub(crate) fn not_tried(
+    op: &'static str,
+    path: &str,
+    cause: &dyn std::fmt::Display,
+) -> TransferError {
     TransferError::Remote(RemoteError {
         op,
         path: path.to_string(),

@@ -26,6 +26,7 @@ pub mod local;
 pub mod sftp;
 pub mod sftp_proto;
 
+pub(crate) use batch::not_tried;
 pub use batch::Put;
 pub(crate) use error::io_fault;
 pub use error::{Fault, RemoteError, Scope, TransferError};

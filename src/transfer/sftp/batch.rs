@@ -57,7 +57,7 @@ pub(super) fn upload_many(
         if let Some(cause) = dead {
             let cause = cause.to_string();
             for path in paths {
-                out.push(Err(not_tried_msg("create", path, &cause)));
+                out.push(Err(not_tried("create", path, &cause)));
             }
             continue;
         }
@@ -80,19 +80,6 @@ pub(super) fn upload_many(
         }
     }
     out
-}
-
-fn not_tried_msg(op: &'static str, path: &str, cause: &str) -> TransferError {
-    not_tried(
-        op,
-        path,
-        &TransferError::Remote(RemoteError {
-            op,
-            path: path.to_string(),
-            fault: Fault::Connection,
-            message: cause.to_string(),
-        }),
-    )
 }
 
 /// One file's result as step 1 would have given it.
@@ -163,7 +150,7 @@ fn outcome(
         }
         // Like the files one file at a time never tries after a full disk: the
         // destination's trouble, so the entry waits without an attempt burned.
-        Err(PutError::Skipped(why)) => Err(not_tried_msg("create", path, &why)),
+        Err(PutError::Skipped(why)) => Err(not_tried("create", path, &why)),
     }
 }
 
@@ -217,8 +204,8 @@ pub(super) fn rename_many(
 }
 
 impl SftpConn {
-    /// Whether this batch sends FSYNC: unless the server does not offer it, or
-    /// refused it before on this connection (said once, here).
+    /// Whether to send FSYNC: unless the server does not offer it, or refused it
+    /// before on this connection (said once, here). For a batch and for one file.
     pub(super) fn fsync_wanted(&mut self, path: &str) -> bool {
         if self.fsync == Some(false) {
             return false;
@@ -234,7 +221,7 @@ impl SftpConn {
     }
 
     /// What an FSYNC's answer teaches this connection; whether the file was fsynced.
-    fn fsync_learnt(&mut self, path: &str, f: &Fsync) -> bool {
+    pub(super) fn fsync_learnt(&mut self, path: &str, f: &Fsync) -> bool {
         match f {
             Fsync::Ok => {
                 self.fsync = Some(true);

@@ -4,6 +4,7 @@
 
 use crate::transfer::sftp_proto::client::{Client, ClientError};
 use crate::transfer::sftp_proto::file::{describe, File, FileError, Shared};
+use crate::transfer::sftp_proto::put::Fsync;
 use crate::transfer::sftp_proto::{Attrs, OpenFlags, Request, Response, Status, StatusCode};
 use crate::transfer::{Fault, Remote, RemoteError};
 use ssh2::{Channel, Session};
@@ -169,51 +170,35 @@ impl Drop for SftpConn {
     }
 }
 
-const MODE: Attrs = Attrs {
-    size: None,
-    uid_gid: None,
-    permissions: Some(0o644),
-    times: None,
-    extended: Vec::new(),
-};
-
 impl Remote for SftpConn {
     type Writer = SftpFile;
     type Reader = SftpFile;
 
     fn create(&mut self, path: &str) -> Result<SftpFile, RemoteError> {
         let flags = OpenFlags::READ | OpenFlags::WRITE | OpenFlags::CREAT | OpenFlags::TRUNC;
-        self.open_file(path, flags, MODE, true)?
+        self.open_file(path, flags, Attrs::NEW_FILE, true)?
             .map_err(|s| status_fault("create", path, &s))
     }
 
     fn create_new(&mut self, path: &str) -> Result<SftpFile, RemoteError> {
         let flags = OpenFlags::READ | OpenFlags::WRITE | OpenFlags::CREAT;
-        match self.open_file(path, flags | OpenFlags::EXCL, MODE, true)? {
+        match self.open_file(path, flags | OpenFlags::EXCL, Attrs::NEW_FILE, true)? {
             Ok(f) => Ok(f),
             // OpenSSH (and its Windows port) map SSH_FXF_EXCL to O_EXCL; a server that
             // says it has no exclusive create still gets the probe, under its random
             // name, rather than an outage.
             Err(s) if s.code == StatusCode::OpUnsupported => self
-                .open_file(path, flags, MODE, true)?
+                .open_file(path, flags, Attrs::NEW_FILE, true)?
                 .map_err(|s| status_fault("create", path, &s)),
             Err(s) => Err(status_fault("create", path, &s)),
         }
     }
 
     fn sync(&mut self, w: &mut SftpFile, path: &str) -> Result<bool, RemoteError> {
-        if self.fsync == Some(false) {
+        if !self.fsync_wanted(path) {
             return Ok(false);
         }
         let mut c = self.client();
-        if !c.fsync_offered() {
-            tracing::warn!(
-                "{path}: the server does not offer fsync@openssh.com; going on without fsync on this connection (the read-back still proves each file)"
-            );
-            drop(c);
-            self.fsync = Some(false);
-            return Ok(false);
-        }
         w.flush_writes(&mut c)
             .map_err(|e| file_fault("write", path, &e))?;
         let answer = c
@@ -222,25 +207,18 @@ impl Remote for SftpConn {
         drop(c);
         match answer {
             Response::Status(s) if s.code == StatusCode::Ok => {
-                self.fsync = Some(true);
-                Ok(true)
+                Ok(self.fsync_learnt(path, &Fsync::Ok))
             }
+            // Only OK means durable. OP_UNSUPPORTED, and any other status a server
+            // answers (some answer FAILURE), mean "no fsync here": the read-back is
+            // the proof we rely on anyway (on Windows even an OK flushes nothing).
             Response::Status(s)
                 if !matches!(
                     s.code,
                     StatusCode::NoConnection | StatusCode::ConnectionLost
                 ) =>
             {
-                // Only OK means durable. OP_UNSUPPORTED, and any other status a server
-                // answers (some answer FAILURE), mean "no fsync here": the read-back is
-                // the proof we rely on anyway (on Windows even an OK flushes nothing).
-                // Learnt once per connection, said once.
-                tracing::warn!(
-                    "{path}: the server answered fsync with {}; going on without fsync on this connection (the read-back still proves each file)",
-                    describe(&s)
-                );
-                self.fsync = Some(false);
-                Ok(false)
+                Ok(self.fsync_learnt(path, &Fsync::Refused(s)))
             }
             r => Err(unexpected("fsync", path, &r)),
         }

@@ -25,6 +25,15 @@ const S_IFREG: u32 = 0o100_000;
 const S_IFDIR: u32 = 0o040_000;
 
 impl Attrs {
+    /// What our files are created with: rw-r--r--, the rest left to the server.
+    pub const NEW_FILE: Attrs = Attrs {
+        size: None,
+        uid_gid: None,
+        permissions: Some(0o644),
+        times: None,
+        extended: Vec::new(),
+    };
+
     /// `Some(true)` for a regular file, `None` when the server did not say.
     pub fn is_regular(&self) -> Option<bool> {
         self.permissions.map(|p| p & S_IFMT == S_IFREG)

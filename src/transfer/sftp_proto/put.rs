@@ -168,14 +168,6 @@ struct Batch {
     reads_held: u64,
 }
 
-const MODE: Attrs = Attrs {
-    size: None,
-    uid_gid: None,
-    permissions: Some(0o644),
-    times: None,
-    extended: Vec::new(),
-};
-
 /// Local reads in pieces of this size.
 const CHUNK: usize = 128 * 1024;
 
@@ -235,7 +227,7 @@ fn run<C: Read + Write>(
         let open = c.send(&Request::Open {
             path: p.path,
             flags,
-            attrs: MODE,
+            attrs: Attrs::NEW_FILE,
         })?;
         b.slots.push(Slot::new(open));
     }
