@@ -49,22 +49,19 @@ fn main() {
         bytes as f64 / 1e6,
         bytes as f64 / n as f64
     );
-    // Each measurement in a fresh process, so its peak RSS is its own: first sled's
-    // bare open (its log recovery after the fill), then the journal's.
-    let exe = std::env::current_exe().unwrap();
-    for mode in ["--sled-open", "--open"] {
-        let out = std::process::Command::new(&exe)
-            .arg(mode)
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        print!("{}", String::from_utf8_lossy(&out.stdout));
-    }
+    measure_opens(&path);
+    // The same journal compacted (what the running service does once it has doubled).
+    let j = Journal::open(&path, &JournalOptions::default()).unwrap();
+    let c = plutus_sync::operator::compact::in_place(&j).unwrap();
+    drop(j);
+    println!(
+        "journal_scale: compacted in {:.1} s (writes paused {} ms): {:.1} MB = {:.0} bytes/entry",
+        c.took_ms as f64 / 1e3,
+        c.paused_ms,
+        disk_usage(&path) as f64 / 1e6,
+        disk_usage(&path) as f64 / n as f64
+    );
+    measure_opens(&path);
     drop(dir);
     churn(full);
     steady(full);
@@ -130,6 +127,25 @@ fn steady(full: bool) {
         peak as f64 / live as f64,
         if compactions.is_empty() { "none".to_string() } else { compactions.join("; ") }
     );
+}
+
+/// Each measurement in a fresh process, so its peak RSS is its own: first sled's bare
+/// open (its log recovery), then the journal's.
+fn measure_opens(path: &Path) {
+    let exe = std::env::current_exe().unwrap();
+    for mode in ["--sled-open", "--open"] {
+        let out = std::process::Command::new(&exe)
+            .arg(mode)
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+    }
 }
 
 /// Churn: rounds of `PLUTUS_SCALE_CHURN` orders (default 10,000) delivered and

@@ -41,16 +41,23 @@ pub struct Compaction {
     pub took_ms: u64,
 }
 
-/// The trees copied while the writers run (the indexes made from the entries, the
-/// windows' time keys copied and those of entries written meanwhile made again from
-/// their histories); every other tree is small and copied whole with the writers
-/// stopped.
-const BIG: [&str; 4] = [
-    keys::TREE_ENTRIES,
-    keys::TREE_BY_NAME,
-    keys::TREE_BY_STATE,
-    keys::TREE_BY_TIME,
-];
+/// The trees copied while the writers run: the entries, the indexes made from them,
+/// the windows' time keys (those of entries written meanwhile made again from their
+/// histories), and the meta tree (its id counter copied again in the pause). A tree
+/// this build does not know is copied whole in the pause; sled's default tree is
+/// unused (and always exists).
+fn copied_whole_before(tree: &[u8]) -> bool {
+    [
+        keys::TREE_ENTRIES,
+        keys::TREE_BY_NAME,
+        keys::TREE_BY_STATE,
+        keys::TREE_BY_TIME,
+        keys::TREE_META,
+        "__sled__default",
+    ]
+    .iter()
+    .any(|t| t.as_bytes() == tree)
+}
 
 impl Journal {
     /// Copy the journal into a new sled database at `dest` (which must not exist), then
@@ -81,15 +88,25 @@ impl Journal {
             .map_err(open_err)?;
         let new = Store::of(db, dest).map_err(open_err)?;
         *self.dirty.lock().unwrap_or_else(|p| p.into_inner()) = Some(HashSet::new());
-        let caught_up = match self.copy_entries(&new).and_then(|()| self.catch_up(&new)) {
+        // The bulk is made durable before the pause, so the pause's flush and the
+        // caller's fsync have only the last round to write.
+        let copied = self
+            .copy_entries(&new)
+            .and_then(|()| self.catch_up(&new))
+            .and_then(|n| {
+                new.db.flush()?;
+                sync_files(dest).map_err(|e| JournalError::Storage(sled::Error::Io(e)))?;
+                Ok(n)
+            });
+        let caught_up = match copied {
             Ok(n) => n,
             Err(e) => {
                 *self.dirty.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 return Err(e);
             }
         };
-        let _all = self.lock_all();
-        let _flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let all = self.lock_all();
+        let flush = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
         let paused = Instant::now();
         let dirty = self
             .dirty
@@ -101,29 +118,42 @@ impl Journal {
         for &id in &dirty {
             recopy(&old, &new, id)?;
         }
-        for name in old.db.tree_names() {
-            // sled's default tree is unused (and always exists).
-            if name == b"__sled__default" || BIG.iter().any(|b| b.as_bytes() == &name[..]) {
-                continue;
+        // The id counter (point reads: the old meta tree's marks leave many emptied
+        // nodes behind, slow to walk), and any tree this build does not know.
+        for key in [keys::META_NEXT_ID, keys::META_SCHEMA] {
+            if let Some(v) = old.meta.get(key)? {
+                new.meta.insert(key, v)?;
             }
-            let (from, to) = (old.db.open_tree(&name)?, new.db.open_tree(&name)?);
-            for kv in from.iter() {
-                let (k, v) = kv?;
-                to.insert(k, v)?;
+        }
+        for name in old.db.tree_names() {
+            if !copied_whole_before(&name) {
+                let (from, to) = (old.db.open_tree(&name)?, new.db.open_tree(&name)?);
+                for kv in from.iter() {
+                    let (k, v) = kv?;
+                    to.insert(k, v)?;
+                }
             }
         }
         new.db.flush()?;
         swap(dest).map_err(|e| JournalError::Storage(sled::Error::Io(e)))?;
         // Everything written so far is in the copy, and `swap` made it durable.
-        let entries = new.entries.len();
-        *self.store.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        let previous = std::mem::replace(
+            &mut *self.store.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::new(new),
+        );
         self.flushed
             .fetch_max(self.writes.load(Ordering::SeqCst), Ordering::SeqCst);
+        let paused_ms = paused.elapsed().as_millis() as u64;
+        drop(flush);
+        drop(all);
+        // Closing the old database (sled flushes and joins its threads) and counting
+        // the copy (sled's `len` walks the tree) wait for no writer.
+        drop((old, previous));
         Ok(Compaction {
-            entries,
+            entries: self.st().entries.len(),
             copied_again: caught_up + dirty.len(),
             copied_in_pause: dirty.len(),
-            paused_ms: paused.elapsed().as_millis() as u64,
+            paused_ms,
             took_ms: began.elapsed().as_millis() as u64,
         })
     }
@@ -158,6 +188,14 @@ impl Journal {
             let (k, v) = kv?;
             new.by_time.insert(k, v)?;
         }
+        for kv in old.meta.iter() {
+            let (k, v) = kv?;
+            // An in-flight mark names a change a panicked writer left; its entry is
+            // noted as written, and its copy's index keys are made from it.
+            if !k.starts_with(keys::META_INFLIGHT) {
+                new.meta.insert(k, v)?;
+            }
+        }
         for kv in old.entries.iter() {
             let (k, raw) = kv?;
             let rec = decode(&k, &raw)?;
@@ -186,6 +224,17 @@ fn recopy(old: &Store, new: &Store, id: u64) -> Result<()> {
         new.by_state.insert(keys::by_state(rec.state(), id), &[])?;
         // The time keys of transitions made during the copy (idempotent).
         restore(&new.by_time, &rec, crate::now_ms().saturating_sub(KEPT))?;
+    }
+    Ok(())
+}
+
+/// fsync every file directly in `dir` (sled's flush does not; FACTS.md).
+fn sync_files(dir: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            std::fs::File::open(e.path())?.sync_all()?;
+        }
     }
     Ok(())
 }
