@@ -210,10 +210,8 @@ impl Record {
     ) -> Result<(), IllegalTransition> {
         let to = machine::next(self.state, &event)?;
         match &event {
-            Event::Uploaded { .. } | Event::Verified { .. } => {
-                if site.is_some() {
-                    self.destination = site;
-                }
+            Event::Uploaded { .. } | Event::Verified { .. } if site.is_some() => {
+                self.destination = site;
             }
             Event::Replay { .. } | Event::Resend { .. } => self.destination = site,
             // The temp is gone (or going): nothing binds the entry any more.
