@@ -7,10 +7,10 @@
 //! no temp anywhere) go where new deliveries go, and that is what this module
 //! decides: the primary, until its gate has been closed for `after`; then the
 //! backup, until the primary has been up again for `back_after` (probed in the
-//! background by [`prober`] with the gate's own backoff) or the backup is down while
+//! background by `prober` with the gate's own backoff) or the backup is down while
 //! the primary is up.
 //!
-//! [`failed_over`] is the pure decision; [`Router`] applies it to the two gates.
+//! [`failed_over`] is the pure decision; `Router` applies it to the two gates.
 
 use super::Shared;
 use crate::pipeline::{Ctx, Slot};
