@@ -7,7 +7,7 @@ use std::fmt;
 
 /// Which of the configured ERP destinations a step happened at (only recorded when
 /// a backup is configured; absent means the primary, the only one there was).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Site {
     Primary,
