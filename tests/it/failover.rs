@@ -133,6 +133,17 @@ fn with_the_primary_stopped_new_orders_go_to_the_backup_and_come_back_once_it_is
         assert_eq!(verified_at(&rec), Some(want), "{}", rec.name);
     }
 
+    let (st, out, err) = spool.cmd(&["journal", "stats"]);
+    assert!(st.success(), "{err}");
+    assert!(
+        out.contains("destination    DOWN (") && out.contains(" since "),
+        "{out}"
+    );
+    assert!(out.contains("backup         up ("), "{out}");
+    assert!(out.contains("failed over    since "), "{out}");
+    let (_, out, _) = spool.cmd(&["journal", "list", "--limit", "100"]);
+    assert!(out.contains("DEST") && out.contains("backup"), "{out}");
+
     primary.restart();
     let restarted = Instant::now();
     wait_for_log(&svc, "failed back", Duration::from_secs(30));
@@ -396,4 +407,51 @@ fn sigkill_during_failover_and_fail_back_loses_nothing_and_imports_nothing_twice
     drop(svc);
     let at_backup = assert_imported_once_across(&spool, [&erp_p, &erp_b], &all);
     assert!(at_backup > 0);
+}
+
+/// A failed order (its name taken at the primary by other content) replayed to the
+/// backup is delivered there; the primary's file is left alone; the operator's
+/// commands show where it went.
+#[test]
+fn replay_to_backup_sends_a_failed_order_there() {
+    let (primary, backup, spool) = pair("1h", "1s");
+    let (name, body) = orders(1, 2).pop().unwrap();
+    std::fs::write(primary.inbox().join(&name), b"someone else's file").unwrap();
+    let mut svc = spool.start();
+    svc.wait_ready();
+    spool.drop_order(&name, &body);
+    wait_until(Duration::from_secs(30), "the order to fail", || {
+        spool
+            .entries_while_running(&svc)
+            .iter()
+            .any(|r| r.state() == State::Failed)
+    });
+    let (st, out, err) = spool.cmd(&["replay", &name, "--to", "backup"]);
+    assert!(st.success(), "{out}{err}");
+    wait_archived(&spool, &svc, 1, Duration::from_secs(30));
+    assert_eq!(std::fs::read(backup.inbox().join(&name)).unwrap(), body);
+    assert_eq!(
+        std::fs::read(primary.inbox().join(&name)).unwrap(),
+        b"someone else's file"
+    );
+    let (_, show, _) = spool.cmd(&["journal", "show", &name]);
+    assert!(show.contains("destination  backup"), "{show}");
+    assert!(show.contains("[backup]"), "{show}");
+    let (_, export, _) = spool.cmd(&["journal", "export"]);
+    assert!(export.contains("\"destination\":\"backup\""), "{export}");
+    let (_, stats, _) = spool.cmd(&["journal", "stats"]);
+    assert!(stats.contains("failed over    no"), "{stats}");
+    assert_eq!(svc.stop().code(), Some(0));
+}
+
+#[test]
+fn replay_to_backup_without_a_backup_is_refused_by_name() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let (st, out, err) = spool.cmd(&["replay", "x.json", "--to", "backup"]);
+    assert!(!st.success());
+    assert!(
+        format!("{out}{err}").contains("no [destination.backup]"),
+        "{out}{err}"
+    );
 }
