@@ -104,6 +104,8 @@ fn assert_imported_once_across(
 #[test]
 fn with_the_primary_stopped_new_orders_go_to_the_backup_and_come_back_once_it_is_up() {
     let (mut primary, backup, spool) = pair("1s", "1s");
+    let port = plutus_testkit::free_port();
+    spool.append_config(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
     let mut svc = spool.start();
     svc.wait_ready();
     let all = orders(0, 45);
@@ -133,6 +135,16 @@ fn with_the_primary_stopped_new_orders_go_to_the_backup_and_come_back_once_it_is
         assert_eq!(verified_at(&rec), Some(want), "{}", rec.name);
     }
 
+    let m = scrape(port);
+    for line in [
+        "plutus_sync_failed_over 1",
+        "plutus_sync_destination_reachable{destination=\"primary\"} 0",
+        "plutus_sync_destination_reachable{destination=\"backup\"} 1",
+        "plutus_sync_destination_deliveries_total{destination=\"backup\"} 20",
+        "plutus_sync_destination_deliveries_total{destination=\"primary\"} 10",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} not in\n{m}");
+    }
     let (st, out, err) = spool.cmd(&["journal", "stats"]);
     assert!(st.success(), "{err}");
     assert!(
@@ -153,6 +165,9 @@ fn with_the_primary_stopped_new_orders_go_to_the_backup_and_come_back_once_it_is
     }
     wait_archived(&spool, &svc, 45, Duration::from_secs(30));
     let (p, b) = (finals(primary.inbox()), finals(backup.inbox()));
+    assert!(scrape(port)
+        .lines()
+        .any(|l| l == "plutus_sync_failed_over 0"));
     assert_eq!(p.len(), 25, "new orders at the primary again");
     assert_eq!(b.len(), 20, "nothing verified at the backup sent again");
     assert!(p.is_disjoint(&b));
@@ -293,6 +308,16 @@ fn a_burst_in_flight_when_the_primary_dies_is_imported_exactly_once_across_both(
     assert!(!names_in(backup.inbox())
         .iter()
         .any(|n| n.ends_with(".part")));
+}
+
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }
 
 /// Wait until the (shared) log holds `n` lines with `what`.
