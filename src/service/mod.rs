@@ -68,6 +68,8 @@ pub enum ServiceError {
     },
     #[error("host key {problem}; refusing to start\n  hint: {fix}")]
     KnownHosts { problem: String, fix: String },
+    #[error("{count} entries (e.g. {example}) were uploaded to the backup destination and are not finished, but the config has no [destination.backup]; refusing to start, since only the backup can tell whether they were delivered\n  hint: put the [destination.backup] table back until `plutus-sync journal list --state sent` shows none at the backup")]
+    BackupGone { count: usize, example: String },
 }
 
 /// What a `sync` pass did.
@@ -322,6 +324,20 @@ pub async fn run(
 
     // Recovery: whatever was in flight when the last run stopped goes first.
     let live = journal.live()?;
+    // An entry sent to a backup that the config no longer names cannot be resolved
+    // anywhere else: its temp, the proof, is there (failover.rs).
+    if shared.backup.is_none() {
+        let at_backup: Vec<_> = live
+            .iter()
+            .filter(|r| failover::bound_to(r) == Some(Site::Backup) && r.state() == State::Sent)
+            .collect();
+        if let Some(first) = at_backup.first() {
+            return Err(ServiceError::BackupGone {
+                count: at_backup.len(),
+                example: crate::intake::shown(&first.name).into_owned(),
+            });
+        }
+    }
     let now = now_ms();
     for rec in &live {
         shared.touched(rec.id);

@@ -480,3 +480,49 @@ fn replay_to_backup_without_a_backup_is_refused_by_name() {
         "{out}{err}"
     );
 }
+
+/// An entry sent to the backup, and a config that no longer names one: only the
+/// backup can tell whether it was delivered, so the service refuses to start rather
+/// than let the primary's inbox decide (it would read "taken by the ERP").
+#[test]
+fn a_config_without_the_backup_refuses_entries_still_sent_there() {
+    let sshd = Sshd::start();
+    let spool = Spool::for_sshd(&sshd, "");
+    let (name, body) = orders(7, 8).pop().unwrap();
+    {
+        let journal = spool.journal();
+        spool.drop_order(&name, &body);
+        let rec = journal
+            .insert(NewEntry {
+                name: name.clone(),
+                size: body.len() as u64,
+                crc32: crc32fast::hash(&body),
+                batch: "20261203-1200".into(),
+                source_path: spool.outbox().join(&name).display().to_string(),
+                found_by: "sweep".into(),
+            })
+            .unwrap();
+        journal
+            .apply_at(
+                rec.id,
+                Event::Uploaded {
+                    remote_path: "/backup/inbox/x.part".into(),
+                },
+                None,
+                Some(Site::Backup),
+            )
+            .unwrap();
+        journal.flush().unwrap();
+    }
+    let (st, out, err) = spool.cmd(&["sync"]);
+    assert_eq!(st.code(), Some(2), "{out}{err}");
+    assert!(
+        err.contains("no [destination.backup]") && err.contains(&name),
+        "{err}"
+    );
+    assert!(
+        names_in(sshd.inbox()).is_empty(),
+        "nothing sent to the primary"
+    );
+    assert_eq!(spool.entries()[0].state(), State::Sent);
+}
