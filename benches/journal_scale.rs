@@ -49,13 +49,94 @@ fn main() {
         bytes as f64 / 1e6,
         bytes as f64 / n as f64
     );
-    // Each measurement in a fresh process, so its peak RSS is its own: first sled's
-    // bare open (its log recovery after the fill), then the journal's.
+    measure_opens(&path);
+    // The same journal compacted (what the running service does once it has doubled).
+    let j = Journal::open(&path, &JournalOptions::default()).unwrap();
+    let c = plutus_sync::operator::compact::in_place(&j).unwrap();
+    drop(j);
+    println!(
+        "journal_scale: compacted in {:.1} s (writes paused {} ms): {:.1} MB = {:.0} bytes/entry",
+        c.took_ms as f64 / 1e3,
+        c.paused_ms,
+        disk_usage(&path) as f64 / 1e6,
+        disk_usage(&path) as f64 / n as f64
+    );
+    measure_opens(&path);
+    drop(dir);
+    churn(full);
+    steady(full);
+}
+
+/// The steady state of an installation: `PLUTUS_SCALE_PER_DAY` orders a "day" (default
+/// 2,000), `PLUTUS_SCALE_RETENTION` days kept (default 30), `PLUTUS_SCALE_DAYS` days
+/// (default 45), with what the running service does between them: pruning by the
+/// retention, the windows' time keys kept for two days, compaction when due (the
+/// default 64 MiB of growth). A day lasts as long as its orders take to write; the
+/// bench passes each prune the time the day stands for.
+fn steady(full: bool) {
+    let per_day = env_or("PLUTUS_SCALE_PER_DAY", if full { 2_000 } else { 100 });
+    let retention = env_or("PLUTUS_SCALE_RETENTION", if full { 30 } else { 2 }) as usize;
+    let days = env_or("PLUTUS_SCALE_DAYS", if full { 45 } else { 4 }) as usize;
+    let growth = 64 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal");
+    let j = Journal::open(&path, &JournalOptions::default()).unwrap();
+    let mut reference = disk_usage(&path);
+    let (mut began, mut sizes, mut compactions) = (Vec::new(), Vec::new(), Vec::new());
+    let mut peak = 0;
+    for day in 0..days {
+        began.push(plutus_state::now_ms());
+        deliver(&j, day as u64 * per_day, per_day);
+        if day + 1 >= retention {
+            j.prune_archived(began[day + 1 - retention], usize::MAX)
+                .unwrap();
+        }
+        if day >= 1 {
+            // Keys before the previous day's start go, as two days' pruning would.
+            j.prune_windows(began[day - 1] + 2 * plutus_state::journal::DAY)
+                .unwrap();
+        }
+        j.flush().unwrap();
+        let size = disk_usage(&path);
+        peak = peak.max(size);
+        if plutus_sync::operator::compact::due(size, reference, growth) {
+            let c = plutus_sync::operator::compact::in_place(&j).unwrap();
+            reference = disk_usage(&path);
+            compactions.push(format!(
+                "day {}: {:.1} -> {:.1} MB, writes paused {} ms ({} ms in all)",
+                day + 1,
+                size as f64 / 1e6,
+                reference as f64 / 1e6,
+                c.paused_ms,
+                c.took_ms
+            ));
+        }
+        if (day + 1) % 5 == 0 || day + 1 == days {
+            sizes.push(format!(
+                "day {}: {:.1}",
+                day + 1,
+                disk_usage(&path) as f64 / 1e6
+            ));
+        }
+    }
+    let live = j.len() as u64;
+    println!(
+        "journal_scale: steady state, {per_day} orders a day, {retention} days kept, {days} days: {live} entries; MB on disk {}; peak {:.1} MB = {:.0} bytes per entry kept; compactions: {}",
+        sizes.join(", "),
+        peak as f64 / 1e6,
+        peak as f64 / live as f64,
+        if compactions.is_empty() { "none".to_string() } else { compactions.join("; ") }
+    );
+}
+
+/// Each measurement in a fresh process, so its peak RSS is its own: first sled's bare
+/// open (its log recovery), then the journal's.
+fn measure_opens(path: &Path) {
     let exe = std::env::current_exe().unwrap();
     for mode in ["--sled-open", "--open"] {
         let out = std::process::Command::new(&exe)
             .arg(mode)
-            .arg(&path)
+            .arg(path)
             .output()
             .unwrap();
         assert!(
@@ -65,42 +146,63 @@ fn main() {
         );
         print!("{}", String::from_utf8_lossy(&out.stdout));
     }
-    drop(dir);
-    churn(full);
 }
 
 /// Churn: rounds of `PLUTUS_SCALE_CHURN` orders (default 10,000) delivered and
 /// archived, each round followed by pruning every entry archived before it began (a
 /// retention of one round), in a fresh journal, `PLUTUS_SCALE_ROUNDS` rounds (default
-/// 10). Does sled reuse the space pruning frees? The size after each round says.
+/// 10). Twice: pruning alone (does sled reuse the space pruning frees? the size after
+/// each round says), then with the running service's compaction when it is due
+/// (`operator::compact::due`, with `PLUTUS_SCALE_GROWTH` bytes, default 16 MiB).
 fn churn(full: bool) {
     let per_round = env_or("PLUTUS_SCALE_CHURN", if full { 10_000 } else { 500 });
     let rounds = env_or("PLUTUS_SCALE_ROUNDS", if full { 10 } else { 3 });
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("journal");
-    let j = Journal::open(&path, &JournalOptions::default()).unwrap();
-    let mut sizes = Vec::new();
-    for round in 0..rounds {
-        let began = plutus_state::now_ms();
-        deliver(&j, round * per_round, per_round);
-        let pruned = j.prune_archived(began, usize::MAX).unwrap();
-        j.flush().unwrap();
-        sizes.push(format!("{:.1}", disk_usage(&path) as f64 / 1e6));
-        assert_eq!(j.len() as u64, per_round, "round {round}: pruned {pruned}");
+    let growth = env_or("PLUTUS_SCALE_GROWTH", 16 << 20);
+    for compacting in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let j = Journal::open(&path, &JournalOptions::default()).unwrap();
+        let mut reference = disk_usage(&path);
+        let (mut sizes, mut pauses) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let began = plutus_state::now_ms();
+            deliver(&j, round * per_round, per_round);
+            let pruned = j.prune_archived(began, usize::MAX).unwrap();
+            j.flush().unwrap();
+            assert_eq!(j.len() as u64, per_round, "round {round}: pruned {pruned}");
+            let size = disk_usage(&path);
+            if compacting && plutus_sync::operator::compact::due(size, reference, growth) {
+                let c = plutus_sync::operator::compact::in_place(&j).unwrap();
+                reference = disk_usage(&path);
+                pauses.push(format!("{} ms ({} ms in all)", c.paused_ms, c.took_ms));
+                sizes.push(format!(
+                    "{:.1}->{:.1}",
+                    size as f64 / 1e6,
+                    reference as f64 / 1e6
+                ));
+            } else {
+                sizes.push(format!("{:.1}", size as f64 / 1e6));
+            }
+        }
+        println!(
+            "journal_scale: churn {}, {per_round} entries kept, {per_round} delivered and pruned per round: MB on disk after each of {rounds} rounds: {}{}",
+            if compacting { "with compaction when due" } else { "pruning alone" },
+            sizes.join(", "),
+            if compacting { format!("; writes paused {}", pauses.join(", ")) } else { String::new() }
+        );
+        if !compacting {
+            // What `journal compact` gives back.
+            let before = disk_usage(&path);
+            let c = plutus_sync::operator::compact::in_place(&j).unwrap();
+            println!(
+                "journal_scale: compacted: {} entries, {:.1} MB -> {:.1} MB in {} ms",
+                c.entries,
+                before as f64 / 1e6,
+                disk_usage(&path) as f64 / 1e6,
+                c.took_ms
+            );
+        }
     }
-    println!(
-        "journal_scale: churn, {per_round} entries kept, {per_round} delivered and pruned per round: MB on disk after each of {rounds} rounds: {}",
-        sizes.join(", ")
-    );
-    // What `journal compact` gives back: the copy it swaps in.
-    let copy = dir.path().join("compacted");
-    let s = Instant::now();
-    let kept = j.copy_to(&copy).unwrap();
-    println!(
-        "journal_scale: compacted copy of it: {kept} entries, {:.1} MB, in {:.0} ms",
-        disk_usage(&copy) as f64 / 1e6,
-        s.elapsed().as_secs_f64() * 1e3
-    );
 }
 
 fn env_or(name: &str, default: u64) -> u64 {

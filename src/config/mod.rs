@@ -103,6 +103,11 @@ pub struct JournalSettings {
     pub path: PathBuf,
     /// Archived entries older than this are pruned from the journal.
     pub retention: Duration,
+    /// How often the running service prunes and looks at the journal's size.
+    pub housekeeping_interval: Duration,
+    /// The running service compacts the journal once it has doubled since its last
+    /// compaction (or since the start) and grown by at least this many bytes.
+    pub compact_after_growth: u64,
 }
 
 /// `[destination]`: where files go and how the connection behaves.

@@ -69,6 +69,8 @@ struct RawSource {
 struct RawJournal {
     path: Option<PathBuf>,
     retention: Option<String>,
+    housekeeping_interval: Option<String>,
+    compact_after_growth: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -191,6 +193,22 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
         .path
         .unwrap_or_else(|| PathBuf::from("/var/lib/plutus-sync/journal")));
     let retention = duration("journal.retention", raw.journal.retention, "30d")?;
+    let housekeeping_interval = duration(
+        "journal.housekeeping_interval",
+        raw.journal.housekeeping_interval,
+        "5m",
+    )?;
+    let growth_text = raw
+        .journal
+        .compact_after_growth
+        .as_deref()
+        .unwrap_or("64MiB");
+    let compact_after_growth = parse_size(growth_text).ok_or_else(|| {
+        invalid(
+            "journal.compact_after_growth",
+            format!("{growth_text:?} is not a size such as \"64MiB\" (bytes, KiB, MiB or GiB; more than 0)"),
+        )
+    })?;
     // The service's runtime folder (RuntimeDirectory= in the unit): the socket is
     // not data, and /run is cleaned at boot.
     let socket = raw
@@ -346,6 +364,8 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
         journal: JournalSettings {
             path: journal,
             retention,
+            housekeeping_interval,
+            compact_after_growth,
         },
         destination: DestinationSettings {
             url: destination,
@@ -431,6 +451,8 @@ mod tests {
         );
         assert_eq!(s.retry.max_attempts, 10);
         assert_eq!(s.journal.retention, Duration::from_secs(30 * 86400));
+        assert_eq!(s.journal.housekeeping_interval, Duration::from_secs(300));
+        assert_eq!(s.journal.compact_after_growth, 64 << 20);
         assert_eq!(
             s.control.socket,
             PathBuf::from("/run/plutus-sync/control.sock")
@@ -470,6 +492,8 @@ mod tests {
             ("[metrics]\nlisten = \"0.0.0.0:9464\"\n[destination]\nurl = \"file:///x\"", "[metrics.listen]: 0.0.0.0:9464 is reachable from other hosts, and the metrics have no authentication; listen on 127.0.0.1, or set [metrics] allow_remote = true"),
             ("[metrics]\nlisten = \"[::]:9464\"\nallow_remote = false\n[destination]\nurl = \"file:///x\"", "[metrics.listen]: [::]:9464 is reachable"),
             ("[control]\noperators = \"\"\n[destination]\nurl = \"file:///x\"", "[control.operators]: \"\" is not a group name"),
+            ("[journal]\ncompact_after_growth = \"0\"\n[destination]\nurl = \"file:///x\"", "[journal.compact_after_growth]: \"0\" is not a size"),
+            ("[journal]\nhousekeeping_interval = \"0s\"\n[destination]\nurl = \"file:///x\"", "[journal.housekeeping_interval]: must be greater than zero"),
         ];
         for (text, want) in cases {
             let err = parse_str(text).unwrap_err().to_string();

@@ -1,11 +1,12 @@
-//! `journal compact`: give back the space pruning freed. sled 0.34 does not reuse it
-//! (see `plutus_state`'s `journal/compact.rs`), so the journal is copied, live keys
-//! only, next to itself and the two directories are exchanged in one atomic
+//! Compaction: give back the space pruning freed. sled 0.34 does not reuse it (see
+//! `plutus_state`'s `journal/compact.rs`), so the journal is copied, live keys only,
+//! next to itself and the two directories are exchanged in one atomic
 //! `renameat2(RENAME_EXCHANGE)`: at every instant the journal's path names a whole
-//! journal, the old or the new. The service must be stopped (sled's lock says so).
-//! sled's lock is an flock on the `db` file, so it moves with the old folder at the
-//! exchange: from then on a starting service opens the new, whole journal, and the
-//! old one (open here until the end) is only closed and removed.
+//! journal, the old or the new. sled's lock is an flock on the `db` file, so it moves
+//! with the old folder at the exchange: from then on a starting process opens (or is
+//! refused by the lock of) the new, whole journal, and the old one is only closed and
+//! removed. The running service does this itself when the journal has grown
+//! (`service/housekeeping.rs`); `journal compact` does it with the service stopped.
 
 use crate::config::Settings;
 use anyhow::Context;
@@ -19,18 +20,13 @@ pub struct Compacted {
     pub entries: usize,
     pub bytes_before: u64,
     pub bytes_after: u64,
+    /// How long writes waited (see `plutus_state::Compaction`).
+    pub paused_ms: u64,
+    pub took_ms: u64,
 }
 
 pub fn compact(s: &Settings) -> anyhow::Result<Compacted> {
     let path = &s.journal.path;
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        anyhow::bail!("{}: names no journal folder", path.display());
-    };
-    // Beside the journal, whatever the path's spelling (a trailing slash would put
-    // it inside).
-    let mut tmp_name = name.to_os_string();
-    tmp_name.push(".compacting");
-    let tmp = parent.join(tmp_name);
     let meta = fs::metadata(path).with_context(|| {
         format!(
             "{}: no journal here: the service has not run with this config ({})",
@@ -56,39 +52,70 @@ pub fn compact(s: &Settings) -> anyhow::Result<Compacted> {
         ),
         r => r?,
     };
+    let c = in_place(&j)?;
+    // The old journal was closed when the copy took its place; this one closes
+    // cleanly (its mark in the new journal).
+    drop(j);
+    Ok(c)
+}
+
+/// Compact the open journal `j` where it is (the service does this while it runs; see
+/// `plutus_state`'s `journal/compact.rs`): its copy is made beside it, made durable, and
+/// exchanged with it in one `renameat2(RENAME_EXCHANGE)`; the old one is removed.
+pub fn in_place(j: &plutus_state::Journal) -> anyhow::Result<Compacted> {
+    let path = j.path();
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        anyhow::bail!("{}: names no journal folder", path.display());
+    };
+    // Beside the journal, whatever the path's spelling (a trailing slash would put
+    // it inside).
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(".compacting");
+    let tmp = parent.join(tmp_name);
     // What an earlier compaction stopped midway left: a partial copy before the
     // exchange, or the old journal after it. Never the journal itself.
     if tmp.exists() {
         fs::remove_dir_all(&tmp).with_context(|| format!("{}: cannot remove", tmp.display()))?;
     }
     let bytes_before = du(path);
-    let entries = j
-        .copy_to(&tmp)
-        .with_context(|| format!("{}: cannot copy the journal", tmp.display()))?;
-    sync_tree(&tmp).with_context(|| format!("{}: cannot sync the copy", tmp.display()))?;
-    rustix::fs::renameat_with(
-        rustix::fs::CWD,
-        &tmp,
-        rustix::fs::CWD,
-        path,
-        rustix::fs::RenameFlags::EXCHANGE,
-    )
-    .with_context(|| {
+    let swap = |copy: &Path| -> std::io::Result<()> {
+        sync_tree(copy)?;
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            copy,
+            rustix::fs::CWD,
+            path,
+            rustix::fs::RenameFlags::EXCHANGE,
+        )?;
+        crate::archive::sync_dir(parent)
+    };
+    let done = j.compact_into(&tmp, swap);
+    // The copy (after a failure) or the old journal (after the exchange): not needed.
+    let removed = fs::remove_dir_all(&tmp);
+    let c = done.with_context(|| {
         format!(
-            "{} and {}: cannot exchange the journal and its copy (renameat2 RENAME_EXCHANGE; some file systems, NFS among them, lack it); the journal is untouched",
+            "{}: cannot compact the journal (its copy at {}; the exchange needs renameat2 RENAME_EXCHANGE, which some file systems, NFS among them, lack); the journal is untouched",
             path.display(),
             tmp.display()
         )
     })?;
-    crate::archive::sync_dir(parent)?;
-    // The old journal, now under the temporary name: closed, then removed.
-    drop(j);
-    fs::remove_dir_all(&tmp).with_context(|| format!("{}: cannot remove", tmp.display()))?;
+    removed.with_context(|| format!("{}: cannot remove the old journal", tmp.display()))?;
     Ok(Compacted {
-        entries,
+        entries: c.entries,
         bytes_before,
         bytes_after: du(path),
+        paused_ms: c.paused_ms,
+        took_ms: c.took_ms,
     })
+}
+
+/// When the journal is compacted: once it is twice the size it had after the last
+/// compaction (or at the start) and has grown by at least `growth` bytes. sled 0.34
+/// never reuses what pruning frees, so without this the journal grows by every
+/// order's writes for ever; with it, its size saws between the live keys' size and
+/// twice that (or that plus `growth`, for a small journal).
+pub fn due(now: u64, reference: u64, growth: u64) -> bool {
+    now >= reference.saturating_mul(2) && now - reference >= growth
 }
 
 /// fsync every file and folder under `dir`: sled's flush does not (FACTS.md).
@@ -104,7 +131,7 @@ fn sync_tree(dir: &Path) -> std::io::Result<()> {
     crate::archive::sync_dir(dir)
 }
 
-fn du(dir: &Path) -> u64 {
+pub(crate) fn du(dir: &Path) -> u64 {
     let Ok(rd) = fs::read_dir(dir) else { return 0 };
     rd.flatten()
         .map(|e| match e.metadata() {
@@ -113,4 +140,19 @@ fn du(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::due;
+
+    #[test]
+    fn a_compaction_is_due_once_the_journal_doubled_and_grew_by_the_least_growth() {
+        const MIB: u64 = 1 << 20;
+        assert!(!due(100 * MIB, 60 * MIB, 64 * MIB), "not doubled");
+        assert!(!due(10 * MIB, 4 * MIB, 64 * MIB), "doubled, grew 6 MiB");
+        assert!(due(128 * MIB, 64 * MIB, 64 * MIB));
+        assert!(due(70 * MIB, 4 * MIB, 64 * MIB));
+        assert!(!due(3 * MIB, 4 * MIB, 1), "smaller than after the last");
+    }
 }

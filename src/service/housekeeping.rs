@@ -3,7 +3,6 @@
 use super::Shared;
 use plutus_state::{now_ms, JournalError};
 use std::sync::Arc;
-use std::time::Duration;
 use tracing::{info, warn};
 
 /// The service's main loop: wait for the signal, and while waiting prove to systemd's
@@ -36,19 +35,20 @@ pub(super) async fn supervise(shared: &Arc<Shared>) {
     }
 }
 
-/// How often pruning runs. Each run is cheap when nothing is due (it stops at the
-/// first archived entry still within the retention).
-const PRUNE_EVERY: Duration = Duration::from_secs(300);
-
-/// Keep the journal bounded: archived entries older than `retention` go every five
-/// minutes (a few at a time, so the size stays flat rather than saw-toothing), and
-/// the windows' time keys older than two days.
+/// Keep the journal bounded: archived entries older than `retention` go every
+/// `housekeeping_interval` (default five minutes: a few at a time, so the size stays
+/// flat rather than saw-toothing), the windows' time keys older than two days, and
+/// the space sled does not reuse is given back by a compaction when it is due.
 pub(super) async fn prune_task(shared: Arc<Shared>) {
+    let journal = shared.ctx.settings.journal.clone();
+    let mut reference = {
+        let path = journal.path.clone();
+        tokio::task::spawn_blocking(move || crate::operator::compact::du(&path))
+            .await
+            .unwrap_or(0)
+    };
     loop {
-        let (j, retention) = (
-            shared.ctx.journal.clone(),
-            shared.ctx.settings.journal.retention,
-        );
+        let (j, retention) = (shared.ctx.journal.clone(), journal.retention);
         let r = tokio::task::spawn_blocking(move || {
             let cutoff = now_ms().saturating_sub(retention.as_millis() as u64);
             // The windows' time keys are only needed for two days, whatever the
@@ -73,9 +73,36 @@ pub(super) async fn prune_task(shared: Arc<Shared>) {
             Ok(Err(e)) => warn!("cannot prune the journal: {e}"),
             Err(e) => warn!("prune task failed: {e}"),
         }
+        let j = shared.ctx.journal.clone();
+        let growth = journal.compact_after_growth;
+        let r = tokio::task::spawn_blocking(move || {
+            let size = crate::operator::compact::du(j.path());
+            if !crate::operator::compact::due(size, reference, growth) {
+                return Ok(None);
+            }
+            crate::operator::compact::in_place(&j).map(Some)
+        })
+        .await;
+        match r {
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(c))) => {
+                reference = c.bytes_after;
+                info!(
+                    entries = c.entries,
+                    before_mb = format_args!("{:.1}", c.bytes_before as f64 / 1e6),
+                    after_mb = format_args!("{:.1}", c.bytes_after as f64 / 1e6),
+                    writes_paused_ms = c.paused_ms,
+                    took_ms = c.took_ms,
+                    "compacted the journal"
+                );
+            }
+            // Tried again at the next round: the journal itself is untouched.
+            Ok(Err(e)) => warn!("{e:#}"),
+            Err(e) => warn!("compaction task failed: {e}"),
+        }
         tokio::select! {
             _ = shared.cancel.cancelled() => return,
-            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = tokio::time::sleep(journal.housekeeping_interval) => {}
         }
     }
 }

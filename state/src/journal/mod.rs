@@ -23,15 +23,17 @@
 use crate::keys;
 use crate::machine::{Event, IllegalTransition, State};
 use crate::record::{NewEntry, Record};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 mod compact;
 mod query;
 mod repair;
 mod windows;
 
+pub use compact::Compaction;
 use repair::{repair_inflight, repair_live_index};
 use windows::{Ring, Tally};
 pub use windows::{Windows, DAY, HOUR};
@@ -86,9 +88,46 @@ impl Default for JournalOptions {
     }
 }
 
+/// The open sled database and its trees. Behind one lock in [`Journal`] so that an
+/// online compaction (`compact.rs`) can put a fresh copy in its place while the journal
+/// stays open; everything else takes a clone of the `Arc` and never holds the lock.
+pub(super) struct Store {
+    db: sled::Db,
+    /// sled's log file, for the `fdatasync` after sled's own flush: sled flushes with
+    /// `sync_file_range`, which neither empties the drive's cache nor writes the file
+    /// size, so without this a power cut can lose writes that `flush` returned for.
+    log_file: Option<std::fs::File>,
+    entries: sled::Tree,
+    by_name: sled::Tree,
+    by_state: sled::Tree,
+    meta: sled::Tree,
+    by_time: sled::Tree,
+}
+
+impl Store {
+    /// The journal's trees in `db`, and its log file (`db` in the folder `path`, where
+    /// sled 0.34 writes every tree).
+    fn of(db: sled::Db, path: &Path) -> sled::Result<Store> {
+        Ok(Store {
+            meta: db.open_tree(keys::TREE_META)?,
+            entries: db.open_tree(keys::TREE_ENTRIES)?,
+            by_name: db.open_tree(keys::TREE_BY_NAME)?,
+            by_state: db.open_tree(keys::TREE_BY_STATE)?,
+            by_time: db.open_tree(keys::TREE_BY_TIME)?,
+            log_file: std::fs::File::open(path.join("db")).ok(),
+            db,
+        })
+    }
+}
+
 pub struct Journal {
     path: PathBuf,
-    db: sled::Db,
+    store: RwLock<Arc<Store>>,
+    /// sled's page cache size, for the copy a compaction makes.
+    cache_capacity: u64,
+    /// While an online compaction copies the journal: the ids of the entries written
+    /// since it began, which it copies again with every writer stopped.
+    dirty: Mutex<Option<HashSet<u64>>>,
     /// Writes committed so far, and how many of them a flush has covered: the
     /// bookkeeping of the group commit in `flush`.
     writes: AtomicU64,
@@ -99,10 +138,6 @@ pub struct Journal {
     /// nothing that depends on durability (a rename, an archive move) happens again
     /// in this process, and no clean-close mark is written.
     poisoned: std::sync::atomic::AtomicBool,
-    /// sled's log file, for the `fdatasync` after sled's own flush: sled flushes with
-    /// `sync_file_range`, which neither empties the drive's cache nor writes the file
-    /// size, so without this a power cut can lose writes that `flush` returned for.
-    log_file: Option<std::fs::File>,
     /// Serializes the read-modify-write of one entry and its index keys.
     stripes: [Mutex<()>; STRIPES],
     next_id: Mutex<u64>,
@@ -116,11 +151,6 @@ pub struct Journal {
     /// time (0: none): see `windows`.
     rings: Mutex<[Ring; 2]>,
     last_delivery: AtomicU64,
-    entries: sled::Tree,
-    by_name: sled::Tree,
-    by_state: sled::Tree,
-    meta: sled::Tree,
-    by_time: sled::Tree,
 }
 
 impl Journal {
@@ -207,9 +237,6 @@ impl Journal {
         // The clean-close mark's removal must be durable before anything else happens,
         // or a kill now would leave the next open believing this run closed cleanly.
         db.flush()?;
-        // sled 0.34 writes every tree to one log file, `db`; values here are far below
-        // its blob size, so nothing else it writes needs syncing per flush.
-        let log_file = std::fs::File::open(path.join("db")).ok();
         // Counted from the indexes (one key scan each) unless a clean close saved them.
         let (counts, rings, last_delivery) = match saved {
             Some(saved) => saved,
@@ -223,10 +250,22 @@ impl Journal {
             }
         };
         let state_counts: [AtomicU64; 8] = counts.map(AtomicU64::new);
+        // sled 0.34 writes every tree to one log file, `db`; values here are far below
+        // its blob size, so nothing else it writes needs syncing per flush.
+        let store = Store {
+            db,
+            log_file: std::fs::File::open(path.join("db")).ok(),
+            entries,
+            by_name,
+            by_state,
+            meta,
+            by_time,
+        };
         Ok(Journal {
             path: path.to_path_buf(),
-            db,
-            log_file,
+            store: RwLock::new(Arc::new(store)),
+            cache_capacity: opts.cache_capacity,
+            dirty: Mutex::new(None),
             writes: AtomicU64::new(0),
             flushed: AtomicU64::new(0),
             flush_lock: Mutex::new(()),
@@ -237,12 +276,22 @@ impl Journal {
             state_counts,
             rings: Mutex::new(rings),
             last_delivery: AtomicU64::new(last_delivery),
-            entries,
-            by_name,
-            by_state,
-            meta,
-            by_time,
         })
+    }
+
+    /// The database as it is now. Writers call this after taking their entry's stripe,
+    /// so a compaction (which holds every stripe while it swaps) never comes between
+    /// the writes of one change.
+    fn st(&self) -> Arc<Store> {
+        self.store.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Note, when the guard drops (after the writes, still under the entry's stripe:
+    /// declare it after the stripe's guard), that entry `id` was written, for a
+    /// compaction copying meanwhile. After, not before: a write that began before the
+    /// compaction started noting could otherwise land after the copy read the entry.
+    fn touched(&self, id: u64) -> Touched<'_> {
+        Touched(self, id)
     }
 
     /// How many entries a stopped process left mid-change, whose index keys `open`
@@ -252,12 +301,12 @@ impl Journal {
     }
 
     fn begin(&self, id: u64, name: &str) -> Result<()> {
-        self.meta.insert(keys::inflight(id), name.as_bytes())?;
+        self.st().meta.insert(keys::inflight(id), name.as_bytes())?;
         Ok(())
     }
 
     fn end(&self, id: u64) -> Result<()> {
-        self.meta.remove(keys::inflight(id))?;
+        self.st().meta.remove(keys::inflight(id))?;
         Ok(())
     }
 
@@ -308,13 +357,20 @@ impl Journal {
                 })?;
         }
         let _entry = self.stripe(id);
-        self.meta.insert(keys::META_NEXT_ID, &keys::id(id + 1))?;
+        let _touched = self.touched(id);
+        self.st()
+            .meta
+            .insert(keys::META_NEXT_ID, &keys::id(id + 1))?;
         *next = id + 1;
         drop(next);
         self.begin(id, &rec.name)?;
-        self.entries.insert(keys::id(id), encode(&rec))?;
-        self.by_name.insert(keys::by_name(&rec.name, id), &[])?;
-        self.by_state.insert(keys::by_state(rec.state(), id), &[])?;
+        self.st().entries.insert(keys::id(id), encode(&rec))?;
+        self.st()
+            .by_name
+            .insert(keys::by_name(&rec.name, id), &[])?;
+        self.st()
+            .by_state
+            .insert(keys::by_state(rec.state(), id), &[])?;
         self.end(id)?;
         self.counted(rec.state(), 1);
         self.wrote();
@@ -351,6 +407,7 @@ impl Journal {
     ) -> Result<Record> {
         let at = crate::now_ms();
         let _entry = self.stripe(id);
+        let _touched = self.touched(id);
         let mut rec = self.get(id)?.ok_or(JournalError::NotFound(id))?;
         let from = rec.state();
         rec.apply_at(event, at, elapsed_ms, site)
@@ -361,15 +418,18 @@ impl Journal {
             })?;
         if from == rec.state() {
             // No index key changes: the entry write alone is atomic.
-            self.entries.insert(keys::id(id), encode(&rec))?;
+            self.st().entries.insert(keys::id(id), encode(&rec))?;
         } else {
             self.begin(id, &rec.name)?;
-            self.entries.insert(keys::id(id), encode(&rec))?;
-            self.by_state.insert(keys::by_state(rec.state(), id), &[])?;
-            self.by_state.remove(keys::by_state(from, id))?;
+            self.st().entries.insert(keys::id(id), encode(&rec))?;
+            self.st()
+                .by_state
+                .insert(keys::by_state(rec.state(), id), &[])?;
+            self.st().by_state.remove(keys::by_state(from, id))?;
             let tally = Tally::of(Some(from), rec.state());
             if let Some(tally) = tally {
-                self.by_time
+                self.st()
+                    .by_time
                     .insert(keys::by_time(tally as u8, at, id), &[])?;
             }
             self.end(id)?;
@@ -409,8 +469,9 @@ impl Journal {
             self.poisoned.store(true, Ordering::SeqCst);
             e
         };
-        self.db.flush().map_err(|e| poison(e.into()))?;
-        if let Some(f) = &self.log_file {
+        let st = self.st();
+        st.db.flush().map_err(|e| poison(e.into()))?;
+        if let Some(f) = &st.log_file {
             f.sync_data()
                 .map_err(|e| poison(JournalError::Storage(sled::Error::Io(e))))?;
         }
@@ -446,12 +507,13 @@ impl Journal {
         let Some(rec) = self.get(id)?.filter(|r| wanted(r)) else {
             return Ok(false);
         };
+        let _touched = self.touched(id);
         // Index keys first: while the entry is still there, a reader that finds an
         // index key finds the entry too.
         self.begin(id, &rec.name)?;
-        self.by_name.remove(keys::by_name(&rec.name, id))?;
-        self.by_state.remove(keys::by_state(rec.state(), id))?;
-        self.entries.remove(keys::id(id))?;
+        self.st().by_name.remove(keys::by_name(&rec.name, id))?;
+        self.st().by_state.remove(keys::by_state(rec.state(), id))?;
+        self.st().entries.remove(keys::id(id))?;
         self.end(id)?;
         self.counted(rec.state(), -1);
         self.wrote();
@@ -463,7 +525,7 @@ impl Journal {
     /// quarantined entries are never pruned: they wait for an operator.
     pub fn prune_archived(&self, cutoff: u64, max: usize) -> Result<usize> {
         let mut removed = 0;
-        for kv in self.by_state.scan_prefix([State::Archived.code()]) {
+        for kv in self.st().by_state.scan_prefix([State::Archived.code()]) {
             if removed >= max {
                 break;
             }
@@ -487,11 +549,22 @@ impl Journal {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.st().entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.st().entries.is_empty()
+    }
+}
+
+pub(super) struct Touched<'a>(&'a Journal, u64);
+
+impl Drop for Touched<'_> {
+    fn drop(&mut self) {
+        let mut dirty = self.0.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(set) = dirty.as_mut() {
+            set.insert(self.1);
+        }
     }
 }
 
@@ -504,14 +577,15 @@ impl Drop for Journal {
             return;
         }
         // The mark carries the tallies: one key, so it cannot survive without them.
-        if self
+        let st = self.st();
+        if st
             .meta
             .insert(keys::META_CLEAN_CLOSE, self.saved_tallies())
             .is_ok()
         {
             // And against a power cut, as `flush` does.
-            if self.db.flush().is_ok() {
-                if let Some(f) = &self.log_file {
+            if st.db.flush().is_ok() {
+                if let Some(f) = &st.log_file {
                     let _ = f.sync_data();
                 }
             }

@@ -10,7 +10,8 @@ use std::sync::atomic::Ordering;
 impl Journal {
     pub fn get(&self, id: u64) -> Result<Option<Record>> {
         let key = keys::id(id);
-        self.entries
+        self.st()
+            .entries
             .get(key)?
             .map(|raw| decode(&key, &raw))
             .transpose()
@@ -19,7 +20,7 @@ impl Journal {
     /// Every entry ever made for `name`, oldest first.
     pub fn history_of(&self, name: &str) -> Result<Vec<Record>> {
         let mut out = Vec::new();
-        for kv in self.by_name.scan_prefix(keys::name_prefix(name)) {
+        for kv in self.st().by_name.scan_prefix(keys::name_prefix(name)) {
             let (k, _) = kv?;
             if let Some(id) = keys::parse_id(&k) {
                 if let Some(rec) = self.get(id)? {
@@ -33,6 +34,7 @@ impl Journal {
     /// The newest entry for `name`.
     pub fn latest(&self, name: &str) -> Result<Option<Record>> {
         match self
+            .st()
             .by_name
             .scan_prefix(keys::name_prefix(name))
             .next_back()
@@ -78,7 +80,7 @@ impl Journal {
         state: State,
         newest_first: bool,
     ) -> impl Iterator<Item = Result<Record>> + '_ {
-        let scan = self.by_state.scan_prefix([state.code()]);
+        let scan = self.st().by_state.scan_prefix([state.code()]);
         let keys: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if newest_first
         {
             Box::new(scan.rev())
@@ -97,7 +99,7 @@ impl Journal {
 
     /// Every entry, newest first, read lazily.
     pub fn newest(&self) -> impl Iterator<Item = Result<Record>> + '_ {
-        self.entries.iter().rev().map(|kv| {
+        self.st().entries.iter().rev().map(|kv| {
             let (k, v) = kv?;
             decode(&k, &v)
         })
@@ -131,13 +133,18 @@ impl Journal {
     pub fn counts_by_scan(&self) -> Result<Vec<(State, u64)>> {
         State::ALL
             .into_iter()
-            .map(|st| Ok((st, self.by_state.scan_prefix([st.code()]).count() as u64)))
+            .map(|st| {
+                Ok((
+                    st,
+                    self.st().by_state.scan_prefix([st.code()]).count() as u64,
+                ))
+            })
             .collect()
     }
 
     /// Every entry, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = Result<Record>> + '_ {
-        self.entries.iter().map(|kv| {
+        self.st().entries.iter().map(|kv| {
             let (k, v) = kv?;
             decode(&k, &v)
         })

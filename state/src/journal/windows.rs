@@ -222,7 +222,7 @@ impl Journal {
     /// to check the counters against the truth.
     pub fn windows_by_scan(&self, now: u64) -> Result<Windows> {
         let mut w = Windows::default();
-        for kv in self.entries.iter() {
+        for kv in self.st().entries.iter() {
             let (k, raw) = kv?;
             let rec = decode(&k, &raw)?;
             for t in &rec.history {
@@ -265,16 +265,16 @@ impl Journal {
         let cutoff = now.saturating_sub(KEPT);
         let mut removed = 0;
         for tally in [Tally::Delivered, Tally::Failed] {
-            let newest = match self.by_time.scan_prefix([tally as u8]).next_back() {
+            let newest = match self.st().by_time.scan_prefix([tally as u8]).next_back() {
                 Some(kv) => Some(kv?.0),
                 None => None,
             };
             let start = keys::by_time(tally as u8, 0, 0);
             let end = keys::by_time(tally as u8, cutoff, 0);
-            for kv in self.by_time.range(start..end) {
+            for kv in self.st().by_time.range(start..end) {
                 let (k, _) = kv?;
                 if Some(&k) != newest.as_ref() {
-                    self.by_time.remove(k)?;
+                    self.st().by_time.remove(k)?;
                     removed += 1;
                 }
             }
