@@ -526,3 +526,25 @@ fn a_config_without_the_backup_refuses_entries_still_sent_there() {
     );
     assert_eq!(spool.entries()[0].state(), State::Sent);
 }
+
+/// `check` checks the backup as a destination of its own, and fails naming it when
+/// it is down.
+#[test]
+fn check_checks_the_backup_too() {
+    let (_primary, mut backup, spool) = pair("5m", "5m");
+    let (st, out, err) = spool.cmd(&["check", "--as-root"]);
+    assert!(st.success(), "{out}{err}");
+    let (_, after) = out
+        .split_once("backup destination ([destination.backup]):")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        after.contains(&backup.url()) || after.contains("OK"),
+        "{out}"
+    );
+    backup.stop();
+    let (st, out, _) = spool.cmd(&["check", "--as-root"]);
+    assert_eq!(st.code(), Some(1), "{out}");
+    let (before, after) = out.split_once("backup destination").unwrap();
+    assert!(!before.contains("FAIL"), "the primary is fine: {out}");
+    assert!(after.contains("FAIL"), "{out}");
+}
