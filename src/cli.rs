@@ -179,6 +179,10 @@ pub struct ReplayArgs {
     /// Say what would be replayed; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Send them to this destination (`primary` or `backup`, with a
+    /// `[destination.backup]`), whichever new deliveries go to now.
+    #[arg(long, value_name = "primary|backup")]
+    pub to: Option<plutus_state::Site>,
 }
 
 #[cfg(test)]

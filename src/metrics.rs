@@ -21,8 +21,20 @@ pub struct StateLabel {
     pub state: String,
 }
 
+/// Which destination (`primary`, `backup`) a series is about; only with a backup.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabel {
+    pub destination: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Verified deliveries by destination (with a backup configured).
+    pub deliveries_to: Family<DestinationLabel, Counter>,
+    /// 1 while that destination accepts files (with a backup configured).
+    pub reachable: Family<DestinationLabel, Gauge>,
+    /// 1 while new deliveries go to the backup.
+    pub failed_over: Gauge,
     pub files: Family<StateLabel, Gauge>,
     pub delivered: Counter,
     pub failed: Counter,
@@ -73,6 +85,9 @@ impl Metrics {
         let buckets = || prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 16);
         let m = Metrics {
             registry: Registry::with_prefix("plutus_sync"),
+            deliveries_to: Family::default(),
+            reachable: Family::default(),
+            failed_over: Gauge::default(),
             files: Family::default(),
             delivered: Counter::default(),
             failed: Counter::default(),
@@ -148,11 +163,59 @@ impl Metrics {
         m
     }
 
+    /// The failover series, registered only when a backup is configured (so a config
+    /// without one exposes exactly what it did before).
+    pub fn with_failover(mut self) -> Metrics {
+        let r = &mut self.registry;
+        r.register(
+            "destination_deliveries",
+            "Files verified in the inbox, by destination (primary, backup)",
+            self.deliveries_to.clone(),
+        );
+        r.register(
+            "destination_reachable",
+            "1 while the destination (primary, backup) accepts files, 0 while backing off",
+            self.reachable.clone(),
+        );
+        r.register(
+            "failed_over",
+            "1 while new deliveries go to the backup destination",
+            self.failed_over.clone(),
+        );
+        for site in [plutus_state::Site::Primary, plutus_state::Site::Backup] {
+            self.delivered_to(site);
+            self.reachable.get_or_create(&label(site)).set(1);
+        }
+        self
+    }
+
+    /// The delivery counter of destination `site`.
+    pub fn delivered_to(&self, site: plutus_state::Site) -> Counter {
+        self.deliveries_to.get_or_create(&label(site)).clone()
+    }
+
+    /// Scrape-time failover gauges.
+    pub fn refresh_failover(&self, primary_up: bool, backup_up: bool, failed_over: bool) {
+        use plutus_state::Site;
+        for (site, up) in [(Site::Primary, primary_up), (Site::Backup, backup_up)] {
+            self.reachable
+                .get_or_create(&label(site))
+                .set(i64::from(up));
+        }
+        self.failed_over.set(i64::from(failed_over));
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");
         out
+    }
+}
+
+fn label(site: plutus_state::Site) -> DestinationLabel {
+    DestinationLabel {
+        destination: site.to_string(),
     }
 }
 

@@ -37,10 +37,13 @@ pub(crate) struct Gate {
     max: Duration,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct GateState {
     /// Consecutive failed probes.
     failures: u32,
+    /// When the current outage began (the first failed probe), or the last one ended
+    /// (or the gate was made): what failover decides on.
+    since: Instant,
     paused_until: Option<Instant>,
     /// Bumped each time the gate closes.
     epoch: u64,
@@ -59,7 +62,13 @@ pub(crate) enum Down {
 impl Gate {
     pub fn new(initial: Duration, max: Duration) -> Gate {
         Gate {
-            state: Mutex::new(GateState::default()),
+            state: Mutex::new(GateState {
+                failures: 0,
+                since: Instant::now(),
+                paused_until: None,
+                epoch: 0,
+                last_error: None,
+            }),
             changed: Notify::new(),
             initial,
             max,
@@ -93,6 +102,9 @@ impl Gate {
             return Down::AlreadyPaused;
         }
         let retry_in = delay(st.failures, self.initial, self.max);
+        if st.failures == 0 {
+            st.since = Instant::now();
+        }
         st.failures += 1;
         st.epoch += 1;
         st.paused_until = Some(Instant::now() + retry_in);
@@ -111,6 +123,7 @@ impl Gate {
         }
         let n = st.failures;
         st.failures = 0;
+        st.since = Instant::now();
         st.paused_until = None;
         st.last_error = None;
         drop(st);
@@ -129,6 +142,33 @@ impl Gate {
 
     pub(crate) fn is_down(&self) -> bool {
         self.state.lock().unwrap().failures > 0
+    }
+
+    /// (down?, since when: the outage's first failed probe, or when it last came up).
+    pub(crate) fn health(&self) -> (bool, Instant) {
+        let st = self.state.lock().unwrap();
+        (st.failures > 0, st.since)
+    }
+
+    /// The epoch to report back with if the gate is open now; `None` while paused.
+    /// Never waits: for a worker that has something else to do meanwhile.
+    pub(crate) fn open_now(&self) -> Option<u64> {
+        let st = self.state.lock().unwrap();
+        match st.paused_until {
+            Some(t) if t > Instant::now() => None,
+            _ => Some(st.epoch),
+        }
+    }
+
+    /// When the gate reopens, if it is paused.
+    pub(crate) fn paused_until(&self) -> Option<Instant> {
+        let st = self.state.lock().unwrap();
+        st.paused_until.filter(|t| *t > Instant::now())
+    }
+
+    /// Fires when the gate reopens after an outage.
+    pub(crate) fn reopened(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 }
 

@@ -88,7 +88,7 @@ fi
 # A free loopback port: bind port 0 and read back what the kernel chose.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 d=$workdir/svc
-mkdir -p "$d"/{outbox,archive,quarantine,inbox}
+mkdir -p "$d"/{outbox,archive,quarantine,inbox,backup-inbox}
 # The demo's settings (see config::demo), plus the metrics endpoint: --demo takes no extra keys.
 cat >"$d/config.toml" <<EOF
 [source]
@@ -100,6 +100,9 @@ settle = "500ms"
 path = "journal"
 [destination]
 url = "file://$d/inbox"
+# A backup, so that the failover series (exposed only with one) are checked too.
+[destination.backup]
+url = "file://$d/backup-inbox"
 [metrics]
 listen = "127.0.0.1:$port"
 EOF

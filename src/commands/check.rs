@@ -76,6 +76,16 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
         key_files(&mut r, &s);
     }
     destination(&mut r, &s);
+    // The backup is checked as a destination of its own: its keys, host key, inbox.
+    if let Some(dest) = s.destination.backup_destination() {
+        say("backup destination ([destination.backup]):".into());
+        let mut b = s.clone();
+        b.destination = dest;
+        if let Destination::Sftp { .. } = &b.destination.url {
+            key_files(&mut r, &b);
+        }
+        destination(&mut r, &b);
+    }
     if r.failed == 0 {
         say("all checks passed".into());
     } else {

@@ -166,16 +166,36 @@ fn print_list(out: &mut impl Write, recs: &[Record], limit: usize) -> anyhow::Re
         .unwrap_or(4)
         .clamp(4, 48);
     let cols = width();
+    // The destination column only once some entry has one (a backup is configured).
+    let dest_w = if recs.iter().any(|r| r.destination.is_some()) {
+        9
+    } else {
+        0
+    };
+    let dest = |d: &str| {
+        if dest_w == 0 {
+            String::new()
+        } else {
+            format!("{d:<7}  ")
+        }
+    };
     writeln!(
         out,
-        "{:<name_w$}  {:<11}  {:>3}  {:>9}  {:<13}  {:>4}  LAST ERROR",
-        "NAME", "STATE", "ATT", "SIZE", "BATCH", "AGE"
+        "{:<name_w$}  {:<11}  {}{:>3}  {:>9}  {:<13}  {:>4}  LAST ERROR",
+        "NAME",
+        "STATE",
+        dest("DEST"),
+        "ATT",
+        "SIZE",
+        "BATCH",
+        "AGE"
     )?;
     for r in recs {
         let mut line = format!(
-            "{:<name_w$}  {:<11}  {:>3}  {:>9}  {:<13}  {:>4}  {}",
+            "{:<name_w$}  {:<11}  {}{:>3}  {:>9}  {:<13}  {:>4}  {}",
             crate::intake::shown(&r.name),
             r.state(),
+            dest(r.destination.map_or("-", |d| d.as_str())),
             r.attempts_made(),
             r.size,
             r.batch,
@@ -215,6 +235,9 @@ fn print_show(out: &mut impl Write, r: &Record) -> anyhow::Result<()> {
         rfc3339(r.detected_at)
     )?;
     writeln!(out, "  source       {}", plain(&r.source_path))?;
+    if let Some(d) = r.destination {
+        writeln!(out, "  destination  {d}")?;
+    }
     for (label, v) in [
         ("remote", &r.remote_path),
         ("archive", &r.archive_path),
@@ -284,7 +307,13 @@ fn print_show(out: &mut impl Write, r: &Record) -> anyhow::Result<()> {
             .unwrap_or_default();
         // Paths and reasons carry file names: nothing reaches the terminal raw.
         let detail = plain(&detail);
-        writeln!(out, "    {}  {from}{}  {detail}{took}", rfc3339(t.at), t.to)?;
+        let at = t.destination.map(|d| format!(" [{d}]")).unwrap_or_default();
+        writeln!(
+            out,
+            "    {}  {from}{}  {detail}{took}{at}",
+            rfc3339(t.at),
+            t.to
+        )?;
     }
     Ok(())
 }
@@ -359,13 +388,40 @@ fn print_stats(out: &mut impl Write, st: &Stats) -> anyhow::Result<()> {
             failures,
             next_probe_at,
             last_error,
+            down_since,
             ..
         }) => writeln!(
             out,
-            "destination    DOWN ({url}): {failures} failed probes, backing off until {}; last error: {}",
+            "destination    DOWN ({url}){}: {failures} failed probes, backing off until {}; last error: {}",
+            down_since.map(|t| format!(" since {}", rfc3339(t))).unwrap_or_default(),
             next_probe_at.map(rfc3339).unwrap_or_else(|| "now".into()),
             last_error.as_deref().unwrap_or("?")
         )?,
+    }
+    if let Some(b) = &st.backup {
+        match &**b {
+            DestinationStatus { url, up: true, .. } => writeln!(out, "backup         up ({url})")?,
+            DestinationStatus {
+                url,
+                failures,
+                down_since,
+                last_error,
+                ..
+            } => writeln!(
+                out,
+                "backup         DOWN ({url}) since {}: {failures} failed probes; last error: {}",
+                down_since.map(rfc3339).unwrap_or_else(|| "?".into()),
+                last_error.as_deref().unwrap_or("?")
+            )?,
+        }
+        match st.failed_over_since {
+            Some(t) => writeln!(
+                out,
+                "failed over    since {}: new deliveries go to the backup",
+                rfc3339(t)
+            )?,
+            None => writeln!(out, "failed over    no: new deliveries go to the primary")?,
+        }
     }
     if let Some(d) = &st.destination {
         let yes_no = |b: Option<bool>, yes: &str, no: &str| match b {

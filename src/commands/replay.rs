@@ -9,6 +9,12 @@ use std::io::Write;
 /// Returns false when some selected file was refused.
 pub fn run(args: &ReplayArgs) -> anyhow::Result<bool> {
     let s = super::operator_settings(&args.config)?;
+    if args.to == Some(plutus_state::Site::Backup) && s.destination.backup.is_none() {
+        anyhow::bail!(
+            "--to backup: {}: the config has no [destination.backup]",
+            s.origin
+        );
+    }
     let selector = if let Some(b) = &args.batch {
         Selector::Batch(b.clone())
     } else if args.failed {
@@ -20,6 +26,7 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<bool> {
         selector,
         dry_run: args.dry_run,
         force: args.force,
+        to: args.to,
     };
     let r = expect(ask(&s, &req)?, "replay", |a| match a {
         Answer::Replay(r) => Some(r),

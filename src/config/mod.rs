@@ -8,9 +8,11 @@ use globset::GlobMatcher;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod backup;
 mod parse;
 mod url;
 
+pub use backup::BackupSettings;
 pub use parse::parse;
 pub use url::Destination;
 
@@ -123,6 +125,23 @@ pub struct DestinationSettings {
     /// Deliver to a server whose rename replaces an existing name, with a stat of the
     /// final name just before each rename (racy; off unless the config says so).
     pub check_then_rename: bool,
+    /// `[destination.backup]`: where new deliveries go while the primary is down.
+    pub backup: Option<BackupSettings>,
+}
+
+impl DestinationSettings {
+    /// The backup's settings as a destination of their own: its url and keys, the
+    /// primary's everything else, and no backup of its own.
+    pub fn backup_destination(&self) -> Option<DestinationSettings> {
+        let b = self.backup.as_ref()?;
+        Some(DestinationSettings {
+            url: b.url.clone(),
+            identity: b.identity.clone(),
+            known_hosts: b.known_hosts.clone(),
+            backup: None,
+            ..self.clone()
+        })
+    }
 }
 
 /// `[retry]`: the backoff between attempts.

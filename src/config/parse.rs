@@ -84,6 +84,7 @@ struct RawDestination {
     timeout: Option<String>,
     temp_suffix: Option<String>,
     overwriting_rename: Option<String>,
+    backup: Option<super::backup::RawBackup>,
 }
 
 #[derive(Deserialize, Default)]
@@ -314,6 +315,21 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
         }
     };
 
+    let backup = match dest.backup {
+        None => None,
+        Some(raw) => Some(super::backup::parse(
+            raw,
+            super::backup::Primary {
+                url: &destination,
+                identity: &identity,
+                known_hosts: &known_hosts,
+                outbox: &outbox,
+            },
+            path,
+            base,
+        )?),
+    };
+
     let retry_initial = duration("retry.initial", raw.retry.initial, "1s")?;
     let retry_max = duration("retry.max", raw.retry.max, "5m")?;
     if retry_max < retry_initial {
@@ -360,6 +376,7 @@ pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Settings, ConfigErr
             timeout,
             temp_suffix,
             check_then_rename,
+            backup,
         },
         retry: RetrySettings {
             initial: retry_initial,

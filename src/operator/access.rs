@@ -129,6 +129,7 @@ mod tests {
             selector: Selector::Failed(None),
             dry_run: false,
             force: true,
+            to: None,
         }
     }
 

@@ -48,7 +48,19 @@ pub fn answer(
             selector,
             dry_run,
             force,
-        } => replay::replay(j, s, selector, *dry_run, *force, by).map(Answer::Replay),
+            to,
+        } => replay::replay(
+            j,
+            s,
+            selector,
+            &replay::How {
+                dry_run: *dry_run,
+                force: *force,
+                to: *to,
+            },
+            by,
+        )
+        .map(Answer::Replay),
         Request::Forget {
             key,
             reason,

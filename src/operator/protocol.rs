@@ -2,7 +2,7 @@
 //! these types, so a request or an answer that one side changes and the other does
 //! not is a compile error, not a parse failure at run time. One JSON line each way.
 
-use plutus_state::{Record, State};
+use plutus_state::{Record, Site, State};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -24,6 +24,9 @@ pub enum Request {
         selector: Selector,
         dry_run: bool,
         force: bool,
+        /// `--to`: the destination the replayed entries are bound to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<Site>,
     },
     /// Close a failed entry whose local copy is gone (`journal forget`). Who asks is
     /// journaled: the control socket peer's credentials (or, with the service
@@ -113,6 +116,9 @@ pub struct DestinationStatus {
     pub rename_refuses_overwrite: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fsync: Option<bool>,
+    /// When the current outage began (ms since epoch), while down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_since: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -127,6 +133,12 @@ pub struct Stats {
     pub failed_last_day: u64,
     /// `None` when the service is not running.
     pub destination: Option<DestinationStatus>,
+    /// The backup destination, when one is configured and the service runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<Box<DestinationStatus>>,
+    /// Since when new deliveries go to the backup (ms since epoch), if they do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_over_since: Option<u64>,
 }
 
 /// A delivery receipt, for reconciling with what the ERP imported.
@@ -146,6 +158,9 @@ pub struct Receipt {
     /// (`Record::attempts_made`).
     #[serde(default)]
     pub attempts: u32,
+    /// Where the verified copy went (`primary`, `backup`), with a backup configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Site>,
 }
 
 /// Which entries `replay` acts on.

@@ -14,6 +14,8 @@ pub enum QueryError {
     Glob(String, String),
     #[error("no journal entry for {0:?}")]
     NotFound(String),
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Entries matching `f`, newest first.
@@ -91,6 +93,8 @@ pub fn stats(j: &Journal) -> Result<Stats, QueryError> {
         failed_last_hour: w.failed_last_hour,
         failed_last_day: w.failed_last_day,
         destination: None,
+        backup: None,
+        failed_over_since: None,
     })
 }
 
@@ -121,6 +125,7 @@ pub fn export(j: &Journal, since_ms: Option<u64>) -> Result<Vec<Receipt>, QueryE
             remote_path: rec.remote_path.clone(),
             archive_path: rec.archive_path.clone(),
             attempts: rec.attempts_made(),
+            destination: rec.destination,
         });
     }
     out.reverse();

@@ -4,7 +4,7 @@
 use super::protocol::{Replayed, Selector};
 use super::queries::QueryError;
 use crate::config::Settings;
-use plutus_state::{now_ms, Caller, Event, Journal, JournalError, Record, State};
+use plutus_state::{now_ms, Caller, Event, Journal, JournalError, Record, Site, State};
 use std::path::Path;
 use tracing::info;
 
@@ -12,14 +12,27 @@ use tracing::info;
 /// ones too, moving the archived copy back into the outbox to be sent again. A
 /// quarantined file named explicitly goes back to the outbox to be judged again.
 /// Each change is journaled (failed, archived) and logged (all three) with `by`.
+/// How to replay: `dry_run`, `force` (archived ones too), `to` (bind them to that
+/// destination, `replay --to`).
+pub struct How {
+    pub dry_run: bool,
+    pub force: bool,
+    pub to: Option<Site>,
+}
+
 pub fn replay(
     j: &Journal,
     s: &Settings,
     sel: &Selector,
-    dry_run: bool,
-    force: bool,
+    how: &How,
     by: &Caller,
 ) -> Result<Replayed, QueryError> {
+    let How { dry_run, force, to } = *how;
+    if to == Some(Site::Backup) && s.destination.backup.is_none() {
+        return Err(QueryError::Refused(
+            "--to backup: the config has no [destination.backup]".into(),
+        ));
+    }
     let mut unknown = Vec::new();
     // A failed entry whose name has a newer entry (the web shop wrote the order again,
     // and that was delivered) is history, not work.
@@ -79,13 +92,16 @@ pub fn replay(
                     continue;
                 }
                 if !dry_run {
-                    j.apply(
+                    j.apply_at(
                         rec.id,
                         Event::Replay {
                             by: Some(by.clone()),
                         },
+                        None,
+                        to,
                     )?;
-                    info!(file = %crate::intake::shown(&rec.name), id = rec.id, uid = by.uid, "replay of a failed file by {by}");
+                    let to = to.map(|t| format!(" to the {t}")).unwrap_or_default();
+                    info!(file = %crate::intake::shown(&rec.name), id = rec.id, uid = by.uid, "replay of a failed file{to} by {by}");
                 }
                 out.replayed.push((rec.id, rec.name.clone()));
             }
@@ -105,12 +121,14 @@ pub fn replay(
                 if !dry_run {
                     // Journal first: were we to stop between the two steps, the entry is
                     // pending and the file still in the archive, where nothing is lost.
-                    j.apply(
+                    j.apply_at(
                         rec.id,
                         Event::Resend {
                             from_path: from.clone(),
                             by: Some(by.clone()),
                         },
+                        None,
+                        to,
                     )?;
                     info!(file = %crate::intake::shown(&rec.name), id = rec.id, uid = by.uid, "forced re-send from the archive by {by}");
                     // Durable first: were the move to happen and the `resend` write be

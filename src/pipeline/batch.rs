@@ -158,11 +158,13 @@ fn upload_batch(
             match result {
                 Ok(up) => {
                     ctx.metrics.bytes_sent.inc_by(r.rec.size);
-                    let rec = ctx.journal.apply(
+                    let rec = ctx.journal.apply_at(
                         r.rec.id,
                         Event::Uploaded {
                             remote_path: up.temp_path.clone(),
                         },
+                        None,
+                        ctx.site,
                     )?;
                     sent.push((rec, up, r.sent_as));
                 }

@@ -87,11 +87,13 @@ pub(super) fn upload_step(ctx: &Ctx, slot: &mut Slot, rec: Record) -> Result<Ste
     };
     ctx.metrics.bytes_sent.inc_by(rec.size);
     // The rule everything rests on: `sent` is durable before the rename leaves.
-    let rec = ctx.journal.apply(
+    let rec = ctx.journal.apply_at(
         rec.id,
         Event::Uploaded {
             remote_path: up.temp_path.clone(),
         },
+        None,
+        ctx.site,
     )?;
     ctx.journal.flush()?;
     drop(claim);
@@ -253,7 +255,7 @@ pub(super) fn verified(
     sent_as: Option<archive::LocalId>,
 ) -> Result<Step, JournalError> {
     let archive_path = archive::plan(&ctx.settings.source.archive, &rec.name, SystemTime::now());
-    let rec = ctx.journal.apply_timed(
+    let rec = ctx.journal.apply_at(
         rec.id,
         Event::Verified {
             remote_path: remote_path.clone(),
@@ -261,9 +263,13 @@ pub(super) fn verified(
             note: note.clone(),
         },
         Some(ms(started)),
+        ctx.site,
     )?;
     let since_detect = now_ms().saturating_sub(rec.detected_at);
     ctx.metrics.delivered.inc();
+    if let Some(site) = ctx.site {
+        ctx.metrics.delivered_to(site).inc();
+    }
     ctx.metrics
         .latency_seconds
         .observe(since_detect as f64 / 1000.0);

@@ -73,12 +73,13 @@ pub(super) fn blame(
         || (rec.state() == State::Pending && rec.attempts + 1 >= s.retry.max_attempts);
     if give_up {
         ctx.metrics.failed.inc();
-        let rec = ctx.journal.apply_timed(
+        let rec = ctx.journal.apply_at(
             rec.id,
             Event::Failed {
                 error: error.clone(),
             },
             elapsed_ms,
+            ctx.site,
         )?;
         error!(state = %rec.state(), attempt = rec.attempts, "{error}; gave up, replay with `plutus-sync replay {}`", intake::shown(&rec.name));
         return Ok(Step::Done);
@@ -86,13 +87,14 @@ pub(super) fn blame(
     ctx.metrics.retries.inc();
     let delay = retry::delay(rec.attempts, s.retry.initial, s.retry.max);
     let at = now_ms() + delay.as_millis() as u64;
-    let rec = ctx.journal.apply_timed(
+    let rec = ctx.journal.apply_at(
         rec.id,
         Event::Retry {
             error: error.clone(),
             next_attempt_at: at,
         },
         elapsed_ms,
+        ctx.site,
     )?;
     warn!(state = %rec.state(), attempt = rec.attempts, "{error}; retry in {}", humantime::format_duration(std::time::Duration::from_millis(delay.as_millis() as u64)));
     Ok(Step::RetryAt(at))

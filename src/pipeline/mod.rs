@@ -30,7 +30,7 @@ use crate::archive;
 use crate::config::Settings;
 use crate::intake;
 use crate::transfer::{self, Job, ServerTraits, TransferError};
-use plutus_state::{now_ms, Event, Journal, JournalError, Record, State};
+use plutus_state::{now_ms, Event, Journal, JournalError, Record, Site, State};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tracing::{error, info, warn};
@@ -55,6 +55,9 @@ pub struct Ctx {
     pub inflight: Inflight,
     /// What the last probe of the server found, for `journal stats`.
     pub server: Mutex<Option<ServerTraits>>,
+    /// Which destination this is, recorded with every step, when a backup is
+    /// configured; `None` (nothing recorded, as before backups) otherwise.
+    pub site: Option<Site>,
 }
 
 impl Ctx {
@@ -71,7 +74,14 @@ impl Ctx {
             metrics,
             inflight: Inflight::default(),
             server: Mutex::new(None),
+            site: None,
         }
+    }
+
+    /// The same, for destination `site` of a config with a backup.
+    pub fn at(mut self, site: Site) -> Ctx {
+        self.site = Some(site);
+        self
     }
 }
 

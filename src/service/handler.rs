@@ -10,6 +10,23 @@ use plutus_state::{now_ms, Caller};
 use std::sync::Arc;
 use tracing::info;
 
+/// How one destination is doing.
+fn status(ctx: &crate::pipeline::Ctx, gate: &crate::retry::Gate) -> DestinationStatus {
+    let (failures, left, last_error) = gate.status();
+    let (down, since) = gate.health();
+    let server = *ctx.server.lock().unwrap_or_else(|p| p.into_inner());
+    DestinationStatus {
+        url: ctx.transport.describe(),
+        up: failures == 0,
+        failures,
+        next_probe_at: left.map(|d| now_ms() + d.as_millis() as u64),
+        last_error,
+        rename_refuses_overwrite: server.map(|t| t.rename_refuses_overwrite),
+        fsync: server.map(|t| t.fsync),
+        down_since: down.then(|| now_ms().saturating_sub(since.elapsed().as_millis() as u64)),
+    }
+}
+
 /// Answers the control socket from inside the running service.
 pub(super) struct ServiceHandler(pub(super) Arc<Shared>);
 
@@ -20,17 +37,12 @@ impl Handler for ServiceHandler {
         match (&req, &mut answer) {
             // Only the service knows how the destination is doing.
             (Request::Stats, Answer::Stats(stats)) => {
-                let (failures, left, last_error) = sh.gate.status();
-                let server = *sh.ctx.server.lock().unwrap_or_else(|p| p.into_inner());
-                stats.destination = Some(DestinationStatus {
-                    url: sh.ctx.transport.describe(),
-                    up: failures == 0,
-                    failures,
-                    next_probe_at: left.map(|d| now_ms() + d.as_millis() as u64),
-                    last_error,
-                    rename_refuses_overwrite: server.map(|t| t.rename_refuses_overwrite),
-                    fsync: server.map(|t| t.fsync),
-                });
+                stats.destination = Some(status(&sh.ctx, &sh.gate));
+                if let Some(b) = &sh.backup {
+                    b.router.current(&sh.gate, &b.gate);
+                    stats.backup = Some(Box::new(status(&b.ctx, &b.gate)));
+                    stats.failed_over_since = b.router.failed_over_since();
+                }
             }
             // Replayed entries go to the queue at once.
             (Request::Replay { dry_run: false, .. }, Answer::Replay(r)) => {

@@ -7,7 +7,9 @@
 //! - `workers`: connection threads, the archiver, the inbox clean-up.
 //! - `housekeeping`: the systemd watchdog, journal pruning.
 //! - `handler`: control-socket answers only the running service can give.
+//! - `failover`: which destination new deliveries go to, with a backup configured.
 
+pub mod failover;
 mod handler;
 mod housekeeping;
 mod policy;
@@ -23,7 +25,7 @@ use crate::pipeline::{Ctx, Slot};
 use crate::retry::Gate;
 use crate::transfer;
 use crate::watch::{self, Candidate};
-use plutus_state::{now_ms, Journal, JournalError, JournalOptions, State};
+use plutus_state::{now_ms, Journal, JournalError, JournalOptions, Site, State};
 use queue::Queue;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -66,6 +68,8 @@ pub enum ServiceError {
     },
     #[error("host key {problem}; refusing to start\n  hint: {fix}")]
     KnownHosts { problem: String, fix: String },
+    #[error("{count} entries (e.g. {example}) were uploaded to the backup destination and are not finished, but the config has no [destination.backup]; refusing to start, since only the backup can tell whether they were delivered\n  hint: put the [destination.backup] table back until `plutus-sync journal list --state sent` shows none at the backup")]
+    BackupGone { count: usize, example: String },
 }
 
 /// What a `sync` pass did.
@@ -106,9 +110,48 @@ struct Shared {
     sweep_now: Arc<Notify>,
     /// Outbox files that may be open for writing (the watch keeps it; intake reads it).
     writers: Arc<watch::Writers>,
+    /// `[destination.backup]`, when configured. `ctx`, `gate` and `cleaned` above are
+    /// the primary's.
+    backup: Option<failover::Backup>,
+}
+
+/// One destination's parts, as the workers use them.
+pub(crate) struct Dest<'a> {
+    site: Site,
+    ctx: &'a Arc<Ctx>,
+    gate: &'a Gate,
+    cleaned: &'a Mutex<Option<Instant>>,
+    cleaned_once: &'a AtomicBool,
 }
 
 impl Shared {
+    /// Destination `site`'s parts (the primary's when there is no backup).
+    fn dest(&self, site: Site) -> Dest<'_> {
+        match (&self.backup, site) {
+            (Some(b), Site::Backup) => Dest {
+                site,
+                ctx: &b.ctx,
+                gate: &b.gate,
+                cleaned: &b.cleaned,
+                cleaned_once: &b.cleaned_once,
+            },
+            _ => Dest {
+                site: Site::Primary,
+                ctx: &self.ctx,
+                gate: &self.gate,
+                cleaned: &self.cleaned,
+                cleaned_once: &self.cleaned_once,
+            },
+        }
+    }
+
+    /// Where new deliveries go now (the primary when there is no backup).
+    fn current_site(&self) -> Site {
+        match &self.backup {
+            Some(b) => b.router.current(&self.gate, &b.gate),
+            None => Site::Primary,
+        }
+    }
     /// Note that this run touched entry `id` (kept only for a pass's summary).
     fn touched(&self, id: u64) {
         if self.mode.summarises() {
@@ -176,20 +219,22 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<Summary, ServiceError> {
     // As ssh does: a key others may read, or one that needs a passphrase, is refused
-    // before anything starts, with the fix.
-    if let crate::config::Destination::Sftp { host, port, .. } = &settings.destination.url {
+    // before anything starts, with the fix. The backup's too.
+    let backup_dest = settings.destination.backup_destination();
+    for dest in std::iter::once(&settings.destination).chain(backup_dest.as_ref()) {
+        let crate::config::Destination::Sftp { host, port, .. } = &dest.url else {
+            continue;
+        };
         // Likewise a known_hosts line that cannot be read or honoured (see
         // transfer::sftp::known_hosts): never skipped.
         if let Err((problem, fix)) =
-            transfer::sftp::read_known_hosts(&settings.destination.known_hosts, host, *port)
+            transfer::sftp::read_known_hosts(&dest.known_hosts, host, *port)
         {
             return Err(ServiceError::KnownHosts { problem, fix });
         }
-        if let Some((problem, fix)) =
-            transfer::sftp::identity_problem(&settings.destination.identity)
-        {
+        if let Some((problem, fix)) = transfer::sftp::identity_problem(&dest.identity) {
             return Err(ServiceError::Key {
-                path: settings.destination.identity.clone(),
+                path: dest.identity.clone(),
                 problem,
                 fix,
             });
@@ -218,13 +263,51 @@ pub async fn run(
         );
     }
 
+    let metrics = match &backup_dest {
+        Some(_) => crate::metrics::Metrics::new().with_failover(),
+        None => crate::metrics::Metrics::new(),
+    };
+    let metrics = Arc::new(metrics);
+    let mut primary_ctx = Ctx::new(
+        settings.clone(),
+        journal.clone(),
+        transport,
+        metrics.clone(),
+    );
+    let backup = match (backup_dest, &settings.destination.backup) {
+        (Some(dest), Some(b)) => {
+            primary_ctx = primary_ctx.at(Site::Primary);
+            let transport = transfer::from_settings(&dest);
+            let router = failover::Router::new(
+                failover::Policy {
+                    after: b.after,
+                    back_after: b.back_after,
+                },
+                primary_ctx.transport.describe(),
+                transport.describe(),
+            );
+            info!(
+                backup = %transport.describe(),
+                after = %humantime::format_duration(b.after),
+                back_after = %humantime::format_duration(b.back_after),
+                "backup destination configured"
+            );
+            let mut s = (*settings).clone();
+            s.destination = dest;
+            Some(failover::Backup {
+                ctx: Arc::new(
+                    Ctx::new(Arc::new(s), journal.clone(), transport, metrics).at(Site::Backup),
+                ),
+                gate: Gate::new(settings.retry.initial, settings.retry.max),
+                cleaned: Mutex::new(None),
+                cleaned_once: AtomicBool::new(false),
+                router,
+            })
+        }
+        _ => None,
+    };
     let shared = Arc::new(Shared {
-        ctx: Arc::new(Ctx::new(
-            settings.clone(),
-            journal.clone(),
-            transport,
-            Arc::new(crate::metrics::Metrics::new()),
-        )),
+        ctx: Arc::new(primary_ctx),
         queue: Arc::new(Queue::new()),
         gate: Gate::new(settings.retry.initial, settings.retry.max),
         mode,
@@ -236,10 +319,25 @@ pub async fn run(
         fatal: Mutex::new(None),
         sweep_now: Arc::new(Notify::new()),
         writers: Arc::default(),
+        backup,
     });
 
     // Recovery: whatever was in flight when the last run stopped goes first.
     let live = journal.live()?;
+    // An entry sent to a backup that the config no longer names cannot be resolved
+    // anywhere else: its temp, the proof, is there (failover.rs).
+    if shared.backup.is_none() {
+        let at_backup: Vec<_> = live
+            .iter()
+            .filter(|r| failover::bound_to(r) == Some(Site::Backup) && r.state() == State::Sent)
+            .collect();
+        if let Some(first) = at_backup.first() {
+            return Err(ServiceError::BackupGone {
+                count: at_backup.len(),
+                example: crate::intake::shown(&first.name).into_owned(),
+            });
+        }
+    }
     let now = now_ms();
     for rec in &live {
         shared.touched(rec.id);
@@ -274,6 +372,10 @@ pub async fn run(
             let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
                 let m = &sh.ctx.metrics;
                 m.refresh(&sh.ctx.journal, sh.queue.depth(), !sh.gate.is_down());
+                if let Some(b) = &sh.backup {
+                    let over = b.router.current(&sh.gate, &b.gate) == Site::Backup;
+                    m.refresh_failover(!sh.gate.is_down(), !b.gate.is_down(), over);
+                }
             });
             tracker.spawn(crate::metrics::serve(
                 listener,
@@ -336,6 +438,10 @@ pub async fn run(
     }
     drop(archive_tx);
     tracker.spawn(workers::archiver(shared.clone(), archive_rx));
+    if shared.backup.is_some() && mode.pauses_when_down() {
+        let (shared, rt) = (shared.clone(), tokio::runtime::Handle::current());
+        tracker.spawn_blocking(move || failover::prober(shared, rt));
+    }
     info!(
         workers = settings.destination.connections,
         resumed = live.len(),
@@ -359,7 +465,7 @@ pub async fn run(
         let sh = shared.clone();
         let _ = tokio::task::spawn_blocking(move || {
             *sh.cleaned.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            workers::clean_once(&sh, &mut Slot::default())
+            workers::clean_once(&sh.dest(Site::Primary), &mut Slot::default())
         })
         .await;
     }

@@ -21,7 +21,7 @@ pub mod record;
 
 pub use journal::{Compaction, Journal, JournalError, JournalOptions, Windows};
 pub use machine::{Caller, Event, IllegalTransition, State};
-pub use record::{NewEntry, Record, Transition};
+pub use record::{NewEntry, Record, Site, Transition};
 
 /// Milliseconds since the Unix epoch: the one clock the journal stores, so an
 /// operator can compare entries across restarts and machines.

@@ -3,6 +3,44 @@
 
 use crate::machine::{self, Event, IllegalTransition, State};
 use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Which of the configured ERP destinations a step happened at (only recorded when
+/// a backup is configured; absent means the primary, the only one there was).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Site {
+    Primary,
+    Backup,
+}
+
+impl Site {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Site::Primary => "primary",
+            Site::Backup => "backup",
+        }
+    }
+}
+
+impl fmt::Display for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Site {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Site, String> {
+        match s {
+            "primary" => Ok(Site::Primary),
+            "backup" => Ok(Site::Backup),
+            other => Err(format!(
+                "unknown destination {other:?} (expected primary or backup)"
+            )),
+        }
+    }
+}
 
 /// What intake knows about a new file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +66,9 @@ pub struct Transition {
     /// How long the attempt that ended in this transition took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elapsed_ms: Option<u64>,
+    /// Where the attempt that made this transition happened (with a backup only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Site>,
 }
 
 /// A journal entry. Its state is private: the only way to change it is `apply`, which
@@ -53,6 +94,11 @@ pub struct Record {
     pub detected_at: u64,
     pub updated_at: u64,
     pub history: Vec<Transition>,
+    /// The destination this entry is bound to: where its temp file is (`sent`), where
+    /// the verified copy went (`verified`, `archived`), or where an operator's replay
+    /// pinned it (`pending`). `None`: not bound (or no backup configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Site>,
 }
 
 impl Record {
@@ -80,7 +126,9 @@ impl Record {
                 to: State::Pending,
                 event: None,
                 elapsed_ms: None,
+                destination: None,
             }],
+            destination: None,
         }
     }
 
@@ -147,7 +195,29 @@ impl Record {
         at: u64,
         elapsed_ms: Option<u64>,
     ) -> Result<(), IllegalTransition> {
+        self.apply_at(event, at, elapsed_ms, None)
+    }
+
+    /// `apply`, for a step taken at destination `site`: the transition records it, and
+    /// an upload, a verified copy or a pinned replay binds the entry to it. A new
+    /// upload elsewhere, an unpinned replay or a re-send unbinds it.
+    pub(crate) fn apply_at(
+        &mut self,
+        event: Event,
+        at: u64,
+        elapsed_ms: Option<u64>,
+        site: Option<Site>,
+    ) -> Result<(), IllegalTransition> {
         let to = machine::next(self.state, &event)?;
+        match &event {
+            Event::Uploaded { .. } | Event::Verified { .. } if site.is_some() => {
+                self.destination = site;
+            }
+            Event::Replay { .. } | Event::Resend { .. } => self.destination = site,
+            // The temp is gone (or going): nothing binds the entry any more.
+            Event::Reupload { .. } => self.destination = None,
+            _ => {}
+        }
         match &event {
             Event::Uploaded { remote_path } => self.remote_path = Some(remote_path.clone()),
             Event::Verified {
@@ -215,6 +285,7 @@ impl Record {
             to,
             event: Some(event),
             elapsed_ms,
+            destination: site,
         });
         self.state = to;
         self.updated_at = at;
@@ -421,5 +492,27 @@ mod tests {
             Some(Event::Replay { by: None })
         );
         assert_eq!(ops.to_string(), "alice (uid 1001)");
+    }
+
+    #[test]
+    fn a_step_at_a_destination_binds_the_entry_and_old_records_decode_unbound() {
+        let mut r = entry();
+        let old = serde_json::to_string(&r).unwrap();
+        assert!(
+            !old.contains("destination"),
+            "nothing written without a backup"
+        );
+        let back: Record = serde_json::from_str(&old).unwrap();
+        assert_eq!(back.destination, None);
+        r.apply_at(retry(), 1, None, Some(Site::Primary)).unwrap();
+        assert_eq!(r.destination, None, "a failed try binds nothing");
+        r.apply_at(uploaded(), 2, None, Some(Site::Backup)).unwrap();
+        assert_eq!(r.destination, Some(Site::Backup));
+        r.apply_at(verified(), 3, Some(1), Some(Site::Backup))
+            .unwrap();
+        assert_eq!(r.destination, Some(Site::Backup));
+        assert_eq!(r.history.last().unwrap().destination, Some(Site::Backup));
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), r);
     }
 }

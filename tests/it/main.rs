@@ -14,6 +14,7 @@ mod fixture_tests;
 mod cli;
 mod cron;
 mod delivery;
+mod failover;
 mod observability;
 mod operator;
 mod operator_kit;

@@ -394,12 +394,23 @@ impl Journal {
 
     /// `apply`, recording how long the attempt that ended here took.
     pub fn apply_timed(&self, id: u64, event: Event, elapsed_ms: Option<u64>) -> Result<Record> {
+        self.apply_at(id, event, elapsed_ms, None)
+    }
+
+    /// `apply_timed`, for a step taken at destination `site` (see `Record::destination`).
+    pub fn apply_at(
+        &self,
+        id: u64,
+        event: Event,
+        elapsed_ms: Option<u64>,
+        site: Option<crate::record::Site>,
+    ) -> Result<Record> {
         let at = crate::now_ms();
         let _entry = self.stripe(id);
         let _touched = self.touched(id);
         let mut rec = self.get(id)?.ok_or(JournalError::NotFound(id))?;
         let from = rec.state();
-        rec.apply(event, at, elapsed_ms)
+        rec.apply_at(event, at, elapsed_ms, site)
             .map_err(|source| JournalError::Illegal {
                 id,
                 name: rec.name.clone(),
