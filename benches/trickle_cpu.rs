@@ -25,7 +25,8 @@
 //! writes `target/bench-results/trickle-cpu.json` (and each run's service log beside
 //! it). Without `--bench` (as `cargo test --all-targets` runs it) it is a smoke run of
 //! 20 files at 50/s that writes `trickle-cpu-smoke.json`. `PLUTUS_TRICKLE_FILES=N`
-//! scales every rate's count to N (a partial run, `trickle-cpu-partial.json`). The
+//! scales every rate's count to N, `PLUTUS_TRICKLE_RATES=50` runs only the rates named
+//! (either makes a partial run, `trickle-cpu-partial.json`). The
 //! bench never fails on a figure, only on a wrong delivery or a run that does not
 //! finish.
 
@@ -103,6 +104,12 @@ fn main() {
     if let Some(n) = scale {
         rates.iter_mut().for_each(|r| r.files = n);
     }
+    let only: Option<Vec<f64>> = std::env::var("PLUTUS_TRICKLE_RATES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|r| r.trim().parse().ok()).collect());
+    if let Some(only) = &only {
+        rates.retain(|r| only.contains(&r.per_second));
+    }
     let release = !cfg!(debug_assertions);
     let machine = Machine::probe();
     println!(
@@ -124,7 +131,7 @@ fn main() {
 
     let dir = target_dir().join("bench-results");
     fs::create_dir_all(&dir).unwrap();
-    let tag = match (full, scale) {
+    let tag = match (full, scale.or(only.as_ref().map(|_| 0))) {
         (_, Some(_)) => "partial",
         (true, None) => "full",
         (false, None) => "smoke",
