@@ -102,7 +102,12 @@ fn main() -> ExitCode {
         Ok(g) => g,
         Err(e) => return fail(e),
     };
+    // One worker thread: the async side only routes (watch events, intake hand-offs,
+    // the archiver, the control socket); every blocking step has a thread of its own
+    // or the blocking pool. A second worker mostly woke up to look for work it could
+    // steal, which at a trickle cost more CPU than the work (issue 17).
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {

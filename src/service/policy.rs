@@ -1,6 +1,8 @@
 //! What `run` (the service) and `sync` (one pass, for cron) differ in, named once:
 //! everything else in `service/` is the same code for both.
 
+use std::time::Duration;
+
 /// How a run behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -59,6 +61,21 @@ impl Mode {
     /// for months has no summary and must not grow the list without end.
     pub(crate) fn summarises(self) -> bool {
         self == Mode::Once
+    }
+
+    /// How long the archiver waits, after a verified file, for more to archive with
+    /// it (one journal flush and one fsync per folder for the whole batch). Nothing
+    /// waits on the archive move: the file is already in the inbox. In the service a
+    /// trickle's files come one by one, so a short window archived them one by one,
+    /// each paying a flush (and the wakeups of sled's I/O threads) and two folder
+    /// fsyncs: a quarter of a second batches a 50 files/s trickle by about 12 (issue
+    /// 17, benches/trickle_cpu.rs). A pass keeps the short window: its end waits for
+    /// the last batch.
+    pub(crate) fn archive_window(self) -> Duration {
+        match self {
+            Mode::Service => Duration::from_millis(250),
+            Mode::Once => Duration::from_millis(5),
+        }
     }
 
     /// The end of the "ready" log line.

@@ -311,13 +311,12 @@ pub(super) type ToArchive = (u64, Option<crate::archive::LocalId>);
 pub(super) async fn archiver(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<ToArchive>) {
     const MAX_BATCH: usize = 512;
     // How long the first file of a batch waits for others: the flush and the folder
-    // fsyncs cost the same for one file or a hundred. Nothing waits on the archive
-    // move (the file is already in the inbox), so a few ms here are invisible.
-    const WINDOW: Duration = Duration::from_millis(5);
+    // fsyncs cost the same for one file or a hundred (see `Mode::archive_window`).
+    let window = shared.mode.archive_window();
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         if batch.len() < MAX_BATCH {
-            let _ = tokio::time::timeout(WINDOW, async {
+            let _ = tokio::time::timeout(window, async {
                 while batch.len() < MAX_BATCH {
                     let room = MAX_BATCH - batch.len();
                     if rx.recv_many(&mut batch, room).await == 0 {
