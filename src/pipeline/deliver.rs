@@ -169,6 +169,20 @@ pub(super) fn resolve_sent(
     sent_as: Option<archive::LocalId>,
     rename_failed: Option<TransferError>,
 ) -> Result<Step, JournalError> {
+    // Only where its upload started (its temp is there): the workers route a `sent`
+    // entry by its binding; this is the last guard against looking elsewhere, where
+    // a missing temp would read as "taken by the ERP".
+    let bound = rec.destination.unwrap_or(plutus_state::Site::Primary);
+    if ctx.site.is_some_and(|here| here != bound) {
+        tracing::error!(
+            id = rec.id,
+            name = %crate::intake::shown(&rec.name),
+            ?bound,
+            here = ?ctx.site,
+            "a sent entry reached the other destination; not resolved here"
+        );
+        return Ok(super::retry_later(ctx));
+    }
     let temp = rec.remote_path.clone().unwrap_or_default();
     let conn = match slot.get(ctx) {
         Ok(c) => c,

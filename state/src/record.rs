@@ -210,9 +210,10 @@ impl Record {
     ) -> Result<(), IllegalTransition> {
         let to = machine::next(self.state, &event)?;
         match &event {
-            Event::Uploaded { .. } | Event::Verified { .. } if site.is_some() => {
-                self.destination = site;
-            }
+            // Always, `None` included (a run without a backup: the primary): a binding
+            // left from a pinned replay must not outlive an upload made elsewhere, or
+            // recovery would look for the temp at the wrong destination.
+            Event::Uploaded { .. } | Event::Verified { .. } => self.destination = site,
             Event::Replay { .. } | Event::Resend { .. } => self.destination = site,
             // The temp is gone (or going): nothing binds the entry any more.
             Event::Reupload { .. } => self.destination = None,
@@ -514,5 +515,20 @@ mod tests {
         assert_eq!(r.history.last().unwrap().destination, Some(Site::Backup));
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Record>(&text).unwrap(), r);
+    }
+
+    /// Review finding: a replay pinned to the backup, then an upload by a run without
+    /// a backup (site `None`: the primary). The entry is bound to where its temp is,
+    /// the primary; a stale `Backup` would send its recovery to the wrong inbox.
+    #[test]
+    fn an_upload_made_without_a_backup_unbinds_a_pin_to_the_backup() {
+        let mut r = entry();
+        r.apply(Event::Failed { error: "x".into() }, 1, None)
+            .unwrap();
+        r.apply_at(Event::Replay { by: None }, 2, None, Some(Site::Backup))
+            .unwrap();
+        assert_eq!(r.destination, Some(Site::Backup));
+        r.apply_at(uploaded(), 3, None, None).unwrap();
+        assert_eq!((r.state(), r.destination), (State::Sent, None));
     }
 }
