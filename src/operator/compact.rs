@@ -78,18 +78,34 @@ pub fn in_place(j: &plutus_state::Journal) -> anyhow::Result<Compacted> {
         fs::remove_dir_all(&tmp).with_context(|| format!("{}: cannot remove", tmp.display()))?;
     }
     let bytes_before = du(path);
-    let swap = |copy: &Path| -> std::io::Result<()> {
-        sync_tree(copy)?;
+    let exchanged = std::cell::Cell::new(false);
+    let swap = |copy: &Path| -> Result<(), plutus_state::SwapFailed> {
+        let failed = |exchanged| move |error| plutus_state::SwapFailed { exchanged, error };
+        sync_tree(copy).map_err(failed(false))?;
         rustix::fs::renameat_with(
             rustix::fs::CWD,
             copy,
             rustix::fs::CWD,
             path,
             rustix::fs::RenameFlags::EXCHANGE,
-        )?;
-        crate::archive::sync_dir(parent)
+        )
+        .map_err(|e| failed(false)(e.into()))?;
+        exchanged.set(true);
+        crate::archive::sync_dir(parent).map_err(failed(true))
     };
     let done = j.compact_into(&tmp, swap);
+    let done = match done {
+        // The old journal is in `tmp` and the journal refuses every flush now: the
+        // exchange may not be durable, and a restart sorts out which is where.
+        Err(e) if exchanged.get() => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "{}: compacted, but the exchange with {} is not known to be durable; the journal refuses further writes until the service restarts",
+                path.display(),
+                tmp.display()
+            )))
+        }
+        done => done,
+    };
     // The copy (after a failure) or the old journal (after the exchange): not needed.
     let removed = fs::remove_dir_all(&tmp);
     let c = done.with_context(|| {

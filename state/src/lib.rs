@@ -19,7 +19,7 @@ pub mod machine;
 pub mod protocol;
 pub mod record;
 
-pub use journal::{Compaction, Journal, JournalError, JournalOptions, Windows};
+pub use journal::{Compaction, Journal, JournalError, JournalOptions, SwapFailed, Windows};
 pub use machine::{Caller, Event, IllegalTransition, State};
 pub use record::{NewEntry, Record, Site, Transition};
 

@@ -21,10 +21,20 @@ use super::windows::{restore, KEPT};
 use super::{decode, Journal, JournalError, Result, Store};
 use crate::keys;
 use std::collections::HashSet;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Why `swap` failed, and whether the folders were exchanged before it did (then the
+/// copy is the journal, and the journal refuses every later flush: the exchange may not
+/// be durable).
+#[derive(Debug)]
+pub struct SwapFailed {
+    pub exchanged: bool,
+    pub error: std::io::Error,
+}
 
 /// What a compaction did.
 #[derive(Clone, Debug, Default)]
@@ -64,12 +74,13 @@ impl Journal {
     /// call `swap(dest)` with every writer stopped and the copy flushed: it must make
     /// the copy's files durable and put its folder in the journal's place (after which
     /// the old database is in `dest`); then the journal uses the copy. If anything
-    /// fails before `swap` returns `Ok`, the journal is untouched and goes on with the
-    /// old database; the caller removes `dest`.
+    /// fails before the exchange, the journal is untouched and goes on with the old
+    /// database, and the caller removes `dest`; if `swap` fails after it, the journal
+    /// uses the copy but is poisoned (see [`SwapFailed`]), and `dest` is left alone.
     pub fn compact_into(
         &self,
         dest: &Path,
-        swap: impl FnOnce(&Path) -> std::io::Result<()>,
+        swap: impl FnOnce(&Path) -> std::result::Result<(), SwapFailed>,
     ) -> Result<Compaction> {
         let began = Instant::now();
         if self.poisoned.load(Ordering::SeqCst) {
@@ -81,12 +92,24 @@ impl Journal {
             path: dest.to_path_buf(),
             source,
         };
+        // sled builds its blob files' paths from its configured path at every write
+        // (values above a quarter of a segment, ~128 KiB: an entry with a long
+        // history), so the copy is opened through its folder's descriptor: the path
+        // follows the folder across the exchange, to the journal's name.
+        let io_err = |source: std::io::Error| JournalError::Open {
+            path: dest.to_path_buf(),
+            source: sled::Error::Io(source),
+        };
+        std::fs::create_dir(dest).map_err(io_err)?;
+        let dir = std::fs::File::open(dest).map_err(io_err)?;
+        let via = Path::new("/proc/self/fd").join(dir.as_raw_fd().to_string());
         let db = sled::Config::new()
-            .path(dest)
+            .path(&via)
             .cache_capacity(self.cache_capacity)
             .open()
             .map_err(open_err)?;
-        let new = Store::of(db, dest).map_err(open_err)?;
+        let mut new = Store::of(db, &via).map_err(open_err)?;
+        new.dir = Some(dir);
         *self.dirty.lock().unwrap_or_else(|p| p.into_inner()) = Some(HashSet::new());
         // The bulk is made durable before the pause, so the pause's flush and the
         // caller's fsync have only the last round to write.
@@ -135,12 +158,30 @@ impl Journal {
             }
         }
         new.db.flush()?;
-        swap(dest).map_err(|e| JournalError::Storage(sled::Error::Io(e)))?;
-        // Everything written so far is in the copy, and `swap` made it durable.
+        // The old database is written no more: nothing of it is left in memory to
+        // land, through its configured path, in the folder the copy is about to take.
+        old.db.flush()?;
+        let swapped = swap(dest);
+        if let Err(SwapFailed {
+            exchanged: false,
+            error,
+        }) = swapped
+        {
+            return Err(JournalError::Storage(sled::Error::Io(error)));
+        }
+        // The copy is at the journal's path now: writes go there from here on.
+        // Everything written so far is in it, and `swap` made it durable, unless it
+        // says it could not (then nothing may depend on durability any more).
         let previous = std::mem::replace(
             &mut *self.store.write().unwrap_or_else(|p| p.into_inner()),
             Arc::new(new),
         );
+        if let Err(SwapFailed { error, .. }) = swapped {
+            self.poisoned.store(true, Ordering::SeqCst);
+            return Err(JournalError::Storage(sled::Error::Io(std::io::Error::other(
+                format!("the compacted journal took the old one's place, but that is not known to be durable ({error}); restart the service"),
+            ))));
+        }
         self.flushed
             .fetch_max(self.writes.load(Ordering::SeqCst), Ordering::SeqCst);
         let paused_ms = paused.elapsed().as_millis() as u64;

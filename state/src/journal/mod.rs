@@ -33,7 +33,7 @@ mod query;
 mod repair;
 mod windows;
 
-pub use compact::Compaction;
+pub use compact::{Compaction, SwapFailed};
 use repair::{repair_inflight, repair_live_index};
 use windows::{Ring, Tally};
 pub use windows::{Windows, DAY, HOUR};
@@ -102,6 +102,8 @@ pub(super) struct Store {
     by_state: sled::Tree,
     meta: sled::Tree,
     by_time: sled::Tree,
+    /// The folder, held open when sled was opened through it (a compaction's copy).
+    dir: Option<std::fs::File>,
 }
 
 impl Store {
@@ -116,6 +118,7 @@ impl Store {
             by_time: db.open_tree(keys::TREE_BY_TIME)?,
             log_file: std::fs::File::open(path.join("db")).ok(),
             db,
+            dir: None,
         })
     }
 }
@@ -260,6 +263,7 @@ impl Journal {
             by_state,
             meta,
             by_time,
+            dir: None,
         };
         Ok(Journal {
             path: path.to_path_buf(),

@@ -451,7 +451,14 @@ fn a_compaction_keeps_every_live_key_goes_on_in_the_copy_and_gives_space_back() 
     let (counts, now) = (j.counts().unwrap(), crate::now_ms());
     let windows = j.windows(now);
     let before = size(&src);
-    let c = j.compact_into(&tmp, |t| exchange(&src, t)).unwrap();
+    let c = j
+        .compact_into(&tmp, |t| {
+            exchange(&src, t).map_err(|error| crate::SwapFailed {
+                exchanged: false,
+                error,
+            })
+        })
+        .unwrap();
     assert_eq!(c.entries, stored.len());
     // The old database is where the copy was; the journal now writes to the copy.
     let after = size(&src);
@@ -459,25 +466,66 @@ fn a_compaction_keeps_every_live_key_goes_on_in_the_copy_and_gives_space_back() 
     assert!(after * 2 < before, "compacted {after} bytes vs {before}");
     let next = j.insert(new("next.json", 1)).unwrap();
     assert!(next.id > failed.id, "new ids continue past the copied ones");
-    j.flush().unwrap();
     std::fs::remove_dir_all(&tmp).unwrap();
+    // Review finding: sled writes a large value (over ~128 KiB: an entry with a long
+    // history) to a blob file under its configured path, which for a copy opened at
+    // the temporary name was the old journal's folder, just removed.
+    let big = j
+        .insert(NewEntry {
+            batch: "b".repeat(300_000),
+            ..new("big.json", 2)
+        })
+        .unwrap();
+    j.flush().unwrap();
     drop(j);
     let j = open(&src);
     assert_eq!(j.recovered(), 0);
     let copied: Vec<Record> = j.iter().collect::<Result<_>>().unwrap();
     assert_eq!(&copied[..stored.len()], &stored[..]);
-    assert_eq!(copied.last(), Some(&next));
+    assert_eq!(copied[stored.len()], next);
+    assert_eq!(copied.last(), Some(&big));
     assert_eq!(j.counts_by_scan().unwrap(), j.counts().unwrap());
     assert_eq!(j.windows(now), windows);
     let pending = counts.iter().find(|(s, _)| *s == State::Pending).unwrap().1;
     assert_eq!(
         j.in_state(State::Pending).unwrap().len() as u64,
-        pending + 1
+        pending + 2
     );
     assert_eq!(
         j.latest("bad.json").unwrap().unwrap().state(),
         State::Failed
     );
+}
+
+/// Review finding: the folders were exchanged, then the parent's fsync failed. The
+/// journal must write to the copy (the folder its path names now) and refuse every
+/// later flush, since the exchange may not be durable; the caller keeps the old folder.
+#[test]
+fn a_swap_that_fails_after_the_exchange_leaves_the_journal_on_the_copy_and_poisoned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, tmp) = (dir.path().join("j"), dir.path().join("j.compacting"));
+    let j = open(&src);
+    let a = j.insert(new("a.json", 1)).unwrap();
+    j.flush().unwrap();
+    let r = j.compact_into(&tmp, |t| {
+        exchange(&src, t).map_err(|error| crate::SwapFailed {
+            exchanged: false,
+            error,
+        })?;
+        Err(crate::SwapFailed {
+            exchanged: true,
+            error: std::io::Error::other("fsync of the parent failed"),
+        })
+    });
+    assert!(r.is_err());
+    assert!(j.flush().is_err(), "nothing may depend on durability now");
+    let b = j.insert(new("b.json", 2)).unwrap();
+    assert_eq!(j.latest("b.json").unwrap(), Some(b));
+    drop(j);
+    // The copy is the journal: it holds what was there at the exchange.
+    let j = open(&src);
+    assert_eq!(j.latest("a.json").unwrap(), Some(a));
+    assert!(tmp.exists(), "the old journal is kept");
 }
 
 #[test]
@@ -522,7 +570,14 @@ fn writes_made_while_a_compaction_copies_are_all_in_the_copy() {
     while j.len() < 4100 {
         std::thread::yield_now();
     }
-    let c = j.compact_into(&tmp, |t| exchange(&src, t)).unwrap();
+    let c = j
+        .compact_into(&tmp, |t| {
+            exchange(&src, t).map_err(|error| crate::SwapFailed {
+                exchanged: false,
+                error,
+            })
+        })
+        .unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let written: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
     eprintln!("{c:?}, {written} deliveries by the writers");
